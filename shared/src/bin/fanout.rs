@@ -1,0 +1,576 @@
+//! The `fanout` command line: run, validate, plan, status, inspect, sample-data.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fanout::env::Env;
+use fanout::location::Location;
+use fanout::metrics::MemoryMetrics;
+use fanout::planner::PlannedJob;
+use fanout::records::ChunkRecord;
+use fanout::reducer::{JobStatus, Manifest};
+use fanout::runner::{Progress, RunOptions, run_local};
+use fanout::spec::JobSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Fan-out ETL: raw CSV / JSON lines / Parquet in, validated partitioned Parquet out.
+#[derive(Parser)]
+#[command(name = "fanout", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plan, process every chunk and finalize a job on the embedded queue.
+    Run {
+        /// Job spec (YAML or JSON).
+        spec: PathBuf,
+        /// Concurrent workers (default: the machine's cores).
+        #[arg(long, short = 'w')]
+        workers: Option<usize>,
+        /// Use this job id instead of the spec's (or the derived one).
+        #[arg(long)]
+        job_id: Option<String>,
+    },
+    /// Check a spec (fields, lookups, SQL) without running anything.
+    Validate {
+        /// Job spec.
+        spec: PathBuf,
+    },
+    /// Show the chunk plan without running it.
+    Plan {
+        /// Job spec.
+        spec: PathBuf,
+        /// List every chunk.
+        #[arg(long)]
+        chunks: bool,
+    },
+    /// Planned / committed / failed / dead-lettered chunks of a job.
+    Status {
+        /// Job id.
+        job_id: String,
+        /// Work location of the job.
+        #[arg(long, env = "FANOUT_WORK", default_value = "out/_fanout/")]
+        work: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's manifest: files, partitions, counts, schema, aggregates.
+    Inspect {
+        /// Job id.
+        job_id: String,
+        /// Work location of the job.
+        #[arg(long, env = "FANOUT_WORK", default_value = "out/_fanout/")]
+        work: String,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the deterministic sample data used by `examples/orders.yaml`.
+    SampleData {
+        /// Target directory.
+        #[arg(default_value = "examples/data")]
+        dir: PathBuf,
+        /// Approximate number of orders.
+        #[arg(long, default_value_t = 80_000)]
+        rows: u64,
+        /// Overwrite existing data.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit code of a failed job.
+const EXIT_JOB_FAILED: u8 = 1;
+/// Exit code of a refused spec or bad usage.
+const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_JOB_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            let invalid = e
+                .downcast_ref::<fanout::Error>()
+                .is_some_and(|f| matches!(f, fanout::Error::Spec(_) | fanout::Error::Config(_)));
+            eprintln!("error: {e:#}");
+            ExitCode::from(if invalid {
+                EXIT_INVALID
+            } else {
+                EXIT_JOB_FAILED
+            })
+        }
+    }
+}
+
+fn env() -> (Env, Arc<MemoryMetrics>) {
+    let metrics = Arc::new(MemoryMetrics::new());
+    (Env::embedded(metrics.clone()), metrics)
+}
+
+fn load(path: &Path) -> anyhow::Result<JobSpec> {
+    Ok(JobSpec::from_file(path)?)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            spec,
+            workers,
+            job_id,
+        } => {
+            let mut job = load(&spec)?;
+            if job_id.is_some() {
+                job.job_id = job_id;
+            }
+            let (env, metrics) = env();
+            fanout::lookup::preflight(&env, &job, &spec.display().to_string()).await?;
+            let mut opts = RunOptions::default();
+            if let Some(w) = workers {
+                anyhow::ensure!(w >= 1, "--workers must be at least 1");
+                opts.workers = w;
+            }
+            let progress = Arc::new(Bar::new());
+            let report = run_local(&env, &job, &opts, progress.clone()).await?;
+            progress.finish();
+            let secs = report.elapsed.as_secs_f64();
+            println!(
+                "job {}  ({} chunks, {} run now, {} workers)",
+                report.plan.summary.job_id,
+                report.plan.summary.chunks,
+                report.chunks_run,
+                opts.workers
+            );
+            match &report.result {
+                Ok(m) => {
+                    print_manifest_summary(m);
+                    let mb = metrics.sum(fanout::metrics::names::BYTES_READ) / 1e6;
+                    println!(
+                        "  elapsed        {secs:.2} s   input read this run {mb:.1} MB = {:.1} MB/s",
+                        if secs > 0.0 { mb / secs } else { 0.0 }
+                    );
+                    print_aggregate(m);
+                    println!(
+                        "\nmanifest: {}",
+                        job.work.join(&fanout::records::layout::manifest(&m.job_id))
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    print_status(&report.status);
+                    eprintln!("\nerror: {e}");
+                    if let Ok(m) =
+                        fanout::reducer::read_manifest(&env, &job.work, &report.plan.summary.job_id)
+                            .await
+                    {
+                        if !m.succeeded() {
+                            print_manifest_summary(&m);
+                        }
+                    }
+                    Ok(ExitCode::from(EXIT_JOB_FAILED))
+                }
+            }
+        }
+        Command::Validate { spec } => {
+            let job = load(&spec)?;
+            let (env, _) = env();
+            let out = fanout::lookup::preflight(&env, &job, &spec.display().to_string()).await?;
+            println!("{}: valid", spec.display());
+            println!(
+                "  input   {} ({:?}, {} columns, {} rules)",
+                job.input.location,
+                job.input.format,
+                job.input.schema.fields().len(),
+                job.rules.len()
+            );
+            println!(
+                "  output  {} partitioned by [{}]",
+                job.output.location,
+                job.output.partition_by.join(", ")
+            );
+            let cols: Vec<String> = out
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect();
+            println!("  rows    {}", cols.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { spec, chunks } => {
+            let job = load(&spec)?;
+            let (env, _) = env();
+            let plan = fanout::planner::compute_plan(&env, &job).await?;
+            print_plan(&plan, chunks);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { job_id, work, json } => {
+            let (env, _) = env();
+            let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let status = fanout::reducer::job_status(&env, &work, &job_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(if status.dead_lettered.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_JOB_FAILED)
+            })
+        }
+        Command::Inspect { job_id, work, json } => {
+            let (env, _) = env();
+            let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let m = fanout::reducer::read_manifest(&env, &work, &job_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_manifest_summary(&m);
+            println!("\nschema");
+            for f in m.schema.fields() {
+                println!(
+                    "  {:<20} {}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " not null" }
+                );
+            }
+            println!("\npartitions ({})", m.partitions.len());
+            for p in &m.partitions {
+                let path = if p.path.is_empty() {
+                    "(none)"
+                } else {
+                    p.path.as_str()
+                };
+                println!(
+                    "  {path:<40} {:>4} files {:>10} rows {:>12} bytes",
+                    p.files, p.rows, p.bytes
+                );
+            }
+            print_aggregate(&m);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SampleData { dir, rows, force } => {
+            if dir.join("orders").exists() && !force {
+                println!(
+                    "{} already holds sample data (use --force to rewrite it)",
+                    dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stats = fanout::sample::write_sample(&dir, rows, 42)
+                .with_context(|| format!("writing sample data to {}", dir.display()))?;
+            println!(
+                "wrote {} orders ({} deliberately bad) in {:.1} MB under {}",
+                stats.orders,
+                stats.bad,
+                stats.bytes as f64 / 1e6,
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} MB", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} kB", n / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn print_plan(plan: &PlannedJob, all: bool) {
+    let s = &plan.summary;
+    println!("job {}", s.job_id);
+    println!(
+        "  objects  {:>10}   {}",
+        s.objects,
+        human_bytes(s.input_bytes)
+    );
+    println!(
+        "  chunks   {:>10}   target {} each",
+        s.chunks,
+        human_bytes(s.target_bytes)
+    );
+    if let (Some(min), Some(max)) = (
+        plan.chunks.iter().map(|c| c.bytes).min(),
+        plan.chunks.iter().map(|c| c.bytes).max(),
+    ) {
+        println!(
+            "  sizes    min {}  max {}",
+            human_bytes(min),
+            human_bytes(max)
+        );
+    }
+    let shown = if all {
+        plan.chunks.len()
+    } else {
+        plan.chunks.len().min(20)
+    };
+    for c in plan.chunks.iter().take(shown) {
+        let what: Vec<String> = c
+            .pieces
+            .iter()
+            .take(3)
+            .map(|p| match p {
+                fanout::plan::Piece::Object { key, .. } => key.clone(),
+                fanout::plan::Piece::Range {
+                    key, start, end, ..
+                } => format!("{key} [{start}..{end})"),
+                fanout::plan::Piece::RowGroups {
+                    key, row_groups, ..
+                } => format!("{key} row groups {row_groups:?}"),
+            })
+            .collect();
+        let more = if c.pieces.len() > 3 {
+            format!(" +{} more", c.pieces.len() - 3)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:>5} {} {:>10}  {}{more}",
+            c.index,
+            c.id,
+            human_bytes(c.bytes),
+            what.join(", ")
+        );
+    }
+    if shown < plan.chunks.len() {
+        println!(
+            "  … {} more (--chunks lists all)",
+            plan.chunks.len() - shown
+        );
+    }
+}
+
+fn print_status(s: &JobStatus) {
+    println!("job {}", s.job_id);
+    println!("  planned        {:>8}", s.planned);
+    println!("  committed      {:>8}", s.committed);
+    println!("  pending        {:>8}", s.pending);
+    println!("  failed         {:>8}   (will be retried)", s.failed.len());
+    println!(
+        "  dead-lettered  {:>8}   (no retry left)",
+        s.dead_lettered.len()
+    );
+    if let Some(o) = &s.outcome {
+        println!("  outcome        {o}");
+    }
+    for f in s.failed.iter().chain(&s.dead_lettered) {
+        println!(
+            "  chunk {} after {} attempt(s){}: {}",
+            f.chunk_id,
+            f.attempts,
+            if f.permanent { " [permanent]" } else { "" },
+            f.message
+        );
+    }
+}
+
+fn print_manifest_summary(m: &Manifest) {
+    println!("  outcome        {}", m.outcome);
+    for p in &m.problems {
+        println!("  problem        {p}");
+    }
+    println!("  rows read      {:>12}", m.counts.read);
+    println!(
+        "  rows rejected  {:>12}   ({:.3}%) → {}{}/",
+        m.counts.rejected,
+        m.reject_ratio * 100.0,
+        m.rejects_location,
+        m.job_id
+    );
+    for (rule, n) in &m.reject_rules {
+        println!("    {rule:<14} {n:>10}");
+    }
+    println!("  rows valid     {:>12}", m.counts.valid);
+    println!(
+        "  rows written   {:>12}   ({} filtered or added by the transform)",
+        m.counts.written,
+        m.counts.valid as i64 - m.counts.written as i64
+    );
+    println!(
+        "  files written  {:>12}   {} in {} partitions → {}",
+        m.files.len(),
+        human_bytes(m.output_bytes),
+        m.partitions.len(),
+        m.output
+    );
+    println!(
+        "  input          {:>12}   {} objects, {} chunks",
+        human_bytes(m.input_bytes),
+        m.objects,
+        m.chunks
+    );
+}
+
+fn print_aggregate(m: &Manifest) {
+    let Some(a) = &m.aggregate else { return };
+    println!("\naggregate by [{}]", a.spec.group_by.join(", "));
+    let cols: Vec<String> = a
+        .spec
+        .group_by
+        .iter()
+        .cloned()
+        .chain(a.spec.measures.iter().map(|x| x.name.clone()))
+        .collect();
+    let cell = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "∅".into(),
+        Some(v) => v.to_string(),
+    };
+    let rows: Vec<Vec<String>> = a
+        .rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(r.get(c))).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: &[String]| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("  {}", line(&cols));
+    for r in rows.iter().take(50) {
+        println!("  {}", line(r));
+    }
+    if rows.len() > 50 {
+        println!("  … {} more rows in aggregates.json", rows.len() - 50);
+    }
+}
+
+/// Progress: a bar on a terminal, plain lines otherwise.
+struct Bar {
+    bar: Option<ProgressBar>,
+    total: AtomicU64,
+    done: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} chunks  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Bar {
+            bar,
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn planned(&self, job: &PlannedJob, to_run: u64) {
+        self.total.store(to_run, Ordering::Relaxed);
+        let skipped = job.summary.chunks - to_run;
+        let note = if skipped > 0 {
+            format!(" ({skipped} already committed)")
+        } else {
+            String::new()
+        };
+        match &self.bar {
+            Some(b) => {
+                b.set_length(to_run);
+                b.println(format!(
+                    "planned {} chunks over {} objects{note}",
+                    job.summary.chunks, job.summary.objects
+                ));
+            }
+            None => eprintln!(
+                "planned {} chunks over {} objects{note}",
+                job.summary.chunks, job.summary.objects
+            ),
+        }
+    }
+
+    fn committed(&self, r: &ChunkRecord) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let rows = self.rows.fetch_add(r.counts.read, Ordering::Relaxed) + r.counts.read;
+        let total = self.total.load(Ordering::Relaxed);
+        match &self.bar {
+            Some(b) => {
+                b.inc(1);
+                b.set_message(format!("{rows} rows"));
+            }
+            None => {
+                let step = (total / 10).max(1);
+                if done % step == 0 || done == total {
+                    eprintln!("committed {done}/{total} chunks, {rows} rows read");
+                }
+            }
+        }
+    }
+
+    fn failed(&self, chunk_id: &str, attempt: u32, error: &fanout::Error, last_attempt: bool) {
+        let what = if last_attempt {
+            "failed for good"
+        } else {
+            "failed, will retry"
+        };
+        let line = format!("chunk {chunk_id} attempt {attempt} {what}: {error}");
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The metrics port.
+//!
+//! Adapters: [`MemoryMetrics`] (the embedded default, printed as the run summary) and,
+//! with the AWS adapters, CloudWatch EMF on stdout and PutMetricData.
+
+mod memory;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryMetrics;
+
+use crate::Result;
+
+/// Metric units (the CloudWatch set fanout uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Unit {
+    /// A count.
+    Count,
+    /// Bytes.
+    Bytes,
+    /// Milliseconds.
+    Milliseconds,
+    /// A plain number.
+    None,
+}
+
+/// A metrics sink.
+#[async_trait]
+pub trait Metrics: Send + Sync + std::fmt::Debug {
+    /// Records one value of metric `name`.
+    fn record(&self, name: &str, value: f64, unit: Unit);
+    /// Sends buffered values (a no-op for sinks that do not buffer).
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Metric names, one place for the catalogue.
+pub mod names {
+    /// Records read from the input.
+    pub const ROWS_READ: &str = "RowsRead";
+    /// Records quarantined.
+    pub const ROWS_REJECTED: &str = "RowsRejected";
+    /// Rows written to the output.
+    pub const ROWS_WRITTEN: &str = "RowsWritten";
+    /// Input bytes read.
+    pub const BYTES_READ: &str = "BytesRead";
+    /// Output bytes written.
+    pub const BYTES_WRITTEN: &str = "BytesWritten";
+    /// Chunks committed.
+    pub const CHUNKS_COMMITTED: &str = "ChunksCommitted";
+    /// Chunk attempts that failed.
+    pub const CHUNKS_FAILED: &str = "ChunksFailed";
+    /// Deliveries of chunks already committed.
+    pub const CHUNKS_DUPLICATE: &str = "ChunksDuplicate";
+    /// Time to process one chunk.
+    pub const CHUNK_DURATION: &str = "ChunkDuration";
+    /// Files written.
+    pub const FILES_WRITTEN: &str = "FilesWritten";
+}

@@ -1,0 +1,235 @@
+//! `plan_job`: list the input, cut chunks, write the plan; `enqueue`: one message per chunk.
+
+use std::collections::HashSet;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use crate::env::Env;
+use crate::location::Location;
+use crate::plan::{Chunk, PlanObject, Sizing, Split, plan_chunks};
+use crate::queue::Queue;
+use crate::records::{ChunkTask, PlanShard, PlanSummary, SHARD_CHUNKS, layout};
+use crate::spec::{Format, InputCompression, JobSpec};
+use crate::store::{ObjectMeta, ObjectStore, get_json, get_json_opt, to_json_bytes};
+use crate::{Error, Result};
+
+/// A planned job.
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    /// Summary.
+    pub summary: PlanSummary,
+    /// Every chunk, in plan order.
+    pub chunks: Vec<Chunk>,
+    /// Whether an existing plan was reused.
+    pub reused: bool,
+}
+
+fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // `*.csv` should match in sub-folders too, as users of S3 prefixes expect.
+        for variant in [p.clone(), format!("**/{p}")] {
+            b.add(Glob::new(&variant).map_err(|e| Error::Config(format!("bad glob `{p}`: {e}")))?);
+        }
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Lists the input objects a spec selects, sorted by key.
+///
+/// Keys whose file name starts with `_` or `.` are skipped (`_SUCCESS`, editor files),
+/// as Spark and Hive do.
+pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<ObjectMeta>> {
+    let include = globs(&spec.input.include)?;
+    let exclude = globs(&spec.input.exclude)?;
+    let all = store.list("").await?;
+    Ok(all
+        .into_iter()
+        .filter(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or(&o.key);
+            !name.starts_with('_') && !name.starts_with('.')
+        })
+        .filter(|o| include.as_ref().is_none_or(|g| g.is_match(&o.key)))
+        .filter(|o| exclude.as_ref().is_none_or(|g| !g.is_match(&o.key)))
+        .collect())
+}
+
+/// The job id for a spec and its input listing: `<name>-<hash>`.
+pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&spec.resolved).unwrap_or_default());
+    for o in listing {
+        h.update(format!("\n{}\t{}\t{}", o.key, o.etag, o.size).as_bytes());
+    }
+    let d = h.finalize();
+    let hex: String = d.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", spec.name)
+}
+
+async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Result<Split> {
+    let compressed = spec.input.compression.of_key(&o.key) != InputCompression::None;
+    Ok(match spec.input.format {
+        Format::Parquet if o.size > spec.chunking.target_bytes => {
+            let (meta, _) = crate::read::parquet::read_metadata(store, &o.key, o.size).await?;
+            Split::RowGroups(crate::read::parquet::row_group_sizes(&meta))
+        }
+        Format::Parquet => Split::Whole,
+        _ if compressed => Split::Whole,
+        Format::Csv if spec.input.csv.multiline => Split::Whole,
+        _ => Split::Lines,
+    })
+}
+
+/// Computes a job's plan from the input listing without writing anything.
+pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
+    let input = env.store(&spec.input.location)?;
+    let listing = list_input(input.as_ref(), spec).await?;
+    let job_id = match &spec.job_id {
+        Some(id) => id.clone(),
+        None => derive_job_id(spec, &listing),
+    };
+    let mut objects = Vec::with_capacity(listing.len());
+    for o in &listing {
+        objects.push(PlanObject {
+            key: o.key.clone(),
+            etag: o.etag.clone(),
+            size: o.size,
+            split: split_of(input.as_ref(), spec, o).await?,
+        });
+    }
+    let sizing = Sizing {
+        target_bytes: spec.chunking.target_bytes,
+        max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
+    };
+    let chunks = plan_chunks(&job_id, objects, sizing);
+    let summary = PlanSummary {
+        job_id,
+        name: spec.name.clone(),
+        chunks: chunks.len() as u64,
+        shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
+        objects: listing.len() as u64,
+        input_bytes: listing.iter().map(|o| o.size).sum(),
+        target_bytes: spec.chunking.target_bytes,
+    };
+    Ok(PlannedJob {
+        summary,
+        chunks,
+        reused: false,
+    })
+}
+
+/// Plans a job (or loads its existing plan): writes `spec.json`, the plan shards and,
+/// last, the plan summary. Running it again gives the same job id and chunk ids.
+pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
+    let work = env.store(&spec.work)?;
+    if let Some(id) = &spec.job_id {
+        if let Some(summary) =
+            get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(id)).await?
+        {
+            let chunks = load_plan(work.as_ref(), &summary).await?;
+            return Ok(PlannedJob {
+                summary,
+                chunks,
+                reused: true,
+            });
+        }
+    }
+    let planned = compute_plan(env, spec).await?;
+    let job_id = planned.summary.job_id.clone();
+    if let Some(summary) =
+        get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(&job_id)).await?
+    {
+        let chunks = load_plan(work.as_ref(), &summary).await?;
+        return Ok(PlannedJob {
+            summary,
+            chunks,
+            reused: true,
+        });
+    }
+    work.put(&layout::spec(&job_id), to_json_bytes(&spec.resolved))
+        .await?;
+    for (i, part) in planned.chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
+        let shard = PlanShard {
+            shard: i as u64,
+            chunks: part.to_vec(),
+        };
+        work.put(
+            &layout::plan_shard(&job_id, i as u64),
+            to_json_bytes(&shard),
+        )
+        .await?;
+    }
+    let summary = &planned.summary;
+    work.put(&layout::plan_summary(&job_id), to_json_bytes(summary))
+        .await?;
+    info!(job_id = %job_id, chunks = summary.chunks, objects = summary.objects, input_bytes = summary.input_bytes, "job planned");
+    Ok(planned)
+}
+
+/// Reads every shard of a plan.
+pub async fn load_plan(work: &dyn ObjectStore, summary: &PlanSummary) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::with_capacity(summary.chunks as usize);
+    for s in 0..summary.shards {
+        let shard: PlanShard = get_json(work, &layout::plan_shard(&summary.job_id, s)).await?;
+        chunks.extend(shard.chunks);
+    }
+    if chunks.len() as u64 != summary.chunks {
+        return Err(Error::record(
+            layout::plan_summary(&summary.job_id),
+            format!(
+                "the plan lists {} chunks but its shards hold {}",
+                summary.chunks,
+                chunks.len()
+            ),
+        ));
+    }
+    Ok(chunks)
+}
+
+/// Ids of the chunks already committed.
+pub async fn committed_ids(work: &dyn ObjectStore, job_id: &str) -> Result<HashSet<String>> {
+    let prefix = layout::chunks(job_id);
+    Ok(work
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(&prefix)?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+/// Sends one message per chunk not yet committed; returns how many were sent.
+pub async fn enqueue(
+    queue: &dyn Queue,
+    work: &Location,
+    work_store: &dyn ObjectStore,
+    job_id: &str,
+    chunks: &[Chunk],
+) -> Result<u64> {
+    let done = committed_ids(work_store, job_id).await?;
+    let bodies: Vec<String> = chunks
+        .iter()
+        .filter(|c| !done.contains(&c.id))
+        .map(|c| {
+            serde_json::to_string(&ChunkTask {
+                job_id: job_id.to_string(),
+                work: work.to_string(),
+                chunk: c.clone(),
+            })
+            .map_err(|e| Error::Config(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    queue.send(&bodies).await?;
+    Ok(bodies.len() as u64)
+}

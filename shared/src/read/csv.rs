@@ -1,0 +1,191 @@
+//! CSV records → text columns, with per-record rejects.
+
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+
+use super::{Decoded, LinesBefore, Origin, PendingReject, TextColumns};
+use crate::spec::CsvOptions;
+use crate::{Error, Result};
+
+/// Where the header comes from.
+pub(crate) enum HeaderSource {
+    /// The first record of this text is the header.
+    FirstRecord,
+    /// Read from the object's first line by the caller.
+    Given(Arc<Vec<String>>),
+}
+
+fn reader_builder(opts: &CsvOptions) -> ::csv::ReaderBuilder {
+    let mut b = ::csv::ReaderBuilder::new();
+    b.has_headers(false)
+        .flexible(true)
+        .delimiter(opts.delimiter)
+        .quote(opts.quote)
+        .double_quote(opts.escape.is_none())
+        .escape(opts.escape);
+    b
+}
+
+/// The fields of a header line.
+pub(crate) fn header_fields(line: &[u8], opts: &CsvOptions) -> Vec<String> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let mut rdr = reader_builder(opts).from_reader(line);
+    let mut rec = ::csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => rec
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Maps schema columns to header positions, or explains which are missing.
+fn mapping(header: &[String], schema: &Schema) -> Result<Vec<usize>, String> {
+    let mut out = Vec::with_capacity(schema.fields().len());
+    let mut missing = Vec::new();
+    for f in schema.fields() {
+        match header.iter().position(|h| h == f.name()) {
+            Some(i) => out.push(i),
+            None => missing.push(f.name().as_str()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "the header lacks column(s) {} (it has: {})",
+            missing.join(", "),
+            header.join(", ")
+        ))
+    }
+}
+
+/// Decodes CSV `text[skip..]` into text columns named after `schema`.
+pub(crate) fn decode(
+    text: &[u8],
+    skip: usize,
+    opts: &CsvOptions,
+    schema: &Schema,
+    header: Option<HeaderSource>,
+    object: &str,
+) -> Result<Decoded> {
+    let mut rdr = reader_builder(opts).from_reader(&text[skip..]);
+    let mut rec = ::csv::ByteRecord::new();
+    let read = |rdr: &mut ::csv::Reader<&[u8]>, rec: &mut ::csv::ByteRecord| {
+        rdr.read_byte_record(rec).map_err(|e| Error::Input {
+            object: object.to_string(),
+            message: format!("CSV: {e}"),
+        })
+    };
+    let (map, expected) = match header {
+        None => (
+            Ok((0..schema.fields().len()).collect::<Vec<_>>()),
+            schema.fields().len(),
+        ),
+        Some(h) => {
+            let fields = match h {
+                HeaderSource::Given(f) => f.as_ref().clone(),
+                HeaderSource::FirstRecord => {
+                    if !read(&mut rdr, &mut rec)? {
+                        Vec::new()
+                    } else {
+                        rec.iter()
+                            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                            .collect()
+                    }
+                }
+            };
+            let n = fields.len();
+            (mapping(&fields, schema), n)
+        }
+    };
+    let mut columns = TextColumns::new(schema);
+    let mut origins = Vec::new();
+    let mut rejects = Vec::new();
+    let mut row = 0u64;
+    let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
+    loop {
+        if !read(&mut rdr, &mut rec)? {
+            break;
+        }
+        let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
+        let start = skip as u64 + pos.byte();
+        let end = skip as u64 + rdr.position().byte();
+        let origin = Origin {
+            start,
+            len: (end - start).min(u32::MAX as u64) as u32,
+            line: pos.line().saturating_sub(1),
+            row,
+        };
+        row += 1;
+        let reject = |rule: &str, column: Option<&str>, message: String| PendingReject {
+            origin,
+            rule: rule.to_string(),
+            column: column.map(str::to_string),
+            message,
+        };
+        let map = match &map {
+            Ok(m) => m,
+            Err(msg) => {
+                rejects.push(reject("header", None, msg.clone()));
+                continue;
+            }
+        };
+        if rec.len() != expected {
+            rejects.push(reject(
+                "format",
+                None,
+                format!("expected {expected} fields, found {}", rec.len()),
+            ));
+            continue;
+        }
+        if !opts.multiline && rec.iter().any(|f| f.contains(&b'\n')) {
+            rejects.push(reject(
+                "format",
+                None,
+                "a quoted field spans lines (unterminated quote, or declare `csv.multiline: true`)"
+                    .into(),
+            ));
+            continue;
+        }
+        let mut values: Vec<Option<&str>> = Vec::with_capacity(map.len());
+        let mut bad = None;
+        for (f, &i) in schema.fields().iter().zip(map) {
+            let raw = rec.get(i).unwrap_or_default();
+            if null_values.contains(&raw) {
+                values.push(None);
+                continue;
+            }
+            match std::str::from_utf8(raw) {
+                Ok(s) => values.push(Some(s)),
+                Err(e) => {
+                    bad = Some(reject(
+                        "encoding",
+                        Some(f.name()),
+                        format!("invalid UTF-8 at byte {} of the field", e.valid_up_to()),
+                    ));
+                    break;
+                }
+            }
+        }
+        match bad {
+            Some(r) => rejects.push(r),
+            None => {
+                columns.push(&values);
+                origins.push(origin);
+            }
+        }
+    }
+    Ok(Decoded {
+        object: object.to_string(),
+        batch: columns.finish()?,
+        origins,
+        rejects,
+        text: bytes::Bytes::new(),
+        text_offset: Some(0),
+        lines_before: LinesBefore::Known(0),
+        bytes_read: 0,
+    })
+}

@@ -1,0 +1,345 @@
+//! Reading one chunk piece into Arrow: byte range / object / row groups → columns + origins.
+//!
+//! CSV and JSON lines are split into records and fields here, every field kept as text;
+//! the typed conversion happens in [`crate::transform`], so a value that does not parse
+//! rejects its record instead of failing the batch. Records that cannot even be split
+//! into the schema's fields (wrong field count, invalid UTF-8, a JSON line that is not an
+//! object) are rejected here. Every row and every reject keeps its origin: object, byte
+//! offset, line, raw text.
+
+mod csv;
+mod jsonl;
+pub mod lines;
+pub mod parquet;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+
+use crate::plan::Piece;
+use crate::spec::{Format, InputCompression, InputSpec};
+use crate::store::ObjectStore;
+use crate::{Error, Result};
+
+/// First read past a range's end; doubled until the last record is complete.
+pub const DEFAULT_OVERREAD_BYTES: u64 = 256 * 1024;
+
+/// Where a row came from, relative to the piece's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Offset of the record's first byte in the text (0 for Parquet rows).
+    pub start: u64,
+    /// Length of the record's text.
+    pub len: u32,
+    /// 0-based line of the record's start, counted from the text's start.
+    pub line: u64,
+    /// 0-based record index in the object (Parquet) or in the piece (text).
+    pub row: u64,
+}
+
+/// A record refused while reading or converting.
+#[derive(Debug, Clone)]
+pub struct PendingReject {
+    /// Where it came from.
+    pub origin: Origin,
+    /// The rule broken (`format`, `encoding`, `header`, `type`, `not_null`, `min: 0`, …).
+    pub rule: String,
+    /// The column at fault, if one.
+    pub column: Option<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Lines before the piece's text, for absolute line numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinesBefore {
+    /// Known.
+    Known(u64),
+    /// Unknown until the object's `\n`s before this offset are counted (only done when a
+    /// record of the piece is rejected: line numbers are only needed then).
+    CountUpTo(u64),
+    /// Not a line-oriented source.
+    NotApplicable,
+}
+
+/// One piece, decoded.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Object key.
+    pub object: String,
+    /// Rows that split into the schema's columns (text columns for CSV/JSON).
+    pub batch: RecordBatch,
+    /// One per row of `batch`.
+    pub origins: Vec<Origin>,
+    /// Records refused while reading.
+    pub rejects: Vec<PendingReject>,
+    /// The text the origins point into (empty for Parquet).
+    pub text: Bytes,
+    /// Object offset of `text[0]`; `None` when the text was decompressed (offsets are then
+    /// positions in the decompressed stream).
+    pub text_offset: Option<u64>,
+    /// Lines before the text.
+    pub lines_before: LinesBefore,
+    /// Bytes fetched from the store.
+    pub bytes_read: u64,
+}
+
+impl Decoded {
+    /// Records seen: decoded rows plus records refused while reading.
+    pub fn records(&self) -> u64 {
+        self.batch.num_rows() as u64 + self.rejects.len() as u64
+    }
+
+    /// The raw text of a record (lossy UTF-8, line end trimmed), or its row rendered as JSON.
+    pub fn raw_text(&self, origin: &Origin, row_in_batch: Option<usize>) -> String {
+        if !self.text.is_empty() || self.lines_before != LinesBefore::NotApplicable {
+            let s = origin.start as usize;
+            let e = (s + origin.len as usize).min(self.text.len());
+            let raw = &self.text[s.min(e)..e];
+            let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            return String::from_utf8_lossy(raw).into_owned();
+        }
+        match row_in_batch {
+            Some(r) => row_json(&self.batch, r),
+            None => String::new(),
+        }
+    }
+}
+
+/// A batch row as a JSON object of displayed values.
+pub(crate) fn row_json(batch: &RecordBatch, row: usize) -> String {
+    let opts = arrow::util::display::FormatOptions::default();
+    let mut obj = serde_json::Map::new();
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let v = if col.is_null(row) {
+            serde_json::Value::Null
+        } else {
+            match arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &opts) {
+                Ok(fmt) => serde_json::Value::String(fmt.value(row).to_string()),
+                Err(_) => serde_json::Value::Null,
+            }
+        };
+        obj.insert(f.name().clone(), v);
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
+/// The schema of text columns a CSV/JSON reader produces for `schema`.
+pub(crate) fn text_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Column builders for text rows.
+pub(crate) struct TextColumns {
+    builders: Vec<StringBuilder>,
+    schema: SchemaRef,
+}
+
+impl TextColumns {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        TextColumns {
+            builders: schema
+                .fields()
+                .iter()
+                .map(|_| StringBuilder::new())
+                .collect(),
+            schema: text_schema(schema),
+        }
+    }
+
+    pub(crate) fn push(&mut self, values: &[Option<&str>]) {
+        for (b, v) in self.builders.iter_mut().zip(values) {
+            b.append_option(*v);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let rows = columns.first().map_or(0, |c| c.len());
+        Ok(RecordBatch::try_new_with_options(
+            self.schema,
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+}
+
+/// Cache of CSV header lines per object, shared by the ranges of one object.
+pub type HeaderCache =
+    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<Vec<String>>>>;
+
+/// Reads one piece of the input.
+pub async fn read_piece(
+    store: &dyn ObjectStore,
+    piece: &Piece,
+    input: &InputSpec,
+    headers: &HeaderCache,
+) -> Result<Decoded> {
+    match input.format {
+        Format::Parquet => parquet::read_piece(store, piece, &input.schema).await,
+        Format::Csv | Format::Jsonl => {
+            let key = piece.key();
+            let (text, text_offset, lines_before, bytes_read) =
+                fetch_text(store, piece, input.compression.of_key(key)).await?;
+            // A UTF-8 byte order mark belongs to the object, not to its first record.
+            let at_object_start = text_offset.unwrap_or(0) == 0;
+            let skip = if at_object_start && text.starts_with(b"\xEF\xBB\xBF") {
+                3
+            } else {
+                0
+            };
+            let mut d = match input.format {
+                Format::Csv => {
+                    let header = if !input.csv.header {
+                        None
+                    } else if at_object_start {
+                        Some(csv::HeaderSource::FirstRecord)
+                    } else {
+                        Some(csv::HeaderSource::Given(
+                            object_header(store, piece, &input.csv, headers).await?,
+                        ))
+                    };
+                    csv::decode(&text, skip, &input.csv, &input.schema, header, key)?
+                }
+                _ => jsonl::decode(&text, skip, &input.schema)?,
+            };
+            d.object = key.to_string();
+            d.text = text;
+            d.text_offset = text_offset;
+            d.lines_before = lines_before;
+            d.bytes_read = bytes_read;
+            Ok(d)
+        }
+    }
+}
+
+/// Fetches the text a piece owns: (text, object offset of text[0], lines before, bytes fetched).
+async fn fetch_text(
+    store: &dyn ObjectStore,
+    piece: &Piece,
+    compression: InputCompression,
+) -> Result<(Bytes, Option<u64>, LinesBefore, u64)> {
+    match piece {
+        Piece::Object { key, .. } | Piece::RowGroups { key, .. } => {
+            let raw = store.get(key).await?;
+            let n = raw.len() as u64;
+            match compression {
+                InputCompression::None | InputCompression::Auto => {
+                    Ok((raw, Some(0), LinesBefore::Known(0), n))
+                }
+                c => Ok((decompress(key, raw, c)?, None, LinesBefore::Known(0), n)),
+            }
+        }
+        Piece::Range {
+            key,
+            size,
+            start,
+            end,
+            ..
+        } => {
+            let mut overread = DEFAULT_OVERREAD_BYTES;
+            let mut fetched = 0u64;
+            loop {
+                let w = lines::first_window(*start, *end, overread, *size);
+                let window = store.get_range(key, w.clone()).await?;
+                fetched += window.len() as u64;
+                if (window.len() as u64) < w.end - w.start {
+                    return Err(Error::Input {
+                        object: key.clone(),
+                        message: format!(
+                            "the object shrank below the {size} bytes it had when planned: re-plan the job"
+                        ),
+                    });
+                }
+                match lines::owned(&window, w.start, *start..*end, *size) {
+                    lines::Owned::Span(s) => {
+                        let offset = w.start + s.start as u64;
+                        let lines_before = if offset == 0 {
+                            LinesBefore::Known(0)
+                        } else {
+                            LinesBefore::CountUpTo(offset)
+                        };
+                        return Ok((window.slice(s), Some(offset), lines_before, fetched));
+                    }
+                    lines::Owned::NeedMore => overread = overread.saturating_mul(4),
+                }
+            }
+        }
+    }
+}
+
+/// Counts `\n` in the object before `offset` (for absolute line numbers of rejects).
+pub async fn count_lines_before(store: &dyn ObjectStore, key: &str, offset: u64) -> Result<u64> {
+    const STEP: u64 = 8 * 1024 * 1024;
+    let mut n = 0u64;
+    let mut at = 0u64;
+    while at < offset {
+        let end = (at + STEP).min(offset);
+        let b = store.get_range(key, at..end).await?;
+        if b.is_empty() {
+            break;
+        }
+        n += memchr::memchr_iter(b'\n', &b).count() as u64;
+        at += b.len() as u64;
+    }
+    Ok(n)
+}
+
+fn decompress(key: &str, raw: Bytes, c: InputCompression) -> Result<Bytes> {
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    let r = match c {
+        InputCompression::Gzip => flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out),
+        InputCompression::Zstd => {
+            zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out))
+        }
+        InputCompression::None | InputCompression::Auto => return Ok(raw),
+    };
+    r.map_err(|e| Error::Input {
+        object: key.to_string(),
+        message: format!("cannot decompress ({c:?}): {e}"),
+    })?;
+    Ok(Bytes::from(out))
+}
+
+/// The header fields of a CSV object, read from its first line.
+async fn object_header(
+    store: &dyn ObjectStore,
+    piece: &Piece,
+    opts: &crate::spec::CsvOptions,
+    cache: &HeaderCache,
+) -> Result<Arc<Vec<String>>> {
+    let cache_key = (piece.key().to_string(), piece.etag().to_string());
+    if let Some(h) = cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
+        return Ok(h);
+    }
+    let mut len = 64 * 1024u64;
+    let line = loop {
+        let b = store.get_range(piece.key(), 0..len).await?;
+        if let Some(i) = memchr::memchr(b'\n', &b) {
+            break b.slice(..i + 1);
+        }
+        if (b.len() as u64) < len {
+            break b;
+        }
+        len *= 4;
+    };
+    let fields = Arc::new(csv::header_fields(&line, opts));
+    if let Ok(mut c) = cache.lock() {
+        c.insert(cache_key, fields.clone());
+    }
+    Ok(fields)
+}

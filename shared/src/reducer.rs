@@ -1,0 +1,422 @@
+//! `job_status` and `finalize_job`: merge the commit records into the manifest.
+//!
+//! Both are idempotent: status only reads; finalize rebuilds the same manifest from the
+//! same commit records (they never change once written) and refuses a job that is not
+//! complete or does not reconcile.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::aggregate::{self, Partial};
+use crate::env::Env;
+use crate::location::Location;
+use crate::records::{ChunkRecord, Counts, FailureRecord, PlanSummary, RejectFile, layout};
+use crate::spec::{AggregateSpec, JobSpec};
+use crate::store::{ObjectStore, get_json, get_json_opt, to_json_bytes};
+use crate::write::FileEntry;
+use crate::{Error, Result};
+
+/// Concurrent record reads (S3 GETs) while merging.
+const READ_CONCURRENCY: usize = 32;
+
+/// Where a job stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Job id.
+    pub job_id: String,
+    /// Chunks planned.
+    pub planned: u64,
+    /// Chunks committed.
+    pub committed: u64,
+    /// Chunks whose last attempt failed and that may still be retried.
+    pub failed: Vec<FailureRecord>,
+    /// Chunks that will not be retried: receives exhausted (dead-lettered) or permanent errors.
+    pub dead_lettered: Vec<FailureRecord>,
+    /// Planned chunks neither committed nor failed (queued or running).
+    pub pending: u64,
+    /// `succeeded` / `failed` once finalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+impl JobStatus {
+    /// Every planned chunk is committed.
+    pub fn is_complete(&self) -> bool {
+        self.committed == self.planned
+    }
+
+    /// No chunk can make progress any more: complete, or only final failures left.
+    pub fn is_settled(&self) -> bool {
+        self.failed.is_empty() && self.pending == 0
+    }
+}
+
+/// Reads a job's status.
+pub async fn job_status(env: &Env, work: &Location, job_id: &str) -> Result<JobStatus> {
+    let store = env.store(work)?;
+    let summary: PlanSummary = get_json_opt(store.as_ref(), &layout::plan_summary(job_id))
+        .await?
+        .ok_or_else(|| Error::Job {
+            job_id: job_id.to_string(),
+            message: format!("no plan under {work}: is the job id or the work location wrong?"),
+        })?;
+    let committed = crate::planner::committed_ids(store.as_ref(), job_id).await?;
+    let prefix = layout::failures(job_id);
+    let failure_keys: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| {
+            k.strip_prefix(&prefix)
+                .and_then(|s| s.strip_suffix(".json"))
+                .is_some_and(|id| !committed.contains(id))
+        })
+        .collect();
+    let failures: Vec<FailureRecord> = stream::iter(failure_keys)
+        .map(|k| {
+            let store = store.clone();
+            async move { get_json::<FailureRecord>(store.as_ref(), &k).await }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let (dead, failed): (Vec<_>, Vec<_>) = failures.into_iter().partition(|f| f.last_attempt);
+    let outcome = get_json_opt::<Manifest>(store.as_ref(), &layout::manifest(job_id))
+        .await?
+        .map(|m| m.outcome);
+    let committed = committed.len() as u64;
+    Ok(JobStatus {
+        job_id: job_id.to_string(),
+        planned: summary.chunks,
+        committed,
+        pending: summary
+            .chunks
+            .saturating_sub(committed + failed.len() as u64 + dead.len() as u64),
+        failed,
+        dead_lettered: dead,
+        outcome,
+    })
+}
+
+/// One output file in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileEntry,
+    /// Chunk that wrote it.
+    pub chunk_id: String,
+}
+
+/// Totals of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    /// Hive path (`col=value/…`), empty when unpartitioned.
+    pub path: String,
+    /// Files.
+    pub files: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The aggregate result in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateResult {
+    /// What was computed.
+    pub spec: AggregateSpec,
+    /// Rows (also in `aggregates.json` and `aggregates.parquet`).
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The job manifest: the only way to read a job's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Job id.
+    pub job_id: String,
+    /// Job name.
+    pub name: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Output location.
+    pub output: String,
+    /// Rejects location.
+    pub rejects_location: String,
+    /// Chunks.
+    pub chunks: u64,
+    /// Input objects.
+    pub objects: u64,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Row counts.
+    pub counts: Counts,
+    /// Rejected / read.
+    pub reject_ratio: f64,
+    /// Output bytes.
+    pub output_bytes: u64,
+    /// Schema of the output rows (partition columns included).
+    pub schema: arrow::datatypes::Schema,
+    /// Partitions.
+    pub partitions: Vec<PartitionSummary>,
+    /// Files, sorted by key.
+    pub files: Vec<ManifestFile>,
+    /// Rejects files.
+    pub rejects: Vec<RejectFile>,
+    /// Rejected records per rule.
+    #[serde(default)]
+    pub reject_rules: BTreeMap<String, u64>,
+    /// Aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateResult>,
+}
+
+impl Manifest {
+    /// Whether the job succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == "succeeded"
+    }
+}
+
+/// Reads every commit record of a job.
+pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result<Vec<ChunkRecord>> {
+    let keys: Vec<String> = store
+        .list(&layout::chunks(job_id))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut records: Vec<ChunkRecord> = stream::iter(keys)
+        .map(|k| {
+            let store = store.clone();
+            async move { get_json::<ChunkRecord>(store.as_ref(), &k).await }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    records.sort_by_key(|r| r.index);
+    Ok(records)
+}
+
+/// Merges a finished job into its manifest, aggregates and `_SUCCESS`.
+///
+/// Fails (and writes no `_SUCCESS`) when chunks are missing; writes a `failed` manifest
+/// and fails when the job does not reconcile or its reject ratio is too high.
+pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
+    let store = env.store(work)?;
+    let summary: PlanSummary = get_json(store.as_ref(), &layout::plan_summary(job_id)).await?;
+    let resolved: serde_json::Value = get_json(store.as_ref(), &layout::spec(job_id)).await?;
+    let spec = JobSpec::parse(
+        &format!("{work}{}", layout::spec(job_id)),
+        &resolved.to_string(),
+    )?;
+    let plan = crate::planner::load_plan(store.as_ref(), &summary).await?;
+    let records = chunk_records(&store, job_id).await?;
+    let planned: HashSet<&str> = plan.iter().map(|c| c.id.as_str()).collect();
+    let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
+    let missing: Vec<&str> = plan
+        .iter()
+        .map(|c| c.id.as_str())
+        .filter(|id| !committed.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        let status = job_status(env, work, job_id).await?;
+        let detail: Vec<String> = status
+            .dead_lettered
+            .iter()
+            .chain(&status.failed)
+            .take(5)
+            .map(|f| {
+                format!(
+                    "{} after {} attempt(s): {}",
+                    f.chunk_id, f.attempts, f.message
+                )
+            })
+            .collect();
+        return Err(Error::Job {
+            job_id: job_id.to_string(),
+            message: format!(
+                "{} of {} chunks are not committed ({} failed for good){}{}",
+                missing.len(),
+                plan.len(),
+                status.dead_lettered.len(),
+                if detail.is_empty() { "" } else { ": " },
+                detail.join("; ")
+            ),
+        });
+    }
+    let mut problems = Vec::new();
+    if let Some(stray) = records
+        .iter()
+        .find(|r| !planned.contains(r.chunk_id.as_str()))
+    {
+        problems.push(format!(
+            "commit record {} is not in the plan",
+            stray.chunk_id
+        ));
+    }
+    let mut counts = Counts::default();
+    let mut files = Vec::new();
+    let mut rejects = Vec::new();
+    let mut partitions: BTreeMap<String, PartitionSummary> = BTreeMap::new();
+    let mut schema: Option<arrow::datatypes::Schema> = None;
+    let mut reject_rules: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &records {
+        if !r.counts.reconciles() {
+            problems.push(format!(
+                "chunk {} does not reconcile: {:?}",
+                r.chunk_id, r.counts
+            ));
+        }
+        let written: u64 = r.outputs.iter().map(|f| f.rows).sum();
+        if written != r.counts.written {
+            problems.push(format!(
+                "chunk {} lists {written} rows in files but counts {}",
+                r.chunk_id, r.counts.written
+            ));
+        }
+        counts.add(&r.counts);
+        // Chunks without rows may report a narrower schema (no columns to infer from).
+        match &schema {
+            None => schema = Some(r.schema.clone()),
+            Some(s) if s != &r.schema && r.counts.written > 0 => {
+                problems.push(format!(
+                    "chunk {} wrote a different schema than earlier chunks",
+                    r.chunk_id
+                ));
+            }
+            Some(_) => {}
+        }
+        for f in &r.outputs {
+            let path = f
+                .key
+                .rsplit_once('/')
+                .map_or(String::new(), |(p, _)| p.to_string());
+            let p = partitions.entry(path.clone()).or_insert(PartitionSummary {
+                path,
+                files: 0,
+                rows: 0,
+                bytes: 0,
+            });
+            p.files += 1;
+            p.rows += f.rows;
+            p.bytes += f.bytes;
+            files.push(ManifestFile {
+                file: f.clone(),
+                chunk_id: r.chunk_id.clone(),
+            });
+        }
+        rejects.extend(r.rejects.clone());
+        for (rule, n) in &r.reject_rules {
+            *reject_rules.entry(rule.clone()).or_insert(0) += n;
+        }
+    }
+    files.sort_by(|a, b| a.file.key.cmp(&b.file.key));
+    let reject_ratio = if counts.read == 0 {
+        0.0
+    } else {
+        counts.rejected as f64 / counts.read as f64
+    };
+    if reject_ratio > spec.rejects.max_ratio {
+        problems.push(format!(
+            "{} of {} records rejected ({:.4}%), above rejects.max_ratio {} — see {}{}/",
+            counts.rejected,
+            counts.read,
+            reject_ratio * 100.0,
+            spec.rejects.max_ratio,
+            spec.rejects.location,
+            job_id
+        ));
+    }
+    let schema = schema.unwrap_or_else(|| spec.input.schema.as_ref().clone());
+    let aggregate = match &spec.aggregate {
+        Some(a) => {
+            let merged: Partial =
+                aggregate::merge(a, records.iter().filter_map(|r| r.aggregate.clone()))?;
+            let table = aggregate::finish(a, &schema, &merged)?;
+            let rows = aggregate::to_json_rows(&table);
+            store
+                .put(&layout::aggregates_json(job_id), to_json_bytes(&rows))
+                .await?;
+            let props = crate::write::writer_properties(
+                crate::spec::OutputCompression::Zstd(3),
+                1_000_000,
+            )?;
+            let bytes =
+                crate::write::encode_parquet(&table.schema(), std::slice::from_ref(&table), props)?;
+            store
+                .put(&layout::aggregates_parquet(job_id), bytes)
+                .await?;
+            Some(AggregateResult {
+                spec: a.clone(),
+                rows,
+            })
+        }
+        None => None,
+    };
+    let manifest = Manifest {
+        job_id: job_id.to_string(),
+        name: spec.name.clone(),
+        outcome: if problems.is_empty() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into(),
+        problems: problems.clone(),
+        output: spec.output.location.to_string(),
+        rejects_location: spec.rejects.location.to_string(),
+        chunks: records.len() as u64,
+        objects: summary.objects,
+        input_bytes: summary.input_bytes,
+        counts,
+        reject_ratio,
+        output_bytes: files.iter().map(|f| f.file.bytes).sum(),
+        schema,
+        partitions: partitions.into_values().collect(),
+        files,
+        rejects,
+        reject_rules,
+        aggregate,
+    };
+    store
+        .put(&layout::manifest(job_id), to_json_bytes(&manifest))
+        .await?;
+    if !problems.is_empty() {
+        store.delete(&layout::success(job_id)).await?;
+        return Err(Error::Job {
+            job_id: job_id.to_string(),
+            message: problems.join("; "),
+        });
+    }
+    store
+        .put(&layout::success(job_id), bytes::Bytes::new())
+        .await?;
+    info!(
+        job_id,
+        rows_read = counts.read,
+        rows_written = counts.written,
+        rows_rejected = counts.rejected,
+        "job finalized"
+    );
+    Ok(manifest)
+}
+
+/// Reads a job's manifest.
+pub async fn read_manifest(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
+    let store = env.store(work)?;
+    get_json_opt(store.as_ref(), &layout::manifest(job_id))
+        .await?
+        .ok_or_else(|| Error::Job {
+            job_id: job_id.to_string(),
+            message: format!("no manifest under {work}: the job has not been finalized"),
+        })
+}

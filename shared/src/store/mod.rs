@@ -1,0 +1,103 @@
+//! The object store port: keys below a root location.
+//!
+//! Keys are `/`-separated and relative to the store's root. Adapters: [`FsStore`] (a local
+//! directory; writes are atomic renames, create-if-absent is a hard link) and, with the AWS
+//! adapters, S3. Wrappers implementing the same trait add cross-cutting behaviour.
+
+mod fs;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use fs::FsStore;
+
+use crate::location::Location;
+use crate::{Error, Result};
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Version tag: S3 ETag, or size and modification time for local files.
+    pub etag: String,
+}
+
+/// Result of a create-if-absent write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// This call created the object.
+    Created,
+    /// The object already existed; nothing was written.
+    AlreadyExists,
+}
+
+/// An object store rooted at a location.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// The root as a URL-like string, for messages.
+    fn describe(&self) -> String;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// The object's metadata, or `None` when absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+    /// The whole object.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Bytes `range` of the object; the end is clamped to the object's size.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Writes the object, replacing any previous one, atomically.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Writes the object only if no object has the key (S3 `If-None-Match: *`).
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
+    /// Deletes the object; deleting an absent object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// A shared store.
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Opens the store rooted at `location` (local only in the embedded build).
+pub fn open(location: &Location) -> Result<DynStore> {
+    match location {
+        Location::Local(path) => Ok(Arc::new(FsStore::new(path))),
+        Location::S3 { .. } => Err(Error::Config(format!(
+            "`{location}`: this build has no S3 adapter; use a local path or file:// location"
+        ))),
+    }
+}
+
+/// Reads and parses a JSON object.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<T> {
+    let bytes = store.get(key).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::record(format!("{}{key}", store.describe()), e))
+}
+
+/// Reads and parses a JSON object, `None` when absent.
+pub async fn get_json_opt<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<T>> {
+    match store.get(key).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::record(format!("{}{key}", store.describe()), e)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Serialises to pretty JSON with a trailing newline (stable bytes for the same value).
+pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}

@@ -1,0 +1,379 @@
+//! RecordBatch → RecordBatch: typed conversion, validation rules, rejects, and the SQL step.
+//!
+//! [`conform`] casts text (or a Parquet file's own types) to the spec's schema value by
+//! value: a value that does not convert, and a row that breaks a rule, is rejected with
+//! the rule and a message, never dropped and never failing its neighbours. The kept rows
+//! then go through the SQL transform ([`Transformer`], DataFusion, feature `sql`).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray};
+use arrow::compute::kernels::cmp;
+use arrow::compute::{CastOptions, cast_with_options, filter};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::Result;
+use crate::read::{Decoded, LinesBefore, PendingReject};
+use crate::spec::{Check, Rule, canonical_text};
+
+/// A quarantined record, as written to the rejects location (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    /// Rule broken: `format`, `encoding`, `header`, `schema`, `type`, `not_null`, `min: 0`, …
+    pub rule: String,
+    /// Column at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// What was wrong.
+    pub message: String,
+    /// Source object key.
+    pub object: String,
+    /// Byte offset of the record in the object (plain objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_offset: Option<u64>,
+    /// Byte offset in the decompressed stream (compressed objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decompressed_offset: Option<u64>,
+    /// 1-based line where the record starts (text formats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// 0-based row in the file (Parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// The record's raw text (or its row as JSON for Parquet).
+    pub raw: String,
+}
+
+/// Converted rows and the rows refused.
+#[derive(Debug)]
+pub struct Conformed {
+    /// Rows that converted and passed every rule, in the spec's schema.
+    pub batch: RecordBatch,
+    /// Refused rows: (row in the decoded batch, why).
+    pub rejects: Vec<(usize, PendingReject)>,
+}
+
+fn describe(col: &ArrayRef, row: usize) -> String {
+    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+        return s.value(row).to_string();
+    }
+    ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn short(s: &str) -> String {
+    if s.len() <= 80 {
+        s.to_string()
+    } else {
+        let mut end = 77;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+/// Casts the decoded columns to `schema` and applies `rules`.
+pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<Conformed> {
+    let n = decoded.batch.num_rows();
+    if n == 0 {
+        return Ok(Conformed {
+            batch: RecordBatch::new_empty(schema.clone()),
+            rejects: Vec::new(),
+        });
+    }
+    let mut rejected: Vec<Option<PendingReject>> = vec![None; n];
+    let cast_opts = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    let mut typed: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let src = decoded.batch.column(i);
+        let out = if src.data_type() == f.data_type() {
+            src.clone()
+        } else {
+            let source = if src.data_type() == &DataType::Utf8 && is_trimmable(f.data_type()) {
+                trim(src)?
+            } else {
+                src.clone()
+            };
+            cast_with_options(&source, f.data_type(), &cast_opts).map_err(|e| {
+                crate::Error::Input {
+                    object: decoded.object.clone(),
+                    message: format!(
+                        "column `{}` of type {} cannot become {}: {e}",
+                        f.name(),
+                        src.data_type(),
+                        f.data_type()
+                    ),
+                }
+            })?
+        };
+        if out.null_count() > src.null_count() {
+            for r in 0..n {
+                if src.is_valid(r) && out.is_null(r) && rejected[r].is_none() {
+                    rejected[r] = Some(PendingReject {
+                        origin: decoded.origins[r],
+                        rule: "type".into(),
+                        column: Some(f.name().clone()),
+                        message: format!(
+                            "`{}` is not a valid {}",
+                            short(&describe(src, r)),
+                            f.data_type()
+                        ),
+                    });
+                }
+            }
+        }
+        typed.push(out);
+    }
+    for rule in rules {
+        let col = &typed[rule.index];
+        let violates: BooleanArray = match &rule.check {
+            Check::NotNull => {
+                BooleanArray::from((0..n).map(|r| col.is_null(r)).collect::<Vec<_>>())
+            }
+            Check::Min(bound) => cmp::lt(col, &arrow::array::Scalar::new(bound.clone()))?,
+            Check::Max(bound) => cmp::gt(col, &arrow::array::Scalar::new(bound.clone()))?,
+            Check::OneOf(set) => {
+                let text = canonical_text(col)?;
+                BooleanArray::from(
+                    (0..n)
+                        .map(|r| text.is_valid(r) && !set.contains(text.value(r)))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Check::Matches(re) => {
+                let text = canonical_text(col)?;
+                BooleanArray::from(
+                    (0..n)
+                        .map(|r| text.is_valid(r) && !re.is_match(text.value(r)))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Check::Finite => match col.data_type() {
+                DataType::Float64 => {
+                    let a = col
+                        .as_any()
+                        .downcast_ref::<arrow::array::PrimitiveArray<Float64Type>>();
+                    BooleanArray::from(
+                        (0..n)
+                            .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                _ => {
+                    let a = col
+                        .as_any()
+                        .downcast_ref::<arrow::array::PrimitiveArray<Float32Type>>();
+                    BooleanArray::from(
+                        (0..n)
+                            .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            },
+        };
+        if violates.true_count() == 0 {
+            continue;
+        }
+        for r in 0..n {
+            if violates.is_valid(r) && violates.value(r) && rejected[r].is_none() {
+                let message = match &rule.check {
+                    Check::NotNull => format!("`{}` is null", rule.column),
+                    _ => format!(
+                        "`{}` = `{}` breaks {}",
+                        rule.column,
+                        short(&describe(col, r)),
+                        rule.label
+                    ),
+                };
+                let rule_name = match &rule.check {
+                    Check::NotNull => "not_null".to_string(),
+                    _ => rule.label.split(':').next().unwrap_or("rule").to_string(),
+                };
+                rejected[r] = Some(PendingReject {
+                    origin: decoded.origins[r],
+                    rule: rule_name,
+                    column: Some(rule.column.clone()),
+                    message,
+                });
+            }
+        }
+    }
+    let mut keep = BooleanBufferBuilder::new(n);
+    let mut rejects = Vec::new();
+    for (r, rej) in rejected.into_iter().enumerate() {
+        keep.append(rej.is_none());
+        if let Some(rej) = rej {
+            rejects.push((r, rej));
+        }
+    }
+    let keep = BooleanArray::new(keep.finish(), None);
+    let columns = if rejects.is_empty() {
+        typed
+    } else {
+        typed
+            .iter()
+            .map(|c| filter(c, &keep))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n - rejects.len())),
+    )?;
+    Ok(Conformed { batch, rejects })
+}
+
+fn is_trimmable(t: &DataType) -> bool {
+    !matches!(t, DataType::Utf8 | DataType::LargeUtf8)
+}
+
+/// Numbers and dates in text often carry padding (`" 12"`); Spark trims it, so do we.
+fn trim(a: &ArrayRef) -> Result<ArrayRef> {
+    let s = a
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new()));
+    if !s
+        .iter()
+        .flatten()
+        .any(|v| v.starts_with(char::is_whitespace) || v.ends_with(char::is_whitespace))
+    {
+        return Ok(a.clone());
+    }
+    Ok(Arc::new(
+        s.iter().map(|v| v.map(str::trim)).collect::<StringArray>(),
+    ))
+}
+
+/// Resolves reader and conversion rejects of one piece into [`Reject`]s.
+///
+/// `lines_before` must already be resolved to a known count when the piece has rejects.
+pub fn resolve_rejects(
+    decoded: &Decoded,
+    lines_before: Option<u64>,
+    pending: impl IntoIterator<Item = (Option<usize>, PendingReject)>,
+) -> Vec<Reject> {
+    let text_source = decoded.lines_before != LinesBefore::NotApplicable;
+    pending
+        .into_iter()
+        .map(|(row, p)| Reject {
+            raw: decoded.raw_text(&p.origin, row),
+            rule: p.rule,
+            column: p.column,
+            message: p.message,
+            object: decoded.object.clone(),
+            byte_offset: if text_source {
+                decoded.text_offset.map(|o| o + p.origin.start)
+            } else {
+                None
+            },
+            decompressed_offset: if text_source && decoded.text_offset.is_none() {
+                Some(p.origin.start)
+            } else {
+                None
+            },
+            line: if text_source {
+                lines_before.map(|b| b + p.origin.line + 1)
+            } else {
+                None
+            },
+            row: if text_source {
+                None
+            } else {
+                Some(p.origin.row)
+            },
+        })
+        .collect()
+}
+
+#[cfg(feature = "sql")]
+pub use sql::Transformer;
+
+#[cfg(feature = "sql")]
+mod sql {
+    use std::sync::Arc;
+
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::SchemaRef;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+
+    use crate::Result;
+
+    /// The SQL step with its lookup tables, built once per process and job.
+    #[derive(Debug, Clone)]
+    pub struct Transformer {
+        sql: Option<String>,
+        lookups: Vec<(String, Arc<MemTable>)>,
+    }
+
+    impl Transformer {
+        /// A transformer over loaded lookup tables.
+        pub fn new(
+            sql: Option<String>,
+            lookups: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+        ) -> Result<Self> {
+            let lookups = lookups
+                .into_iter()
+                .map(|(name, schema, batches)| {
+                    Ok((name, Arc::new(MemTable::try_new(schema, vec![batches])?)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Transformer { sql, lookups })
+        }
+
+        /// A session holding the lookups and `input`.
+        pub fn session(
+            &self,
+            input_schema: SchemaRef,
+            input: Vec<RecordBatch>,
+        ) -> Result<SessionContext> {
+            // One partition: a chunk is already the unit of parallelism, and a single
+            // partition keeps row order, so the same chunk always writes the same bytes.
+            let config = SessionConfig::new()
+                .with_target_partitions(1)
+                .with_batch_size(64 * 1024);
+            let ctx = SessionContext::new_with_config(config);
+            for (name, table) in &self.lookups {
+                ctx.register_table(name.as_str(), table.clone())?;
+            }
+            ctx.register_table(
+                "input",
+                Arc::new(MemTable::try_new(input_schema, vec![input])?),
+            )?;
+            Ok(ctx)
+        }
+
+        /// Runs the SQL over `input`; rows pass through when there is none.
+        pub async fn apply(
+            &self,
+            input_schema: SchemaRef,
+            input: Vec<RecordBatch>,
+        ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+            let Some(sql) = &self.sql else {
+                return Ok((input_schema, input));
+            };
+            let ctx = self.session(input_schema, input)?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(sql, options).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await?;
+            Ok((schema, batches))
+        }
+
+        /// The output schema for an input schema, without data: plans the SQL (pre-flight).
+        pub async fn output_schema(&self, input_schema: SchemaRef) -> Result<SchemaRef> {
+            Ok(self.apply(input_schema, Vec::new()).await?.0)
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! `process_chunk`: read → conform → transform → write → rejects → partial aggregate → commit.
+//!
+//! The commit record is written last, with create-if-absent: outputs written before it
+//! by a crashed attempt are overwritten byte for byte by the next one (same keys, same
+//! bytes), and a second worker that finds the record present treats the chunk as done.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::env::Env;
+use crate::location::Location;
+use crate::metrics::{Unit, names};
+use crate::queue::Message;
+use crate::read::{HeaderCache, LinesBefore, count_lines_before, read_piece};
+use crate::records::{ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, now_ms};
+use crate::spec::JobSpec;
+use crate::store::{DynStore, PutOutcome, get_json, to_json_bytes};
+use crate::transform::{Reject, Transformer, conform, resolve_rejects};
+use crate::{Error, Result};
+
+/// What became of a chunk.
+#[derive(Debug, Clone)]
+pub enum ChunkOutcome {
+    /// This call committed it.
+    Committed(Box<ChunkRecord>),
+    /// It was committed before (duplicate delivery, or another worker won).
+    AlreadyCommitted,
+}
+
+/// What to do with a queue message after handling it.
+#[derive(Debug)]
+pub enum Disposition {
+    /// Delete it: done, duplicate, or failed for good (recorded).
+    Ack(Option<Box<ChunkRecord>>),
+    /// Leave it: it comes back after the visibility timeout, or goes to the DLQ.
+    Retry(Error),
+    /// Delete it: it can never succeed (malformed body or permanent error, recorded).
+    Reject(Error),
+}
+
+/// Everything a worker keeps per job: spec, stores, lookups.
+struct JobContext {
+    spec: JobSpec,
+    input: DynStore,
+    output: DynStore,
+    rejects: DynStore,
+    work: DynStore,
+    transformer: Transformer,
+    headers: HeaderCache,
+}
+
+/// A worker: processes chunk tasks, caching per-job context (spec, lookups) across chunks.
+pub struct Worker {
+    env: Env,
+    name: String,
+    jobs: tokio::sync::Mutex<HashMap<(String, String), Arc<JobContext>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker named `name` (recorded in commit records).
+    pub fn new(env: Env, name: impl Into<String>) -> Self {
+        Worker {
+            env,
+            name: name.into(),
+            jobs: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The ports.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    async fn job(&self, work: &str, job_id: &str) -> Result<Arc<JobContext>> {
+        let k = (work.to_string(), job_id.to_string());
+        let mut jobs = self.jobs.lock().await;
+        if let Some(j) = jobs.get(&k) {
+            return Ok(j.clone());
+        }
+        let work_loc = Location::parse(work).map_err(|m| Error::Message {
+            message: format!("work location: {m}"),
+        })?;
+        let work_store = self.env.store(&work_loc)?;
+        let spec_key = layout::spec(job_id);
+        let resolved: serde_json::Value = get_json(work_store.as_ref(), &spec_key).await?;
+        let text = serde_json::to_string(&resolved).map_err(|e| Error::record(&spec_key, e))?;
+        let spec = JobSpec::parse(&format!("{work}{spec_key}"), &text)?;
+        let transformer = crate::lookup::load_transformer(&self.env, &spec).await?;
+        let ctx = Arc::new(JobContext {
+            input: self.env.store(&spec.input.location)?,
+            output: self.env.store(&spec.output.location)?,
+            rejects: self.env.store(&spec.rejects.location)?,
+            work: work_store,
+            transformer,
+            headers: HeaderCache::default(),
+            spec,
+        });
+        jobs.insert(k, ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Processes one chunk task; `attempt` is the message's receive count.
+    pub async fn process_chunk(&self, task: &ChunkTask, attempt: u32) -> Result<ChunkOutcome> {
+        let span = info_span!("chunk", job_id = %task.job_id, chunk_id = %task.chunk.id, attempt);
+        self.process_chunk_inner(task, attempt)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_chunk_inner(&self, task: &ChunkTask, attempt: u32) -> Result<ChunkOutcome> {
+        let job = self.job(&task.work, &task.job_id).await?;
+        let spec = &job.spec;
+        let chunk = &task.chunk;
+        let record_key = layout::chunk(&task.job_id, &chunk.id);
+        if job.work.head(&record_key).await?.is_some() {
+            self.env
+                .metrics
+                .record(names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
+            info!("chunk already committed");
+            return Ok(ChunkOutcome::AlreadyCommitted);
+        }
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let mut counts = Counts::default();
+        let mut bytes_read = 0u64;
+        let mut valid: Vec<RecordBatch> = Vec::new();
+        let mut rejects: Vec<Reject> = Vec::new();
+        for piece in &chunk.pieces {
+            match job.input.head(piece.key()).await? {
+                Some(m) if m.etag == piece.etag() => {}
+                Some(m) => {
+                    return Err(Error::Input {
+                        object: piece.key().to_string(),
+                        message: format!(
+                            "changed since planning (version {} now, {} planned): plan a new job",
+                            m.etag,
+                            piece.etag()
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::NotFound {
+                        key: piece.key().to_string(),
+                    });
+                }
+            }
+            let decoded = read_piece(job.input.as_ref(), piece, &spec.input, &job.headers).await?;
+            bytes_read += decoded.bytes_read;
+            let records = decoded.records();
+            let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
+            let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
+                decoded.rejects.iter().cloned().map(|r| (None, r)).collect();
+            pending.extend(conformed.rejects.into_iter().map(|(row, r)| (Some(row), r)));
+            if !pending.is_empty() {
+                pending.sort_by_key(|(_, r)| (r.origin.start, r.origin.row));
+                let lines_before = match decoded.lines_before {
+                    LinesBefore::Known(n) => Some(n),
+                    LinesBefore::CountUpTo(offset) => {
+                        Some(count_lines_before(job.input.as_ref(), piece.key(), offset).await?)
+                    }
+                    LinesBefore::NotApplicable => None,
+                };
+                rejects.extend(resolve_rejects(&decoded, lines_before, pending));
+            }
+            let piece_valid = conformed.batch.num_rows() as u64;
+            counts.read += records;
+            counts.valid += piece_valid;
+            if piece_valid > 0 {
+                valid.push(conformed.batch);
+            }
+        }
+        counts.rejected = rejects.len() as u64;
+        if !counts.reconciles() {
+            return Err(Error::Job {
+                job_id: task.job_id.clone(),
+                message: format!(
+                    "chunk {} does not reconcile: read {} ≠ valid {} + rejected {}",
+                    chunk.id, counts.read, counts.valid, counts.rejected
+                ),
+            });
+        }
+
+        let (out_schema, out_batches) = job
+            .transformer
+            .apply(spec.input.schema.clone(), valid)
+            .await?;
+        let out_rows: u64 = out_batches.iter().map(|b| b.num_rows() as u64).sum();
+        let outputs = crate::write::write_partitioned(
+            job.output.as_ref(),
+            &spec.output,
+            &chunk.id,
+            &out_schema,
+            &out_batches,
+        )
+        .await?;
+        counts.written = outputs.iter().map(|f| f.rows).sum();
+        if counts.written != out_rows {
+            return Err(Error::Job {
+                job_id: task.job_id.clone(),
+                message: format!(
+                    "chunk {}: the transform produced {out_rows} rows but {} were written",
+                    chunk.id, counts.written
+                ),
+            });
+        }
+        let reject_file = if rejects.is_empty() {
+            None
+        } else {
+            let key = layout::rejects(&task.job_id, &chunk.id);
+            let mut body = Vec::new();
+            for r in &rejects {
+                serde_json::to_writer(&mut body, r).map_err(|e| Error::Config(e.to_string()))?;
+                body.push(b'\n');
+            }
+            job.rejects.put(&key, body.into()).await?;
+            Some(RejectFile {
+                key,
+                records: rejects.len() as u64,
+            })
+        };
+        let aggregate = match &spec.aggregate {
+            Some(a) => Some(crate::aggregate::partial(a, out_schema.clone(), out_batches).await?),
+            None => None,
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let record = ChunkRecord {
+            job_id: task.job_id.clone(),
+            chunk_id: chunk.id.clone(),
+            index: chunk.index,
+            pieces: chunk.pieces.clone(),
+            counts,
+            bytes_read,
+            outputs,
+            rejects: reject_file,
+            reject_rules: rejects
+                .iter()
+                .fold(std::collections::BTreeMap::new(), |mut m, r| {
+                    *m.entry(r.rule.clone()).or_insert(0) += 1;
+                    m
+                }),
+            schema: out_schema.as_ref().clone(),
+            aggregate,
+            attempt,
+            worker: self.name.clone(),
+            started_ms,
+            elapsed_ms,
+        };
+        match job
+            .work
+            .put_if_absent(&record_key, to_json_bytes(&record))
+            .await?
+        {
+            PutOutcome::AlreadyExists => {
+                self.env
+                    .metrics
+                    .record(names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
+                info!("another attempt committed first");
+                Ok(ChunkOutcome::AlreadyCommitted)
+            }
+            PutOutcome::Created => {
+                let m = &self.env.metrics;
+                m.record(names::CHUNKS_COMMITTED, 1.0, Unit::Count);
+                m.record(names::ROWS_READ, counts.read as f64, Unit::Count);
+                m.record(names::ROWS_REJECTED, counts.rejected as f64, Unit::Count);
+                m.record(names::ROWS_WRITTEN, counts.written as f64, Unit::Count);
+                m.record(names::BYTES_READ, bytes_read as f64, Unit::Bytes);
+                m.record(
+                    names::BYTES_WRITTEN,
+                    record.outputs.iter().map(|f| f.bytes).sum::<u64>() as f64,
+                    Unit::Bytes,
+                );
+                m.record(
+                    names::FILES_WRITTEN,
+                    record.outputs.len() as f64,
+                    Unit::Count,
+                );
+                m.record(names::CHUNK_DURATION, elapsed_ms as f64, Unit::Milliseconds);
+                info!(
+                    rows_read = counts.read,
+                    rows_rejected = counts.rejected,
+                    rows_written = counts.written,
+                    bytes_read,
+                    elapsed_ms,
+                    "chunk committed"
+                );
+                Ok(ChunkOutcome::Committed(Box::new(record)))
+            }
+        }
+    }
+
+    /// Handles one queue message: the shared logic of the local runner, the Lambda
+    /// worker and the fleet worker. `max_receive_count` is the queue's redrive setting.
+    pub async fn handle_message(&self, msg: &Message, max_receive_count: u32) -> Disposition {
+        let task = match ChunkTask::from_body(&msg.body) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(message_id = %msg.id, error = %e, "malformed chunk message");
+                return Disposition::Reject(e);
+            }
+        };
+        match self.process_chunk(&task, msg.receive_count).await {
+            Ok(ChunkOutcome::Committed(r)) => Disposition::Ack(Some(r)),
+            Ok(ChunkOutcome::AlreadyCommitted) => Disposition::Ack(None),
+            Err(e) => {
+                self.env
+                    .metrics
+                    .record(names::CHUNKS_FAILED, 1.0, Unit::Count);
+                let permanent = !e.is_retryable();
+                let last_attempt = permanent || msg.receive_count >= max_receive_count;
+                warn!(job_id = %task.job_id, chunk_id = %task.chunk.id, attempt = msg.receive_count, permanent, error = %e, "chunk failed");
+                if let Err(re) = self
+                    .record_failure(&task, msg.receive_count, &e, permanent, last_attempt)
+                    .await
+                {
+                    warn!(error = %re, "could not record the failure");
+                }
+                if permanent {
+                    Disposition::Reject(e)
+                } else {
+                    Disposition::Retry(e)
+                }
+            }
+        }
+    }
+
+    /// Writes the failure record of a chunk attempt.
+    pub async fn record_failure(
+        &self,
+        task: &ChunkTask,
+        attempts: u32,
+        e: &Error,
+        permanent: bool,
+        last_attempt: bool,
+    ) -> Result<()> {
+        let work = self
+            .env
+            .store(&Location::parse(&task.work).map_err(Error::Config)?)?;
+        let rec = FailureRecord {
+            job_id: task.job_id.clone(),
+            chunk_id: task.chunk.id.clone(),
+            attempts,
+            error_kind: e.kind().to_string(),
+            message: e.to_string(),
+            permanent,
+            last_attempt,
+            at_ms: now_ms(),
+        };
+        work.put(
+            &layout::failure(&task.job_id, &task.chunk.id),
+            to_json_bytes(&rec),
+        )
+        .await
+    }
+}
+
+/// Retry delay after a failed attempt in the local runner (SQS itself waits out the visibility timeout).
+pub fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+}
