@@ -562,7 +562,7 @@ mod sql {
         } else {
             df
         };
-        let group: Vec<Expr> = spec.group_by.iter().map(|g| ident(g)).collect();
+        let group: Vec<Expr> = spec.group_by.iter().map(ident).collect();
         let mut aggs = Vec::new();
         for (i, m) in spec.measures.iter().enumerate() {
             let name = |part: &str| format!("__m{i}_{part}");

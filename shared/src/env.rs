@@ -5,10 +5,10 @@ use std::sync::Arc;
 use crate::Result;
 use crate::location::Location;
 use crate::metrics::{MemoryMetrics, Metrics};
-use crate::store::DynStore;
+use crate::store::{DynStore, Sse};
 
-/// Opens the store rooted at a location.
-pub type OpenStore = Arc<dyn Fn(&Location) -> Result<DynStore> + Send + Sync>;
+/// Opens the store rooted at a location, writing with the given encryption.
+pub type OpenStore = Arc<dyn Fn(&Location, &Sse) -> Result<DynStore> + Send + Sync>;
 
 /// Ports for planner, worker and reducer.
 #[derive(Clone)]
@@ -36,8 +36,91 @@ impl Env {
         }
     }
 
-    /// Opens a store.
+    /// Opens a queue: `local` is not allowed here (the local runner owns its queue);
+    /// an `https://…` or `http://…` URL is SQS.
+    #[cfg(feature = "aws")]
+    pub fn sqs_queue(clients: &AwsClients, url: &str) -> Result<Arc<dyn crate::queue::Queue>> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(crate::Error::Config(format!(
+                "`{url}` is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+            )));
+        }
+        Ok(Arc::new(crate::queue::SqsQueue::new(
+            clients.sqs.clone(),
+            url,
+        )))
+    }
+
+    /// S3 and local stores, SQS queues: the AWS world, configured from the environment
+    /// (region, credentials, `AWS_ENDPOINT_URL` for an emulator, which also turns on
+    /// path-style bucket addressing).
+    #[cfg(feature = "aws")]
+    pub async fn aws(metrics: Arc<dyn Metrics>) -> Env {
+        Self::aws_with_clients(&AwsClients::load().await, metrics)
+    }
+
+    /// [`Env::aws`] with clients built by the caller (once per cold start).
+    #[cfg(feature = "aws")]
+    pub fn aws_with_clients(clients: &AwsClients, metrics: Arc<dyn Metrics>) -> Env {
+        let s3 = clients.s3.clone();
+        Env {
+            open_store: Arc::new(move |location: &Location, sse: &Sse| -> Result<DynStore> {
+                match location {
+                    Location::S3 { bucket, prefix } => Ok(Arc::new(
+                        crate::store::S3Store::new(s3.clone(), bucket, prefix)
+                            .with_sse(sse.clone()),
+                    )),
+                    local => crate::store::open(local, sse),
+                }
+            }),
+            metrics,
+        }
+    }
+
+    /// Opens a store (writes use the bucket's default encryption).
     pub fn store(&self, location: &Location) -> Result<DynStore> {
-        (self.open_store)(location)
+        (self.open_store)(location, &Sse::BucketDefault)
+    }
+
+    /// Opens a store writing with `sse`.
+    pub fn store_with(&self, location: &Location, sse: &Sse) -> Result<DynStore> {
+        (self.open_store)(location, sse)
+    }
+}
+
+/// AWS SDK clients, built once per process (per Lambda cold start).
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// CloudWatch.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+#[cfg(feature = "aws")]
+impl AwsClients {
+    /// Loads the configuration from the environment; adaptive retries ride out throttling.
+    pub async fn load() -> AwsClients {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(5))
+            .load()
+            .await;
+        // Emulators answer on one host: virtual-hosted bucket names would not resolve.
+        let path_style = std::env::var("AWS_ENDPOINT_URL").is_ok()
+            || std::env::var("AWS_ENDPOINT_URL_S3").is_ok()
+            || std::env::var("FANOUT_S3_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(path_style)
+                .build(),
+        );
+        AwsClients {
+            s3,
+            sqs: aws_sdk_sqs::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+        }
     }
 }

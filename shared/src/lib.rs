@@ -30,8 +30,11 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod config;
 pub mod env;
 pub mod error;
+#[cfg(feature = "sql")]
+pub mod fleet;
 pub mod location;
 #[cfg(feature = "sql")]
 pub mod lookup;

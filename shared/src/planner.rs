@@ -58,6 +58,11 @@ pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<O
         })
         .filter(|o| include.as_ref().is_none_or(|g| g.is_match(&o.key)))
         .filter(|o| exclude.as_ref().is_none_or(|g| !g.is_match(&o.key)))
+        .filter(|o| {
+            spec.only_keys
+                .as_ref()
+                .is_none_or(|keys| keys.contains(&o.key))
+        })
         .collect())
 }
 
@@ -128,18 +133,17 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
 /// Plans a job (or loads its existing plan): writes `spec.json`, the plan shards and,
 /// last, the plan summary. Running it again gives the same job id and chunk ids.
 pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
-    let work = env.store(&spec.work)?;
-    if let Some(id) = &spec.job_id {
-        if let Some(summary) =
+    let work = env.store_with(&spec.work, &spec.sse)?;
+    if let Some(id) = &spec.job_id
+        && let Some(summary) =
             get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(id)).await?
-        {
-            let chunks = load_plan(work.as_ref(), &summary).await?;
-            return Ok(PlannedJob {
-                summary,
-                chunks,
-                reused: true,
-            });
-        }
+    {
+        let chunks = load_plan(work.as_ref(), &summary).await?;
+        return Ok(PlannedJob {
+            summary,
+            chunks,
+            reused: true,
+        });
     }
     let planned = compute_plan(env, spec).await?;
     let job_id = planned.summary.job_id.clone();

@@ -223,9 +223,9 @@ pub struct FailureRecord {
     pub error_kind: String,
     /// Error message.
     pub message: String,
-    /// No retry will help.
+    /// No retry alone will help (the cause must be fixed, then the chunk redriven).
     pub permanent: bool,
-    /// No further attempt will come: permanent, or receives exhausted (dead-lettered).
+    /// No further attempt will come: receives exhausted, the message is dead-lettered.
     pub last_attempt: bool,
     /// When, milliseconds since the Unix epoch.
     pub at_ms: u64,

@@ -34,7 +34,7 @@ pub struct JobStatus {
     pub committed: u64,
     /// Chunks whose last attempt failed and that may still be retried.
     pub failed: Vec<FailureRecord>,
-    /// Chunks that will not be retried: receives exhausted (dead-lettered) or permanent errors.
+    /// Chunks that will not be retried: receives exhausted, dead-lettered.
     pub dead_lettered: Vec<FailureRecord>,
     /// Planned chunks neither committed nor failed (queued or running).
     pub pending: u64,

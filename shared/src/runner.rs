@@ -17,8 +17,12 @@ use crate::spec::JobSpec;
 use crate::worker::{Disposition, Worker, retry_backoff};
 use crate::{Error, Result};
 
-/// How long an idle worker waits on the queue before checking whether the run is over.
+/// How long an idle worker waits on the embedded queue before checking whether the run is over.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Long poll on SQS.
+const REMOTE_POLL: Duration = Duration::from_secs(1);
+/// How often a busy worker on SQS checks whether the job is settled.
+const SETTLED_CHECK: Duration = Duration::from_secs(5);
 
 /// Observer of a run (progress bar, logs, tests).
 pub trait Progress: Send + Sync {
@@ -35,13 +39,26 @@ pub trait Progress: Send + Sync {
 pub struct Silent;
 impl Progress for Silent {}
 
-/// Options of a local run.
-#[derive(Debug, Clone)]
+/// Options of a run.
+#[derive(Clone)]
 pub struct RunOptions {
-    /// Concurrent workers.
+    /// Concurrent workers in this process.
     pub workers: usize,
-    /// Delay before a failed chunk is retried (SQS waits out the visibility timeout instead).
+    /// Delay before a failed chunk is retried on the embedded queue (SQS waits out the
+    /// visibility timeout instead).
     pub retry_backoff: fn(u32) -> Duration,
+    /// Run over this queue (SQS) instead of an embedded one; other workers (Lambda, a
+    /// fleet) may take chunks too. Its redrive must match `queue.max_receive_count`.
+    pub queue: Option<Arc<dyn Queue>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("workers", &self.workers)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RunOptions {
@@ -49,6 +66,7 @@ impl Default for RunOptions {
         RunOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             retry_backoff,
+            queue: None,
         }
     }
 }
@@ -60,9 +78,11 @@ pub struct RunReport {
     pub plan: PlannedJob,
     /// Chunks run (not committed before).
     pub chunks_run: u64,
-    /// Chunks this run committed.
+    /// Their ids.
+    pub run_ids: std::collections::HashSet<String>,
+    /// Chunks this process committed.
     pub committed_now: u64,
-    /// Messages that ended in the dead-letter queue.
+    /// Chunks that failed for good (dead-lettered or permanent errors).
     pub dead_lettered: u64,
     /// Status at the end.
     pub status: JobStatus,
@@ -72,7 +92,7 @@ pub struct RunReport {
     pub elapsed: Duration,
 }
 
-/// Runs a job on the embedded queue with `opts.workers` workers.
+/// Runs a job: on the embedded queue by default, or over `opts.queue`.
 pub async fn run_local(
     env: &Env,
     spec: &JobSpec,
@@ -86,17 +106,27 @@ pub async fn run_local(
     async move {
         let work = env.store(&spec.work)?;
         let max_receive = spec.queue.max_receive_count;
-        let dlq = Arc::new(LocalQueue::new(
-            "chunks-dlq",
-            Duration::from_secs(spec.queue.visibility_timeout_s),
-        ));
-        let queue = Arc::new(
-            LocalQueue::new(
-                "chunks",
-                Duration::from_secs(spec.queue.visibility_timeout_s),
-            )
-            .with_dead_letter(dlq.clone(), max_receive),
-        );
+        let visibility = Duration::from_secs(spec.queue.visibility_timeout_s);
+        let (queue, dlq): (Arc<dyn Queue>, Option<Arc<LocalQueue>>) = match &opts.queue {
+            Some(q) => (q.clone(), None),
+            None => {
+                let dlq = Arc::new(LocalQueue::new("chunks-dlq", visibility));
+                (
+                    Arc::new(
+                        LocalQueue::new("chunks", visibility)
+                            .with_dead_letter(dlq.clone(), max_receive),
+                    ),
+                    Some(dlq),
+                )
+            }
+        };
+        let done_before = crate::planner::committed_ids(work.as_ref(), &job_id).await?;
+        let run_ids: std::collections::HashSet<String> = plan
+            .chunks
+            .iter()
+            .filter(|c| !done_before.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect();
         let sent = enqueue(
             queue.as_ref(),
             &spec.work,
@@ -111,19 +141,30 @@ pub async fn run_local(
             env.clone(),
             format!("local-{}", std::process::id()),
         ));
+        let remote = opts.queue.is_some();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..opts.workers.max(1) {
             let (queue, worker, progress) = (queue.clone(), worker.clone(), progress.clone());
+            let (env, work_loc, job_id) = (env.clone(), spec.work.clone(), job_id.clone());
             let backoff = opts.retry_backoff;
             tasks.spawn(async move {
                 let mut committed = 0u64;
+                let mut last_check = Instant::now();
                 loop {
-                    let msgs = queue.receive(1, IDLE_POLL).await?;
-                    if msgs.is_empty() {
-                        if queue.depth().await?.is_drained() {
+                    let wait = if remote { REMOTE_POLL } else { IDLE_POLL };
+                    let msgs = queue.receive(1, wait).await?;
+                    if msgs.is_empty() || (remote && last_check.elapsed() > SETTLED_CHECK) {
+                        // The embedded queue knows when it is empty; with SQS (approximate
+                        // counts, other consumers) the job's own records decide.
+                        let finished = if remote {
+                            last_check = Instant::now();
+                            job_status(&env, &work_loc, &job_id).await?.is_settled()
+                        } else {
+                            queue.depth().await?.is_drained()
+                        };
+                        if finished && msgs.is_empty() {
                             return Ok::<u64, Error>(committed);
                         }
-                        continue;
                     }
                     for msg in msgs {
                         match worker.handle_message(&msg, max_receive).await {
@@ -141,9 +182,11 @@ pub async fn run_local(
                                     &e,
                                     msg.receive_count >= max_receive,
                                 );
-                                queue
-                                    .change_visibility(&msg.receipt, backoff(msg.receive_count))
-                                    .await?;
+                                if !remote {
+                                    queue
+                                        .change_visibility(&msg.receipt, backoff(msg.receive_count))
+                                        .await?;
+                                }
                             }
                             Disposition::Reject(e) => {
                                 progress.failed(
@@ -166,8 +209,12 @@ pub async fn run_local(
                 message: format!("a worker task died: {e}"),
             })??;
         }
-        let dead_lettered = dlq.drain_visible().len() as u64;
         let status = job_status(env, &spec.work, &job_id).await?;
+        let dead_lettered = match &dlq {
+            Some(d) => d.drain_visible().len() as u64,
+            None => status.dead_lettered.len() as u64,
+        };
+        env.metrics.flush().await?;
         let result = finalize_job(env, &spec.work, &job_id).await;
         if result.is_err() {
             // A stale _SUCCESS from an earlier run must not outlive a failed finalize.
@@ -175,6 +222,7 @@ pub async fn run_local(
         }
         Ok(RunReport {
             chunks_run: sent,
+            run_ids,
             committed_now,
             dead_lettered,
             status,

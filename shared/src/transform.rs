@@ -113,9 +113,9 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
             })?
         };
         if out.null_count() > src.null_count() {
-            for r in 0..n {
-                if src.is_valid(r) && out.is_null(r) && rejected[r].is_none() {
-                    rejected[r] = Some(PendingReject {
+            for (r, slot) in rejected.iter_mut().enumerate() {
+                if src.is_valid(r) && out.is_null(r) && slot.is_none() {
+                    *slot = Some(PendingReject {
                         origin: decoded.origins[r],
                         rule: "type".into(),
                         column: Some(f.name().clone()),
@@ -180,8 +180,8 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
         if violates.true_count() == 0 {
             continue;
         }
-        for r in 0..n {
-            if violates.is_valid(r) && violates.value(r) && rejected[r].is_none() {
+        for (r, slot) in rejected.iter_mut().enumerate() {
+            if violates.is_valid(r) && violates.value(r) && slot.is_none() {
                 let message = match &rule.check {
                     Check::NotNull => format!("`{}` is null", rule.column),
                     _ => format!(
@@ -195,7 +195,7 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
                     Check::NotNull => "not_null".to_string(),
                     _ => rule.label.split(':').next().unwrap_or("rule").to_string(),
                 };
-                rejected[r] = Some(PendingReject {
+                *slot = Some(PendingReject {
                     origin: decoded.origins[r],
                     rule: rule_name,
                     column: Some(rule.column.clone()),

@@ -36,9 +36,10 @@ pub enum ChunkOutcome {
 pub enum Disposition {
     /// Delete it: done, duplicate, or failed for good (recorded).
     Ack(Option<Box<ChunkRecord>>),
-    /// Leave it: it comes back after the visibility timeout, or goes to the DLQ.
+    /// Leave it: it comes back after the visibility timeout, and goes to the dead-letter
+    /// queue after the queue's maximum receive count.
     Retry(Error),
-    /// Delete it: it can never succeed (malformed body or permanent error, recorded).
+    /// Delete it: the body is not a chunk task, no attempt can ever process it.
     Reject(Error),
 }
 
@@ -93,6 +94,7 @@ impl Worker {
             message: format!("work location: {m}"),
         })?;
         let work_store = self.env.store(&work_loc)?;
+        // Commit records are written with the job's encryption once the spec is known.
         let spec_key = layout::spec(job_id);
         let resolved: serde_json::Value = get_json(work_store.as_ref(), &spec_key).await?;
         let text = serde_json::to_string(&resolved).map_err(|e| Error::record(&spec_key, e))?;
@@ -100,8 +102,8 @@ impl Worker {
         let transformer = crate::lookup::load_transformer(&self.env, &spec).await?;
         let ctx = Arc::new(JobContext {
             input: self.env.store(&spec.input.location)?,
-            output: self.env.store(&spec.output.location)?,
-            rejects: self.env.store(&spec.rejects.location)?,
+            output: self.env.store_with(&spec.output.location, &spec.sse)?,
+            rejects: self.env.store_with(&spec.rejects.location, &spec.sse)?,
             work: work_store,
             transformer,
             headers: HeaderCache::default(),
@@ -127,7 +129,7 @@ impl Worker {
         if job.work.head(&record_key).await?.is_some() {
             self.env
                 .metrics
-                .record(names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
+                .record(&job.spec.name, names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
             info!("chunk already committed");
             return Ok(ChunkOutcome::AlreadyCommitted);
         }
@@ -265,28 +267,55 @@ impl Worker {
             PutOutcome::AlreadyExists => {
                 self.env
                     .metrics
-                    .record(names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
+                    .record(&job.spec.name, names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
                 info!("another attempt committed first");
                 Ok(ChunkOutcome::AlreadyCommitted)
             }
             PutOutcome::Created => {
                 let m = &self.env.metrics;
-                m.record(names::CHUNKS_COMMITTED, 1.0, Unit::Count);
-                m.record(names::ROWS_READ, counts.read as f64, Unit::Count);
-                m.record(names::ROWS_REJECTED, counts.rejected as f64, Unit::Count);
-                m.record(names::ROWS_WRITTEN, counts.written as f64, Unit::Count);
-                m.record(names::BYTES_READ, bytes_read as f64, Unit::Bytes);
+                m.record(&spec.name, names::CHUNKS_COMMITTED, 1.0, Unit::Count);
                 m.record(
+                    &spec.name,
+                    names::ROWS_READ,
+                    counts.read as f64,
+                    Unit::Count,
+                );
+                m.record(
+                    &spec.name,
+                    names::ROWS_REJECTED,
+                    counts.rejected as f64,
+                    Unit::Count,
+                );
+                m.record(
+                    &spec.name,
+                    names::ROWS_WRITTEN,
+                    counts.written as f64,
+                    Unit::Count,
+                );
+                m.record(
+                    &spec.name,
+                    names::BYTES_READ,
+                    bytes_read as f64,
+                    Unit::Bytes,
+                );
+                m.record(
+                    &spec.name,
                     names::BYTES_WRITTEN,
                     record.outputs.iter().map(|f| f.bytes).sum::<u64>() as f64,
                     Unit::Bytes,
                 );
                 m.record(
+                    &spec.name,
                     names::FILES_WRITTEN,
                     record.outputs.len() as f64,
                     Unit::Count,
                 );
-                m.record(names::CHUNK_DURATION, elapsed_ms as f64, Unit::Milliseconds);
+                m.record(
+                    &spec.name,
+                    names::CHUNK_DURATION,
+                    elapsed_ms as f64,
+                    Unit::Milliseconds,
+                );
                 info!(
                     rows_read = counts.read,
                     rows_rejected = counts.rejected,
@@ -314,11 +343,17 @@ impl Worker {
             Ok(ChunkOutcome::Committed(r)) => Disposition::Ack(Some(r)),
             Ok(ChunkOutcome::AlreadyCommitted) => Disposition::Ack(None),
             Err(e) => {
+                let job_name = self
+                    .jobs
+                    .lock()
+                    .await
+                    .get(&(task.work.clone(), task.job_id.clone()))
+                    .map_or_else(|| task.job_id.clone(), |j| j.spec.name.clone());
                 self.env
                     .metrics
-                    .record(names::CHUNKS_FAILED, 1.0, Unit::Count);
+                    .record(&job_name, names::CHUNKS_FAILED, 1.0, Unit::Count);
                 let permanent = !e.is_retryable();
-                let last_attempt = permanent || msg.receive_count >= max_receive_count;
+                let last_attempt = msg.receive_count >= max_receive_count;
                 warn!(job_id = %task.job_id, chunk_id = %task.chunk.id, attempt = msg.receive_count, permanent, error = %e, "chunk failed");
                 if let Err(re) = self
                     .record_failure(&task, msg.receive_count, &e, permanent, last_attempt)
@@ -326,11 +361,11 @@ impl Worker {
                 {
                     warn!(error = %re, "could not record the failure");
                 }
-                if permanent {
-                    Disposition::Reject(e)
-                } else {
-                    Disposition::Retry(e)
-                }
+                // Even a permanent error is left to the queue's redrive: the chunk ends in the
+                // dead-letter queue, where an operator redrives it once the cause (a missing
+                // lookup, a corrupt object replaced) is fixed. The record says whether a
+                // retry alone can help.
+                Disposition::Retry(e)
             }
         }
     }

@@ -111,6 +111,9 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
     }
 }
 
+/// Rows of one batch bound for one partition: (path, column values, row indexes).
+type RowGroup = (String, Vec<(String, Option<String>)>, Vec<u32>);
+
 struct Open {
     writer: ArrowWriter<Vec<u8>>,
     rows: u64,
@@ -167,7 +170,7 @@ pub async fn write_partitioned(
             .iter()
             .map(|i| ArrayFormatter::try_new(batch.column(*i).as_ref(), &fmt_opts))
             .collect::<std::result::Result<_, _>>()?;
-        let mut groups: Vec<(String, Vec<(String, Option<String>)>, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<RowGroup> = Vec::new();
         let mut by_path: HashMap<String, usize> = HashMap::new();
         for r in 0..batch.num_rows() {
             let mut values = Vec::with_capacity(part_idx.len());

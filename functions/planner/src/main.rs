@@ -1,1 +1,26 @@
-fn main() {}
+use std::sync::Arc;
+
+use fanout::env::{AwsClients, Env};
+use fanout::metrics::EmfMetrics;
+use fanout_planner::{Settings, handle};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let queue_url = fanout::config::required("FANOUT_QUEUE_URL")?;
+    let settings = Settings {
+        default_spec: fanout::config::location("FANOUT_SPEC")?,
+        work: fanout::config::location("FANOUT_WORK")?,
+    };
+    let clients = AwsClients::load().await;
+    let namespace =
+        fanout::config::optional("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|| "Fanout".into());
+    let env = Env::aws_with_clients(&clients, Arc::new(EmfMetrics::stdout(namespace)));
+    let queue = Env::sqs_queue(&clients, &queue_url)?;
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let (env, queue, settings) = (&env, queue.clone(), &settings);
+        async move { handle(env, queue.as_ref(), settings, event.payload).await }
+    }))
+    .await
+}

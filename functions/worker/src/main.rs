@@ -1,1 +1,33 @@
-fn main() {}
+use std::sync::Arc;
+
+use fanout::env::{AwsClients, Env};
+use fanout::metrics::EmfMetrics;
+use fanout::worker::Worker;
+use fanout_worker::{DEFAULT_MIN_REMAINING, Settings, handle};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = Settings {
+        max_receive_count: fanout::config::parsed(
+            "FANOUT_MAX_RECEIVE_COUNT",
+            3,
+            "the chunk queue's maxReceiveCount, 1 to 1000",
+        )?,
+        min_remaining: DEFAULT_MIN_REMAINING,
+    };
+    let namespace =
+        fanout::config::optional("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|| "Fanout".into());
+    let env = Env::aws_with_clients(
+        &AwsClients::load().await,
+        Arc::new(EmfMetrics::stdout(namespace)),
+    );
+    let name =
+        fanout::config::optional("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|| "lambda".into());
+    let worker = Worker::new(env, name);
+    run(service_fn(|event: LambdaEvent<_>| async {
+        Ok::<_, Error>(handle(&worker, &settings, event).await)
+    }))
+    .await
+}

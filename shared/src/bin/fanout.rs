@@ -39,6 +39,37 @@ enum Command {
         /// Use this job id instead of the spec's (or the derived one).
         #[arg(long)]
         job_id: Option<String>,
+        /// Run over this SQS queue (URL) instead of the embedded one; Lambda or fleet
+        /// workers on the same queue help.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// A long-polling worker on an SQS queue, for a fleet (ECS, EC2, Kubernetes).
+    Worker {
+        /// Chunk queue URL.
+        #[arg(long, env = "FANOUT_QUEUE_URL")]
+        queue: String,
+        /// The queue's maxReceiveCount.
+        #[arg(long, env = "FANOUT_MAX_RECEIVE_COUNT", default_value_t = 3)]
+        max_receive_count: u32,
+        /// Chunks processed at once (default: the machine's cores).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Visibility timeout renewed while a chunk runs, seconds.
+        #[arg(long, default_value_t = 300)]
+        visibility_s: u64,
+        /// After SIGTERM/Ctrl-C, seconds in-flight chunks may still finish.
+        #[arg(long, default_value_t = 30)]
+        grace_s: u64,
+    },
+    /// Move dead-lettered chunk messages back to the chunk queue (after fixing the cause).
+    Redrive {
+        /// Dead-letter queue URL.
+        #[arg(long)]
+        from: String,
+        /// Chunk queue URL.
+        #[arg(long)]
+        to: String,
     },
     /// Check a spec (fields, lookups, SQL) without running anything.
     Validate {
@@ -128,9 +159,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn env() -> (Env, Arc<MemoryMetrics>) {
+/// The embedded default, or the AWS adapters when something lives on AWS.
+async fn env_for(aws: bool) -> (Env, Arc<MemoryMetrics>) {
     let metrics = Arc::new(MemoryMetrics::new());
-    (Env::embedded(metrics.clone()), metrics)
+    if aws {
+        (Env::aws(metrics.clone()).await, metrics)
+    } else {
+        (Env::embedded(metrics.clone()), metrics)
+    }
+}
+
+fn spec_uses_s3(spec: &JobSpec) -> bool {
+    let s3 = |l: &Location| matches!(l, Location::S3 { .. });
+    s3(&spec.work)
+        || s3(&spec.input.location)
+        || s3(&spec.output.location)
+        || s3(&spec.rejects.location)
+        || spec.transform.lookups.iter().any(|l| s3(&l.location))
+}
+
+/// Resolves on SIGTERM (container stop) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn load(path: &Path) -> anyhow::Result<JobSpec> {
@@ -143,14 +208,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             spec,
             workers,
             job_id,
+            queue,
         } => {
             let mut job = load(&spec)?;
             if job_id.is_some() {
                 job.job_id = job_id;
             }
-            let (env, metrics) = env();
+            let uses_aws = queue.is_some() || spec_uses_s3(&job);
+            let (env, metrics) = env_for(uses_aws).await;
             fanout::lookup::preflight(&env, &job, &spec.display().to_string()).await?;
             let mut opts = RunOptions::default();
+            if let Some(url) = &queue {
+                opts.queue = Some(Env::sqs_queue(&fanout::env::AwsClients::load().await, url)?);
+            }
             if let Some(w) = workers {
                 anyhow::ensure!(w >= 1, "--workers must be at least 1");
                 opts.workers = w;
@@ -169,10 +239,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             match &report.result {
                 Ok(m) => {
                     print_manifest_summary(m);
-                    let mb = metrics.sum(fanout::metrics::names::BYTES_READ) / 1e6;
+                    let fetched = metrics.sum(fanout::metrics::names::BYTES_READ) / 1e6;
+                    let input: f64 = report
+                        .plan
+                        .chunks
+                        .iter()
+                        .filter(|c| report.run_ids.contains(&c.id))
+                        .map(|c| c.bytes as f64)
+                        .sum::<f64>()
+                        / 1e6;
+                    let rate = if secs > 0.0 { input / secs } else { 0.0 };
                     println!(
-                        "  elapsed        {secs:.2} s   input read this run {mb:.1} MB = {:.1} MB/s",
-                        if secs > 0.0 { mb / secs } else { 0.0 }
+                        "  elapsed        {secs:>12.2} s   {input:.1} MB of input processed this run = {rate:.1} MB/s ({fetched:.1} MB fetched)"
                     );
                     print_aggregate(m);
                     println!(
@@ -187,10 +265,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     if let Ok(m) =
                         fanout::reducer::read_manifest(&env, &job.work, &report.plan.summary.job_id)
                             .await
+                        && !m.succeeded()
                     {
-                        if !m.succeeded() {
-                            print_manifest_summary(&m);
-                        }
+                        print_manifest_summary(&m);
                     }
                     Ok(ExitCode::from(EXIT_JOB_FAILED))
                 }
@@ -198,7 +275,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { spec } => {
             let job = load(&spec)?;
-            let (env, _) = env();
+            let (env, _) = env_for(spec_uses_s3(&job)).await;
             let out = fanout::lookup::preflight(&env, &job, &spec.display().to_string()).await?;
             println!("{}: valid", spec.display());
             println!(
@@ -223,14 +300,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Plan { spec, chunks } => {
             let job = load(&spec)?;
-            let (env, _) = env();
+            let (env, _) = env_for(spec_uses_s3(&job)).await;
             let plan = fanout::planner::compute_plan(&env, &job).await?;
             print_plan(&plan, chunks);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { job_id, work, json } => {
-            let (env, _) = env();
             let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let (env, _) = env_for(matches!(work, Location::S3 { .. })).await;
             let status = fanout::reducer::job_status(&env, &work, &job_id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -244,8 +321,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Inspect { job_id, work, json } => {
-            let (env, _) = env();
             let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let (env, _) = env_for(matches!(work, Location::S3 { .. })).await;
             let m = fanout::reducer::read_manifest(&env, &work, &job_id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
@@ -274,6 +351,55 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             print_aggregate(&m);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            queue,
+            max_receive_count,
+            concurrency,
+            visibility_s,
+            grace_s,
+        } => {
+            let clients = fanout::env::AwsClients::load().await;
+            let namespace =
+                std::env::var("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|_| "Fanout".into());
+            let metrics: Arc<dyn fanout::metrics::Metrics> = Arc::new(
+                fanout::metrics::CloudWatchMetrics::new(clients.cloudwatch.clone(), namespace),
+            );
+            let env = Env::aws_with_clients(&clients, metrics.clone());
+            let q = Env::sqs_queue(&clients, &queue)?;
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fleet".into());
+            let worker = Arc::new(fanout::worker::Worker::new(
+                env,
+                format!("{host}-{}", std::process::id()),
+            ));
+            let opts = fanout::fleet::ServeOptions {
+                max_receive_count,
+                concurrency: concurrency
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                visibility: Duration::from_secs(visibility_s.max(3)),
+                grace: Duration::from_secs(grace_s),
+            };
+            eprintln!(
+                "serving {queue} with {} workers (SIGTERM or Ctrl-C stops)",
+                opts.concurrency
+            );
+            let report = fanout::fleet::serve(worker, q, opts, shutdown_signal()).await?;
+            metrics.flush().await?;
+            eprintln!(
+                "stopped: {} acknowledged, {} left for retry, {} released",
+                report.acknowledged, report.retried, report.released
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redrive { from, to } => {
+            let clients = fanout::env::AwsClients::load().await;
+            let moved = fanout::fleet::redrive(
+                Env::sqs_queue(&clients, &from)?.as_ref(),
+                Env::sqs_queue(&clients, &to)?.as_ref(),
+            )
+            .await?;
+            println!("moved {moved} messages from {from} to {to}");
             Ok(ExitCode::SUCCESS)
         }
         Command::SampleData { dir, rows, force } => {
@@ -554,7 +680,7 @@ impl Progress for Bar {
             }
             None => {
                 let step = (total / 10).max(1);
-                if done % step == 0 || done == total {
+                if done.is_multiple_of(step) || done == total {
                     eprintln!("committed {done}/{total} chunks, {rows} rows read");
                 }
             }

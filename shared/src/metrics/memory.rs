@@ -40,7 +40,7 @@ impl MemoryMetrics {
 }
 
 impl Metrics for MemoryMetrics {
-    fn record(&self, name: &str, value: f64, _unit: Unit) {
+    fn record(&self, _job: &str, name: &str, value: f64, _unit: Unit) {
         if let Ok(mut s) = self.stats.lock() {
             let e = s.entry(name.to_string()).or_default();
             e.sum += value;

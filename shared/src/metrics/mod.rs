@@ -3,10 +3,16 @@
 //! Adapters: [`MemoryMetrics`] (the embedded default, printed as the run summary) and,
 //! with the AWS adapters, CloudWatch EMF on stdout and PutMetricData.
 
+#[cfg(feature = "aws")]
+mod cloudwatch;
+mod emf;
 mod memory;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "aws")]
+pub use cloudwatch::CloudWatchMetrics;
+pub use emf::EmfMetrics;
 pub use memory::MemoryMetrics;
 
 use crate::Result;
@@ -27,11 +33,21 @@ pub enum Unit {
 /// A metrics sink.
 #[async_trait]
 pub trait Metrics: Send + Sync + std::fmt::Debug {
-    /// Records one value of metric `name`.
-    fn record(&self, name: &str, value: f64, unit: Unit);
+    /// Records one value of metric `name` for the job named `job` (the `JobName` dimension).
+    fn record(&self, job: &str, name: &str, value: f64, unit: Unit);
     /// Sends buffered values (a no-op for sinks that do not buffer).
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// The CloudWatch name of a unit.
+pub fn unit_name(u: Unit) -> &'static str {
+    match u {
+        Unit::Count => "Count",
+        Unit::Bytes => "Bytes",
+        Unit::Milliseconds => "Milliseconds",
+        Unit::None => "None",
     }
 }
 

@@ -141,11 +141,11 @@ impl Queue for LocalQueue {
                         break;
                     }
                     // SQS moves a message on the receive that would exceed maxReceiveCount.
-                    if let Some((_, max_receive)) = &self.redrive {
-                        if e.receive_count >= *max_receive {
-                            redriven.push(seq);
-                            continue;
-                        }
+                    if let Some((_, max_receive)) = &self.redrive
+                        && e.receive_count >= *max_receive
+                    {
+                        redriven.push(seq);
+                        continue;
                     }
                     e.receive_count += 1;
                     e.visible_at = now + self.visibility;

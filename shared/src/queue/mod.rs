@@ -7,12 +7,16 @@
 //! local run retries and dead-letters a failing chunk the way SQS would.
 
 mod local;
+#[cfg(feature = "aws")]
+mod sqs;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use local::LocalQueue;
+#[cfg(feature = "aws")]
+pub use sqs::SqsQueue;
 
 use crate::Result;
 

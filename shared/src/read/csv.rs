@@ -63,6 +63,10 @@ fn mapping(header: &[String], schema: &Schema) -> Result<Vec<usize>, String> {
 }
 
 /// Decodes CSV `text[skip..]` into text columns named after `schema`.
+///
+/// Without `multiline`, records are lines: a record whose quotes run past its line end
+/// (an unterminated quote) is rejected alone and reading resumes at the next line, so
+/// one broken quote cannot swallow the records after it.
 pub(crate) fn decode(
     text: &[u8],
     skip: usize,
@@ -71,14 +75,15 @@ pub(crate) fn decode(
     header: Option<HeaderSource>,
     object: &str,
 ) -> Result<Decoded> {
-    let mut rdr = reader_builder(opts).from_reader(&text[skip..]);
-    let mut rec = ::csv::ByteRecord::new();
     let read = |rdr: &mut ::csv::Reader<&[u8]>, rec: &mut ::csv::ByteRecord| {
         rdr.read_byte_record(rec).map_err(|e| Error::Input {
             object: object.to_string(),
             message: format!("CSV: {e}"),
         })
     };
+    let mut seg_start = skip;
+    let mut seg_line = 0u64;
+    let mut rec = ::csv::ByteRecord::new();
     let (map, expected) = match header {
         None => (
             Ok((0..schema.fields().len()).collect::<Vec<_>>()),
@@ -88,9 +93,12 @@ pub(crate) fn decode(
             let fields = match h {
                 HeaderSource::Given(f) => f.as_ref().clone(),
                 HeaderSource::FirstRecord => {
+                    let mut rdr = reader_builder(opts).from_reader(&text[skip..]);
                     if !read(&mut rdr, &mut rec)? {
                         Vec::new()
                     } else {
+                        seg_start = skip + rdr.position().byte() as usize;
+                        seg_line = rdr.position().line().saturating_sub(1);
                         rec.iter()
                             .map(|f| String::from_utf8_lossy(f).trim().to_string())
                             .collect()
@@ -106,75 +114,105 @@ pub(crate) fn decode(
     let mut rejects = Vec::new();
     let mut row = 0u64;
     let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
-    loop {
-        if !read(&mut rdr, &mut rec)? {
-            break;
-        }
-        let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
-        let start = skip as u64 + pos.byte();
-        let end = skip as u64 + rdr.position().byte();
-        let origin = Origin {
-            start,
-            len: (end - start).min(u32::MAX as u64) as u32,
-            line: pos.line().saturating_sub(1),
-            row,
-        };
-        row += 1;
-        let reject = |rule: &str, column: Option<&str>, message: String| PendingReject {
-            origin,
-            rule: rule.to_string(),
-            column: column.map(str::to_string),
-            message,
-        };
-        let map = match &map {
-            Ok(m) => m,
-            Err(msg) => {
-                rejects.push(reject("header", None, msg.clone()));
+    'segments: while seg_start < text.len() {
+        let mut rdr = reader_builder(opts).from_reader(&text[seg_start..]);
+        loop {
+            if !read(&mut rdr, &mut rec)? {
+                break 'segments;
+            }
+            let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
+            let mut start = seg_start as u64 + pos.byte();
+            let mut end = seg_start as u64 + rdr.position().byte();
+            let mut line = seg_line + pos.line().saturating_sub(1);
+            // After a CRLF record the reader's position still points at its `\n`: the
+            // record really starts after the leftover line-end bytes.
+            while start < end && matches!(text[start as usize], b'\r' | b'\n') {
+                line += u64::from(text[start as usize] == b'\n');
+                start += 1;
+            }
+            end = end.max(start);
+            let spans_lines = !opts.multiline
+                && text[start as usize..end as usize]
+                    .iter()
+                    .rev()
+                    .skip_while(|b| **b == b'\n' || **b == b'\r')
+                    .any(|b| *b == b'\n');
+            if spans_lines {
+                // Reject the record's first line only; resume right after it.
+                let nl = memchr::memchr(b'\n', &text[start as usize..])
+                    .map_or(text.len(), |i| start as usize + i + 1);
+                end = nl as u64;
+                let origin = Origin {
+                    start,
+                    len: (end - start).min(u32::MAX as u64) as u32,
+                    line,
+                    row,
+                };
+                row += 1;
+                rejects.push(PendingReject {
+                    origin,
+                    rule: "format".into(),
+                    column: None,
+                    message: "unterminated quote: the quoted field runs past the end of its line (declare `csv.multiline: true` if fields hold newlines)".into(),
+                });
+                seg_start = nl;
+                seg_line = line + 1;
+                continue 'segments;
+            }
+            let origin = Origin {
+                start,
+                len: (end - start).min(u32::MAX as u64) as u32,
+                line,
+                row,
+            };
+            row += 1;
+            let reject = |rule: &str, column: Option<&str>, message: String| PendingReject {
+                origin,
+                rule: rule.to_string(),
+                column: column.map(str::to_string),
+                message,
+            };
+            let map = match &map {
+                Ok(m) => m,
+                Err(msg) => {
+                    rejects.push(reject("header", None, msg.clone()));
+                    continue;
+                }
+            };
+            if rec.len() != expected {
+                rejects.push(reject(
+                    "format",
+                    None,
+                    format!("expected {expected} fields, found {}", rec.len()),
+                ));
                 continue;
             }
-        };
-        if rec.len() != expected {
-            rejects.push(reject(
-                "format",
-                None,
-                format!("expected {expected} fields, found {}", rec.len()),
-            ));
-            continue;
-        }
-        if !opts.multiline && rec.iter().any(|f| f.contains(&b'\n')) {
-            rejects.push(reject(
-                "format",
-                None,
-                "a quoted field spans lines (unterminated quote, or declare `csv.multiline: true`)"
-                    .into(),
-            ));
-            continue;
-        }
-        let mut values: Vec<Option<&str>> = Vec::with_capacity(map.len());
-        let mut bad = None;
-        for (f, &i) in schema.fields().iter().zip(map) {
-            let raw = rec.get(i).unwrap_or_default();
-            if null_values.contains(&raw) {
-                values.push(None);
-                continue;
-            }
-            match std::str::from_utf8(raw) {
-                Ok(s) => values.push(Some(s)),
-                Err(e) => {
-                    bad = Some(reject(
-                        "encoding",
-                        Some(f.name()),
-                        format!("invalid UTF-8 at byte {} of the field", e.valid_up_to()),
-                    ));
-                    break;
+            let mut values: Vec<Option<&str>> = Vec::with_capacity(map.len());
+            let mut bad = None;
+            for (f, &i) in schema.fields().iter().zip(map) {
+                let raw = rec.get(i).unwrap_or_default();
+                if null_values.contains(&raw) {
+                    values.push(None);
+                    continue;
+                }
+                match std::str::from_utf8(raw) {
+                    Ok(s) => values.push(Some(s)),
+                    Err(e) => {
+                        bad = Some(reject(
+                            "encoding",
+                            Some(f.name()),
+                            format!("invalid UTF-8 at byte {} of the field", e.valid_up_to()),
+                        ));
+                        break;
+                    }
                 }
             }
-        }
-        match bad {
-            Some(r) => rejects.push(r),
-            None => {
-                columns.push(&values);
-                origins.push(origin);
+            match bad {
+                Some(r) => rejects.push(r),
+                None => {
+                    columns.push(&values);
+                    origins.push(origin);
+                }
             }
         }
     }

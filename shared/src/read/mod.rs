@@ -25,7 +25,7 @@ use crate::store::ObjectStore;
 use crate::{Error, Result};
 
 /// First read past a range's end; doubled until the last record is complete.
-pub const DEFAULT_OVERREAD_BYTES: u64 = 256 * 1024;
+pub const DEFAULT_OVERREAD_BYTES: u64 = 16 * 1024;
 
 /// Where a row came from, relative to the piece's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +326,7 @@ async fn object_header(
     if let Some(h) = cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
         return Ok(h);
     }
-    let mut len = 64 * 1024u64;
+    let mut len = 4 * 1024u64;
     let line = loop {
         let b = store.get_range(piece.key(), 0..len).await?;
         if let Some(i) = memchr::memchr(b'\n', &b) {

@@ -352,6 +352,10 @@ pub struct JobSpec {
     pub resolved: serde_json::Value,
     /// The parsed source, for the line of a field found wrong later (pre-flight).
     pub source: Arc<yaml::Document>,
+    /// Server-side encryption of everything the job writes to S3.
+    pub sse: crate::store::Sse,
+    /// Input restricted to these keys (set by an upload event), else every selected object.
+    pub only_keys: Option<Vec<String>>,
 }
 
 impl JobSpec {
@@ -397,11 +401,11 @@ impl JobSpec {
             problems: Vec::new(),
         };
         let spec = checker.resolve(raw);
-        if checker.problems.is_empty() {
-            if let Some(mut spec) = spec {
-                spec.source = Arc::new(doc);
-                return Ok(spec);
-            }
+        if checker.problems.is_empty()
+            && let Some(mut spec) = spec
+        {
+            spec.source = Arc::new(doc);
+            return Ok(spec);
         }
         let mut problems = checker.problems;
         problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
@@ -417,6 +421,20 @@ impl JobSpec {
             crate::Error::Config(format!("cannot read job spec {}: {e}", path.display()))
         })?;
         Ok(JobSpec::parse(&path.display().to_string(), &text)?)
+    }
+
+    /// Moves the job's records to `work` (a deployment setting overriding the spec's).
+    pub fn with_work(mut self, work: Location) -> Self {
+        self.resolved["work"] = serde_json::Value::String(work.to_string());
+        self.work = work;
+        self
+    }
+
+    /// Restricts the input to these keys (relative to the input location): an upload
+    /// event plans a job over exactly the objects it names.
+    pub fn with_only_keys(mut self, keys: Vec<String>) -> Self {
+        self.only_keys = Some(keys);
+        self
     }
 
     /// The line of a field in the spec's source.
@@ -483,18 +501,17 @@ impl Checker<'_> {
                 ),
             );
         }
-        if let Some(id) = &raw.job_id {
-            if id.is_empty()
+        if let Some(id) = &raw.job_id
+            && (id.is_empty()
                 || id.len() > 128
                 || !id
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            {
-                self.problem(
-                    "job_id",
-                    format!("`{id}` is not a job id: use letters, digits, `-`, `_` or `.`"),
-                );
-            }
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        {
+            self.problem(
+                "job_id",
+                format!("`{id}` is not a job id: use letters, digits, `-`, `_` or `.`"),
+            );
         }
         let work = self.location("work", &raw.work);
 
@@ -632,13 +649,13 @@ impl Checker<'_> {
                 });
             }
         }
-        if let Some(sql) = &raw.transform.sql {
-            if sql.trim().is_empty() {
-                self.problem(
-                    "transform.sql",
-                    "the SQL is empty: remove the field to pass rows through",
-                );
-            }
+        if let Some(sql) = &raw.transform.sql
+            && sql.trim().is_empty()
+        {
+            self.problem(
+                "transform.sql",
+                "the SQL is empty: remove the field to pass rows through",
+            );
         }
 
         // output
@@ -652,15 +669,15 @@ impl Checker<'_> {
                 );
             }
         }
-        if raw.transform.sql.is_none() {
-            if let Some(schema) = &schema {
-                for (i, c) in raw.output.partition_by.iter().enumerate() {
-                    if schema.index_of(c).is_err() {
-                        self.problem(
-                            format!("output.partition_by[{i}]"),
-                            format!("unknown column `{c}`: {}", columns_hint(schema)),
-                        );
-                    }
+        if raw.transform.sql.is_none()
+            && let Some(schema) = &schema
+        {
+            for (i, c) in raw.output.partition_by.iter().enumerate() {
+                if schema.index_of(c).is_err() {
+                    self.problem(
+                        format!("output.partition_by[{i}]"),
+                        format!("unknown column `{c}`: {}", columns_hint(schema)),
+                    );
                 }
             }
         }
@@ -671,7 +688,7 @@ impl Checker<'_> {
             self.output_compression(raw.output.compression.as_deref().unwrap_or("zstd(3)"));
         let row_group_rows = match raw.output.row_group_rows {
             None => DEFAULT_ROW_GROUP_ROWS,
-            Some(n) if n >= 1 && n <= 100_000_000 => n as usize,
+            Some(n) if (1..=100_000_000).contains(&n) => n as usize,
             Some(n) => {
                 self.problem(
                     "output.row_group_rows",
@@ -686,15 +703,13 @@ impl Checker<'_> {
                 .size("output.max_file_size", v, 1024)
                 .unwrap_or(DEFAULT_MAX_FILE_BYTES),
         };
-        if let (Some(i), Some(o)) = (&input_location, &output_location) {
-            if o.is_within(i) || i.is_within(o) {
-                self.problem(
-                    "output.location",
-                    format!(
-                        "`{o}` overlaps the input `{i}`: a later run would read its own output"
-                    ),
-                );
-            }
+        if let (Some(i), Some(o)) = (&input_location, &output_location)
+            && (o.is_within(i) || i.is_within(o))
+        {
+            self.problem(
+                "output.location",
+                format!("`{o}` overlaps the input `{i}`: a later run would read its own output"),
+            );
         }
 
         // rejects
@@ -706,13 +721,13 @@ impl Checker<'_> {
                 format!("{max_ratio} is not a ratio: expected 0 to 1 (0.01 = 1%)"),
             );
         }
-        if let (Some(i), Some(r)) = (&input_location, &rejects_location) {
-            if r.is_within(i) {
-                self.problem(
-                    "rejects.location",
-                    format!("`{r}` lies inside the input `{i}`"),
-                );
-            }
+        if let (Some(i), Some(r)) = (&input_location, &rejects_location)
+            && r.is_within(i)
+        {
+            self.problem(
+                "rejects.location",
+                format!("`{r}` lies inside the input `{i}`"),
+            );
         }
 
         // aggregate
@@ -760,6 +775,34 @@ impl Checker<'_> {
             );
         }
 
+        let sse = match (
+            raw.storage.sse.as_deref(),
+            raw.storage.kms_key_id.as_deref(),
+        ) {
+            (None | Some("bucket_default"), None) => crate::store::Sse::BucketDefault,
+            (Some("s3" | "aes256" | "AES256"), None) => crate::store::Sse::S3,
+            (Some("kms" | "aws:kms"), Some(k)) if !k.is_empty() => {
+                crate::store::Sse::Kms(k.to_string())
+            }
+            (Some("kms" | "aws:kms"), _) => {
+                self.problem("storage.kms_key_id", "SSE-KMS needs the key id or ARN");
+                crate::store::Sse::BucketDefault
+            }
+            (None | Some("bucket_default" | "s3" | "aes256" | "AES256"), Some(_)) => {
+                self.problem(
+                    "storage.kms_key_id",
+                    "a KMS key is only used with `sse: kms`",
+                );
+                crate::store::Sse::BucketDefault
+            }
+            (Some(other), _) => {
+                self.problem(
+                    "storage.sse",
+                    format!("unknown encryption `{other}`: expected bucket_default, s3 or kms"),
+                );
+                crate::store::Sse::BucketDefault
+            }
+        };
         let mut resolved_raw = raw.clone();
         resolved_raw.chunking.target_size = Some(serde_json::json!(target_bytes));
         resolved_raw.output.max_file_size = Some(serde_json::json!(max_file_bytes));
@@ -806,6 +849,8 @@ impl Checker<'_> {
             },
             resolved,
             source: Arc::new(yaml::Document::default()),
+            sse,
+            only_keys: None,
         })
     }
 
@@ -932,15 +977,13 @@ impl Checker<'_> {
             out.iter()
                 .find(|x| matches!(x.check, Check::Max(_)))
                 .map(|x| &x.check),
-        ) {
-            if let Ok(gt) = arrow::compute::kernels::cmp::gt(lo, hi) {
-                if gt.value(0) {
-                    self.problem(
-                        format!("{field}.min"),
-                        "min is greater than max: no value could pass",
-                    );
-                }
-            }
+        ) && let Ok(gt) = arrow::compute::kernels::cmp::gt(lo, hi)
+            && gt.value(0)
+        {
+            self.problem(
+                format!("{field}.min"),
+                "min is greater than max: no value could pass",
+            );
         }
         if let Some(values) = &r.one_of {
             if values.is_empty() {
@@ -1091,14 +1134,14 @@ impl Checker<'_> {
                 );
                 ok = false;
             }
-            if let Some(s) = schema {
-                if s.index_of(g).is_err() {
-                    self.problem(
-                        format!("aggregate.group_by[{i}]"),
-                        format!("unknown column `{g}`: {}", columns_hint(s)),
-                    );
-                    ok = false;
-                }
+            if let Some(s) = schema
+                && s.index_of(g).is_err()
+            {
+                self.problem(
+                    format!("aggregate.group_by[{i}]"),
+                    format!("unknown column `{g}`: {}", columns_hint(s)),
+                );
+                ok = false;
             }
         }
         if a.measures.is_empty() {
@@ -1320,12 +1363,12 @@ pub fn parse_type(text: &str) -> Result<DataType, String> {
                 .next()
                 .map(|z| z.trim().to_string())
                 .filter(|z| !z.is_empty());
-            if let Some(z) = &zone {
-                if z.parse::<arrow::array::timezone::Tz>().is_err() {
-                    return Err(format!(
-                        "`{text}`: unknown time zone `{z}` (use UTC, +02:00 or an IANA name)"
-                    ));
-                }
+            if let Some(z) = &zone
+                && z.parse::<arrow::array::timezone::Tz>().is_err()
+            {
+                return Err(format!(
+                    "`{text}`: unknown time zone `{z}` (use UTC, +02:00 or an IANA name)"
+                ));
             }
             Ok(DataType::Timestamp(unit, zone.map(Into::into)))
         }

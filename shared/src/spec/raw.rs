@@ -30,6 +30,17 @@ pub struct RawSpec {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub queue: RawQueue,
+    #[serde(default)]
+    pub storage: RawStorage,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 fn default_work() -> String {

@@ -156,7 +156,11 @@ const BAD: &[(&str, &str, &str)] = &[
         "row_group_rows: 0",
         "output.row_group_rows",
     ),
-    ("row_group_rows: 1000000", "row_groups: 1000000", "output"),
+    (
+        "row_group_rows: 1000000",
+        "row_groups: 1000000",
+        "output.row_groups",
+    ),
     (
         "{ name: customers, location",
         "{ name: input, location",
@@ -200,7 +204,7 @@ fn bad_specs_are_refused_naming_the_field_and_line() {
             .find(|p| p.field == *field)
             .unwrap_or_else(|| panic!("no problem names `{field}` for `{to}`: {err}"));
         let needle = to.lines().next().unwrap().trim();
-        let expected_line = line_of(&text, needle.split(':').next().unwrap());
+        let expected_line = line_of(&text, needle);
         assert!(p.line.is_some(), "no line for {field}: {err}");
         let shown = err.to_string();
         assert!(shown.contains(&format!("`{field}`")), "{shown}");

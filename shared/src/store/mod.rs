@@ -5,6 +5,8 @@
 //! adapters, S3. Wrappers implementing the same trait add cross-cutting behaviour.
 
 mod fs;
+#[cfg(feature = "aws")]
+mod s3;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use fs::FsStore;
+#[cfg(feature = "aws")]
+pub use s3::S3Store;
 
 use crate::location::Location;
 use crate::{Error, Result};
@@ -61,12 +65,24 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 /// A shared store.
 pub type DynStore = Arc<dyn ObjectStore>;
 
-/// Opens the store rooted at `location` (local only in the embedded build).
-pub fn open(location: &Location) -> Result<DynStore> {
+/// Server-side encryption of objects written to S3.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sse {
+    /// Whatever the bucket's default encryption says.
+    #[default]
+    BucketDefault,
+    /// SSE-S3 (AES256).
+    S3,
+    /// SSE-KMS with this key id or ARN.
+    Kms(String),
+}
+
+/// Opens a local store; other schemes need the AWS adapters ([`crate::env::Env`]).
+pub fn open(location: &Location, _sse: &Sse) -> Result<DynStore> {
     match location {
         Location::Local(path) => Ok(Arc::new(FsStore::new(path))),
         Location::S3 { .. } => Err(Error::Config(format!(
-            "`{location}`: this build has no S3 adapter; use a local path or file:// location"
+            "`{location}`: S3 needs the AWS adapters (`Env::aws`); this process runs the embedded default"
         ))),
     }
 }

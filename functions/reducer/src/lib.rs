@@ -1,0 +1,156 @@
+//! The reducer Lambda: `status` (for a Step Functions poll loop) and `finalize`; both
+//! idempotent.
+
+use fanout::env::Env;
+use fanout::location::Location;
+use serde::{Deserialize, Serialize};
+
+/// The reducer's input.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// `status` or `finalize`.
+    pub action: Action,
+    /// Job id.
+    pub job_id: String,
+    /// Work location (defaults to the deployment's).
+    #[serde(default)]
+    pub work: Option<String>,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Report progress.
+    Status,
+    /// Merge and write the manifest.
+    Finalize,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Job id.
+    pub job_id: String,
+    /// Work location.
+    pub work: String,
+    /// Chunks planned.
+    pub planned: u64,
+    /// Chunks committed.
+    pub committed: u64,
+    /// Chunks queued or running.
+    pub pending: u64,
+    /// Chunks failed, to be retried.
+    pub failed: u64,
+    /// Chunks failed for good.
+    pub dead_lettered: u64,
+    /// Ids of failed and dead-lettered chunks with their last errors.
+    pub failed_chunks: Vec<String>,
+    /// No chunk can make progress any more.
+    pub settled: bool,
+    /// Every chunk is committed.
+    pub complete: bool,
+}
+
+/// The answer to `finalize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizeReply {
+    /// Job id.
+    pub job_id: String,
+    /// `succeeded`.
+    pub outcome: String,
+    /// Records read.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Records rejected.
+    pub rows_rejected: u64,
+    /// Files written.
+    pub files: u64,
+    /// The manifest.
+    pub manifest: String,
+}
+
+/// A reducer failure, typed for Lambda's `errorType` (and Step Functions' `Catch`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReduceError {
+    /// The input is not a reducer request.
+    #[error("bad request: {0}")]
+    Request(String),
+    /// Status or finalize failed.
+    #[error(transparent)]
+    Fanout(#[from] fanout::Error),
+}
+
+impl From<ReduceError> for lambda_runtime::Diagnostic {
+    fn from(e: ReduceError) -> Self {
+        let error_type = match &e {
+            ReduceError::Request(_) => "BadRequest".to_string(),
+            ReduceError::Fanout(f) => f.kind().to_string(),
+        };
+        lambda_runtime::Diagnostic {
+            error_type,
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Handles one request.
+pub async fn handle(
+    env: &Env,
+    default_work: Option<&Location>,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, ReduceError> {
+    let req: Request = serde_json::from_value(event).map_err(|e| {
+        ReduceError::Request(format!(
+            "{e}: expected {{\"action\": \"status\"|\"finalize\", \"job_id\": …}}"
+        ))
+    })?;
+    let work = match (&req.work, default_work) {
+        (Some(w), _) => Location::parse(w).map_err(ReduceError::Request)?,
+        (None, Some(w)) => w.clone(),
+        (None, None) => {
+            return Err(ReduceError::Request(
+                "no `work` in the request and no FANOUT_WORK".into(),
+            ));
+        }
+    };
+    let reply = match req.action {
+        Action::Status => {
+            let s = fanout::reducer::job_status(env, &work, &req.job_id).await?;
+            serde_json::to_value(StatusReply {
+                job_id: s.job_id.clone(),
+                work: work.to_string(),
+                planned: s.planned,
+                committed: s.committed,
+                pending: s.pending,
+                failed: s.failed.len() as u64,
+                dead_lettered: s.dead_lettered.len() as u64,
+                failed_chunks: s
+                    .dead_lettered
+                    .iter()
+                    .chain(&s.failed)
+                    .map(|f| format!("{}: {}", f.chunk_id, f.message))
+                    .collect(),
+                settled: s.is_settled(),
+                complete: s.is_complete(),
+            })
+        }
+        Action::Finalize => {
+            let m = fanout::reducer::finalize_job(env, &work, &req.job_id).await?;
+            serde_json::to_value(FinalizeReply {
+                job_id: m.job_id.clone(),
+                outcome: m.outcome.clone(),
+                rows_read: m.counts.read,
+                rows_written: m.counts.written,
+                rows_rejected: m.counts.rejected,
+                files: m.files.len() as u64,
+                manifest: work
+                    .join(&fanout::records::layout::manifest(&m.job_id))
+                    .to_string(),
+            })
+        }
+    };
+    reply.map_err(|e| ReduceError::Request(e.to_string()))
+}

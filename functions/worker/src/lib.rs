@@ -1,0 +1,76 @@
+//! The worker Lambda: an SQS batch of chunk messages → `process_chunk` per message →
+//! `SqsBatchResponse` naming only the messages to retry (`ReportBatchItemFailures`).
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use fanout::queue::Message;
+use fanout::worker::{Disposition, Worker};
+use lambda_runtime::LambdaEvent;
+use tracing::warn;
+
+/// Do not start a chunk with less time than this left: it would be cut off mid-way.
+pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(30);
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The queue's `maxReceiveCount` (so the last attempt is known to be the last).
+    pub max_receive_count: u32,
+    /// Least time left to start a chunk.
+    pub min_remaining: Duration,
+}
+
+fn message(m: &SqsMessage) -> Message {
+    Message {
+        id: m.message_id.clone().unwrap_or_default(),
+        receipt: m.receipt_handle.clone().unwrap_or_default(),
+        body: m.body.clone().unwrap_or_default(),
+        receive_count: m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
+/// Handles one batch; never fails as a whole, so one bad chunk does not retry its neighbours.
+pub async fn handle(
+    worker: &Worker,
+    settings: &Settings,
+    event: LambdaEvent<SqsEvent>,
+) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    let deadline_ms = event.context.deadline;
+    for record in &event.payload.records {
+        let msg = message(record);
+        let remaining =
+            Duration::from_millis(deadline_ms.saturating_sub(fanout::records::now_ms()));
+        if deadline_ms > 0 && remaining < settings.min_remaining {
+            // Left for the next invocation; the receive it used is not a failed attempt of ours.
+            warn!(message_id = %msg.id, remaining_ms = remaining.as_millis() as u64, "too little time left to start a chunk");
+            failures.push(msg.id);
+            continue;
+        }
+        match worker
+            .handle_message(&msg, settings.max_receive_count)
+            .await
+        {
+            Disposition::Ack(_) | Disposition::Reject(_) => {}
+            Disposition::Retry(_) => failures.push(msg.id),
+        }
+    }
+    if let Err(e) = worker.env().metrics.flush().await {
+        warn!(error = %e, "metrics flush failed");
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    response
+}

@@ -1,0 +1,362 @@
+//! [`S3Store`]: a bucket and key prefix on Amazon S3 (or an S3-compatible endpoint).
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use bytes::Bytes;
+
+use super::{ObjectMeta, ObjectStore, PutOutcome, Sse};
+use crate::{Error, Result};
+
+/// Objects above this size are uploaded in parts.
+pub const DEFAULT_MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads (S3 requires at least 5 MiB but for the last part).
+pub const DEFAULT_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// A bucket and prefix on S3.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    sse: Sse,
+    multipart_threshold: usize,
+    part_bytes: usize,
+}
+
+impl S3Store {
+    /// A store for `s3://bucket/prefix`.
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            prefix,
+            sse: Sse::default(),
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_bytes: DEFAULT_PART_BYTES,
+        }
+    }
+
+    /// Server-side encryption of writes.
+    pub fn with_sse(mut self, sse: Sse) -> Self {
+        self.sse = sse;
+        self
+    }
+
+    /// Multipart threshold and part size (parts below 5 MiB are refused by S3).
+    pub fn with_multipart(mut self, threshold: usize, part_bytes: usize) -> Self {
+        self.multipart_threshold = threshold;
+        self.part_bytes = part_bytes.max(5 * 1024 * 1024);
+        self
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Maps an SDK error: throttling, 5xx, timeouts and connection failures are retryable.
+fn sdk_error<E>(op: &'static str, key: &str, e: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code().map(str::to_string);
+    let retryable = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => {
+            status.is_some_and(|s| s >= 500 || s == 429)
+                || matches!(
+                    code.as_deref(),
+                    Some(
+                        "SlowDown"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ConditionalRequestConflict"
+                    )
+                )
+        }
+    };
+    let message = match (&code, status) {
+        (Some(c), Some(s)) => format!("{c} (HTTP {s}): {}", e.message().unwrap_or("")),
+        (None, Some(s)) => format!("HTTP {s}"),
+        _ => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    };
+    Error::Store {
+        op,
+        key: key.to_string(),
+        message,
+        retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
+fn status_of<E>(e: &SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+fn trim_etag(e: Option<&str>) -> String {
+    e.unwrap_or_default().trim_matches('"').to_string()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let full = self.full(prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("list", prefix, e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(rel) = k.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                // "Folder" placeholder objects are not data.
+                if rel.is_empty() || rel.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: trim_etag(o.e_tag()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                etag: trim_etag(h.e_tag()),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(sdk_error("head", key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(Error::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            Err(e) => return Err(sdk_error("get", key, e)),
+        };
+        let body = resp.body.collect().await.map_err(|e| Error::Store {
+            op: "get",
+            key: key.to_string(),
+            message: format!("reading the body: {e}"),
+            retryable: true,
+            source: Some(Box::new(e)),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(header)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(Error::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            // 416: the range starts at or past the end of the object.
+            Err(e) if status_of(&e) == Some(416) => return Ok(Bytes::new()),
+            Err(e) => return Err(sdk_error("get_range", key, e)),
+        };
+        let body = resp.body.collect().await.map_err(|e| Error::Store {
+            op: "get_range",
+            key: key.to_string(),
+            message: format!("reading the body: {e}"),
+            retryable: true,
+            source: Some(Box::new(e)),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(key, data).await;
+        }
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(ByteStream::from(data));
+        req = match &self.sse {
+            Sse::S3 => req.server_side_encryption(ServerSideEncryption::Aes256),
+            Sse::Kms(id) => req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id),
+            Sse::BucketDefault => req,
+        };
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("put", key, e))
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .if_none_match("*")
+            .body(ByteStream::from(data));
+        req = match &self.sse {
+            Sse::S3 => req.server_side_encryption(ServerSideEncryption::Aes256),
+            Sse::Kms(id) => req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id),
+            Sse::BucketDefault => req,
+        };
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Created),
+            // 412: someone created it first.
+            Err(e) if status_of(&e) == Some(412) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(sdk_error("put_if_absent", key, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("delete", key, e))
+    }
+}
+
+impl S3Store {
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
+        let full = self.full(key);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full);
+        create = match &self.sse {
+            Sse::S3 => create.server_side_encryption(ServerSideEncryption::Aes256),
+            Sse::Kms(id) => create
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id),
+            Sse::BucketDefault => create,
+        };
+        let upload = create.send().await.map_err(|e| sdk_error("put", key, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result: Result<()> = async {
+            let mut parts = Vec::new();
+            for (i, start) in (0..data.len()).step_by(self.part_bytes).enumerate() {
+                let end = (start + self.part_bytes).min(data.len());
+                let n = i as i32 + 1;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(ByteStream::from(data.slice(start..end)))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("put", key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error("put", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Parts of an abandoned upload are billed until aborted.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
