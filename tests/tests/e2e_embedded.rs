@@ -1,0 +1,160 @@
+//! `fanout run` end to end on the embedded default, checked by an independent reader.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{fanout_bin, python, repo, run_ok, snapshot};
+
+fn generate(root: &std::path::Path) {
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/orders_e2e.py"))
+            .arg("generate")
+            .arg(root),
+    );
+}
+
+fn check(root: &std::path::Path) -> String {
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/orders_e2e.py"))
+            .arg("check")
+            .arg(root),
+    )
+}
+
+#[test]
+fn output_equals_the_input_minus_rejects_value_for_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let out = run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(root.join("job.yaml")),
+    );
+    assert!(out.contains("outcome        succeeded"), "{out}");
+    let verdict = check(root);
+    assert!(verdict.starts_with("OK:"), "{verdict}");
+}
+
+#[test]
+fn two_runs_write_byte_identical_files_and_a_rerun_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let job = root.join("job.yaml");
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(&job),
+    );
+    let first_out = snapshot(&root.join("out"));
+    let first_rejects = snapshot(&root.join("rejects"));
+    let first_work = snapshot(&root.join("work"));
+    assert!(
+        first_out.len() > 20,
+        "expected many output files, got {}",
+        first_out.len()
+    );
+
+    // Re-run in place: every chunk is committed, nothing is processed, same manifest.
+    let again = run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(&job),
+    );
+    assert!(again.contains(" 0 run now"), "{again}");
+    let work_again = snapshot(&root.join("work"));
+    let manifest = |s: &std::collections::BTreeMap<String, Vec<u8>>| {
+        s.iter()
+            .find(|(k, _)| k.ends_with("_manifest.json"))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(manifest(&first_work), manifest(&work_again));
+
+    // From scratch, with one worker instead of two: the same bytes.
+    for d in ["out", "rejects", "work"] {
+        std::fs::remove_dir_all(root.join(d)).unwrap();
+    }
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "1"])
+            .arg(&job),
+    );
+    assert_eq!(
+        first_out,
+        snapshot(&root.join("out")),
+        "output files differ between runs"
+    );
+    assert_eq!(
+        first_rejects,
+        snapshot(&root.join("rejects")),
+        "rejects differ between runs"
+    );
+    assert_eq!(
+        manifest(&first_work),
+        manifest(&snapshot(&root.join("work")))
+    );
+}
+
+#[test]
+fn the_cli_reports_status_and_inspects_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let job = root.join("job.yaml");
+    let plan = run_ok(Command::new(fanout_bin()).arg("plan").arg(&job));
+    assert!(plan.contains("chunks"), "{plan}");
+    let valid = run_ok(Command::new(fanout_bin()).arg("validate").arg(&job));
+    assert!(
+        valid.contains("valid") && valid.contains("order_month: Date32"),
+        "{valid}"
+    );
+    let out = run_ok(Command::new(fanout_bin()).args(["run"]).arg(&job));
+    let job_id = out.split_whitespace().nth(1).unwrap().to_string();
+    let work = root.join("work").display().to_string();
+    let status = run_ok(Command::new(fanout_bin()).args(["status", &job_id, "--work", &work]));
+    assert!(status.contains("outcome        succeeded"), "{status}");
+    let inspect = run_ok(Command::new(fanout_bin()).args(["inspect", &job_id, "--work", &work]));
+    assert!(
+        inspect.contains("order_month=2024-01-01")
+            && inspect.contains("aggregate by [region, status]"),
+        "{inspect}"
+    );
+    let json =
+        run_ok(Command::new(fanout_bin()).args(["inspect", &job_id, "--work", &work, "--json"]));
+    let m: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(m["outcome"], "succeeded");
+}
+
+#[test]
+fn a_bad_spec_is_refused_before_any_work_with_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let text = std::fs::read_to_string(root.join("job.yaml"))
+        .unwrap()
+        .replace("partition_by: [order_month]", "partition_by: [order_mnth]");
+    std::fs::write(root.join("bad.yaml"), text).unwrap();
+    let out = Command::new(fanout_bin())
+        .arg("run")
+        .arg(root.join("bad.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`output.partition_by[0]`")
+            && err.contains("order_mnth")
+            && err.contains("bad.yaml:"),
+        "{err}"
+    );
+    assert!(
+        !root.join("work").exists() && !root.join("out").exists(),
+        "work started despite a bad spec"
+    );
+}

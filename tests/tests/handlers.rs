@@ -1,0 +1,188 @@
+//! The Lambda handlers, fed the sample events in `events/` (the shapes `sam local invoke -e`
+//! takes), on the embedded adapters.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fanout::env::Env;
+use fanout::location::Location;
+use fanout::metrics::MemoryMetrics;
+use fanout::queue::{LocalQueue, Queue};
+use fanout::worker::Worker;
+use lambda_runtime::{Context, LambdaEvent};
+
+fn event(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(common::repo().join("events").join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn setup(root: &Path) -> std::path::PathBuf {
+    let input = root.join("in/2026");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut csv = String::from("id,amount\n");
+    for i in 1..=3000 {
+        csv.push_str(&format!("{i},{}.25\n", i % 50));
+    }
+    std::fs::write(input.join("orders 11über (2).csv"), csv).unwrap();
+    let r = root.display();
+    let spec = format!(
+        "name: h\nwork: {r}/work/\ninput: {{ location: {r}/in/, format: csv, schema: [{{ name: id, type: int64 }}, {{ name: amount, type: \"decimal(10,2)\" }}] }}\n\
+         chunking: {{ target_size: 8KiB }}\noutput: {{ location: {r}/out/ }}\nrejects: {{ location: {r}/rejects/ }}\n\
+         aggregate: {{ measures: [{{ name: total, fn: sum, column: amount }}] }}\n"
+    );
+    let path = root.join("spec.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+#[test]
+fn the_s3_event_key_is_url_decoded_and_made_relative_to_the_input() {
+    let req = fanout_planner::parse_event(&event("s3-object-created.json")).unwrap();
+    let fanout_planner::Request::Uploaded(objects) = req else {
+        panic!("{req:?}")
+    };
+    assert_eq!(
+        objects,
+        vec![(
+            "fanout-input-123456789012".to_string(),
+            "raw/orders/2026/orders 11über (2).csv".to_string()
+        )]
+    );
+    let input = Location::parse("s3://fanout-input-123456789012/raw/orders/").unwrap();
+    assert_eq!(
+        fanout_planner::uploaded_keys(&input, &objects),
+        vec!["2026/orders 11über (2).csv"]
+    );
+    let other = Location::parse("s3://another-bucket/raw/orders/").unwrap();
+    assert!(fanout_planner::uploaded_keys(&other, &objects).is_empty());
+}
+
+#[test]
+fn the_eventbridge_and_step_functions_inputs_are_understood() {
+    let req = fanout_planner::parse_event(&event("eventbridge-object-created.json")).unwrap();
+    assert_eq!(
+        req,
+        fanout_planner::Request::Uploaded(vec![(
+            "fanout-input-123456789012".into(),
+            "raw/orders/2026/orders-11.csv".into()
+        )])
+    );
+    let req = fanout_planner::parse_event(&event("sfn-plan.json")).unwrap();
+    assert_eq!(
+        req,
+        fanout_planner::Request::SpecAt(
+            "s3://fanout-work-123456789012/specs/orders.yaml".into(),
+            None
+        )
+    );
+    let err = fanout_planner::parse_event(&serde_json::json!({"hello": 1})).unwrap_err();
+    assert!(err.to_string().contains("spec_location"), "{err}");
+}
+
+#[tokio::test]
+async fn plan_then_worker_batch_then_status_and_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let spec_path = setup(root);
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let queue = LocalQueue::new("chunks", std::time::Duration::from_secs(60));
+
+    // Planner, with the Step Functions input pointing at the local spec.
+    let mut plan_event = event("sfn-plan.json");
+    plan_event["spec_location"] = serde_json::json!(spec_path.display().to_string());
+    let settings = fanout_planner::Settings {
+        default_spec: None,
+        work: None,
+    };
+    let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
+        .await
+        .unwrap();
+    assert!(planned.chunks >= 3, "{planned:?}");
+    assert_eq!(planned.sent, planned.chunks);
+
+    // Worker: the sample SQS batch, its first bodies replaced by the real chunk messages;
+    // the malformed third message is acknowledged (recorded), not retried.
+    let msgs = queue
+        .receive(10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut sqs: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_value(event("sqs-chunk-batch.json")).unwrap();
+    let poison = sqs.records.pop().unwrap();
+    let template = sqs.records[0].clone();
+    sqs.records = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut r = template.clone();
+            r.message_id = Some(format!("m{i}"));
+            r.body = Some(m.body.clone());
+            r
+        })
+        .chain([poison])
+        .collect();
+    let worker = Worker::new(env.clone(), "test");
+    let settings = fanout_worker::Settings {
+        max_receive_count: 3,
+        min_remaining: std::time::Duration::from_secs(30),
+    };
+    let mut ctx = Context::default();
+    ctx.deadline = fanout::records::now_ms() + 900_000;
+    let resp = fanout_worker::handle(
+        &worker,
+        &settings,
+        LambdaEvent::new(sqs.clone(), ctx.clone()),
+    )
+    .await;
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "{:?}",
+        resp.batch_item_failures
+            .iter()
+            .map(|f| &f.item_identifier)
+            .collect::<Vec<_>>()
+    );
+
+    // Too little time left: every message is handed back untouched.
+    ctx.deadline = fanout::records::now_ms() + 5_000;
+    let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(sqs.clone(), ctx)).await;
+    assert_eq!(resp.batch_item_failures.len(), sqs.records.len());
+
+    // Reducer: status, then finalize (twice: idempotent).
+    let work = Location::parse(&planned.work).unwrap();
+    let mut status = event("sfn-status.json");
+    status["job_id"] = serde_json::json!(planned.job_id);
+    status["work"] = serde_json::json!(planned.work);
+    let s: fanout_reducer::StatusReply =
+        serde_json::from_value(fanout_reducer::handle(&env, None, status).await.unwrap()).unwrap();
+    assert!(
+        s.complete && s.settled && s.committed == planned.chunks,
+        "{s:?}"
+    );
+    let mut fin = event("sfn-finalize.json");
+    fin["job_id"] = serde_json::json!(planned.job_id);
+    fin.as_object_mut().unwrap().remove("work");
+    let a = fanout_reducer::handle(&env, Some(&work), fin.clone())
+        .await
+        .unwrap();
+    let b = fanout_reducer::handle(&env, Some(&work), fin)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    let f: fanout_reducer::FinalizeReply = serde_json::from_value(a).unwrap();
+    assert_eq!(
+        (f.outcome.as_str(), f.rows_read, f.rows_written),
+        ("succeeded", 3000, 3000)
+    );
+    let bad = fanout_reducer::handle(
+        &env,
+        Some(&work),
+        serde_json::json!({"action": "explode", "job_id": "x"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(bad.to_string().contains("bad request"), "{bad}");
+}

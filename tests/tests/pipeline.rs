@@ -1,0 +1,451 @@
+//! The embedded pipeline in-process: retries and dead letters, duplicate delivery,
+//! checkpoint/restart, and every input format.
+#![allow(clippy::unwrap_used)]
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fanout::env::Env;
+use fanout::location::Location;
+use fanout::metrics::MemoryMetrics;
+use fanout::records::ChunkTask;
+use fanout::runner::{RunOptions, Silent, run_local};
+use fanout::spec::JobSpec;
+use fanout::store::{DynStore, FsStore, ObjectMeta, ObjectStore, PutOutcome};
+use fanout::worker::{ChunkOutcome, Worker};
+
+/// A store that fails every read of keys containing `poison` while `armed`.
+#[derive(Debug)]
+struct FailingStore {
+    inner: FsStore,
+    poison: String,
+    armed: Arc<AtomicBool>,
+    failures: Arc<AtomicU32>,
+}
+
+impl FailingStore {
+    fn check(&self, key: &str) -> fanout::Result<()> {
+        if self.armed.load(Ordering::SeqCst) && key.contains(&self.poison) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(fanout::Error::Store {
+                op: "get",
+                key: key.to_string(),
+                message: "503 Slow Down (injected)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FailingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list(&self, prefix: &str) -> fanout::Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn head(&self, key: &str) -> fanout::Result<Option<ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> fanout::Result<Bytes> {
+        self.check(key)?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
+        self.check(key)?;
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::Result<PutOutcome> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn delete(&self, key: &str) -> fanout::Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+fn spec(root: &Path, format: &str, extra_input: &str, target: &str) -> JobSpec {
+    let r = root.display();
+    let text = format!(
+        r#"
+name: t
+work: {r}/work/
+input:
+  location: {r}/in/
+  format: {format}
+{extra_input}
+  schema:
+    - {{ name: id, type: int64, nullable: false }}
+    - {{ name: name, type: utf8 }}
+    - {{ name: score, type: float64 }}
+    - {{ name: day, type: date32 }}
+chunking: {{ target_size: {target} }}
+validate:
+  - {{ column: score, finite: true }}
+output: {{ location: {r}/out/ }}
+rejects: {{ location: {r}/rejects/, max_ratio: 0.5 }}
+aggregate:
+  group_by: []
+  measures:
+    - {{ name: n, fn: count }}
+    - {{ name: total, fn: sum, column: id }}
+queue: {{ max_receive_count: 3 }}
+"#
+    );
+    JobSpec::parse("test.yaml", &text).unwrap()
+}
+
+fn write(root: &Path, key: &str, data: &[u8]) {
+    let p = root.join("in").join(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn csv_rows(first: u64, n: u64) -> String {
+    let mut s = String::from("id,name,score,day\n");
+    for i in first..first + n {
+        s.push_str(&format!(
+            "{i},\"name {i}, with comma\",{}.5,2024-05-{:02}\n",
+            i % 100,
+            1 + i % 28
+        ));
+    }
+    s
+}
+
+fn fast() -> RunOptions {
+    RunOptions {
+        workers: 2,
+        retry_backoff: |_| Duration::from_millis(10),
+        queue: None,
+    }
+}
+
+#[tokio::test]
+async fn a_failing_chunk_is_retried_then_dead_lettered_and_completes_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "good.csv", csv_rows(1, 100).as_bytes());
+    write(root, "poison.csv", csv_rows(1000, 100).as_bytes());
+    let spec = spec(root, "csv", "", "64MiB");
+    let armed = Arc::new(AtomicBool::new(true));
+    let failures = Arc::new(AtomicU32::new(0));
+    let input_root = root.join("in");
+    let (a, f) = (armed.clone(), failures.clone());
+    let env = Env {
+        open_store: Arc::new(
+            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
+                match loc {
+                    Location::Local(p) if p == &input_root => Ok(Arc::new(FailingStore {
+                        inner: FsStore::new(p),
+                        poison: "poison".into(),
+                        armed: a.clone(),
+                        failures: f.clone(),
+                    })),
+                    other => fanout::store::open(other, sse),
+                }
+            },
+        ),
+        metrics: Arc::new(MemoryMetrics::new()),
+    };
+    // Pack nothing together: one chunk per object.
+    let mut spec = spec;
+    spec.chunking.max_objects_per_chunk = 1;
+    let report = run_local(&env, &spec, &fast(), Arc::new(Silent))
+        .await
+        .unwrap();
+    assert_eq!(report.plan.summary.chunks, 2);
+    assert_eq!(report.committed_now, 1);
+    assert_eq!(
+        report.dead_lettered, 1,
+        "the poison chunk must end in the dead-letter queue"
+    );
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        3,
+        "one failed read per receive, max_receive_count = 3"
+    );
+    let err = report.result.unwrap_err().to_string();
+    assert!(
+        err.contains("1 of 2 chunks are not committed") && err.contains("Slow Down"),
+        "{err}"
+    );
+    assert_eq!(report.status.dead_lettered.len(), 1);
+    let dead = &report.status.dead_lettered[0];
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.message.contains("503 Slow Down"));
+
+    // The cause is fixed: the re-run runs only the missing chunk and the job completes.
+    armed.store(false, Ordering::SeqCst);
+    let report = run_local(&env, &spec, &fast(), Arc::new(Silent))
+        .await
+        .unwrap();
+    assert_eq!(report.chunks_run, 1);
+    let m = report.result.unwrap();
+    assert_eq!(m.counts.read, 200);
+    assert_eq!(m.counts.written, 200);
+    let status = fanout::reducer::job_status(&env, &spec.work, &m.job_id)
+        .await
+        .unwrap();
+    assert!(status.is_complete() && status.dead_lettered.is_empty() && status.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_acknowledged_without_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "a.csv", csv_rows(1, 50).as_bytes());
+    let spec = spec(root, "csv", "", "64MiB");
+    let metrics = Arc::new(MemoryMetrics::new());
+    let env = Env::embedded(metrics.clone());
+    let plan = fanout::planner::plan_job(&env, &spec).await.unwrap();
+    let task = ChunkTask {
+        job_id: plan.summary.job_id.clone(),
+        work: spec.work.to_string(),
+        chunk: plan.chunks[0].clone(),
+    };
+    let worker = Worker::new(env.clone(), "w1");
+    assert!(matches!(
+        worker.process_chunk(&task, 1).await.unwrap(),
+        ChunkOutcome::Committed(_)
+    ));
+    let before = common_snapshot(&root.join("out"));
+    // Same message again (at-least-once delivery), and from a second worker.
+    assert!(matches!(
+        worker.process_chunk(&task, 2).await.unwrap(),
+        ChunkOutcome::AlreadyCommitted
+    ));
+    let other = Worker::new(env.clone(), "w2");
+    assert!(matches!(
+        other.process_chunk(&task, 1).await.unwrap(),
+        ChunkOutcome::AlreadyCommitted
+    ));
+    assert_eq!(before, common_snapshot(&root.join("out")));
+    assert_eq!(metrics.sum(fanout::metrics::names::CHUNKS_COMMITTED), 1.0);
+    assert_eq!(metrics.sum(fanout::metrics::names::CHUNKS_DUPLICATE), 2.0);
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_rejected_not_retried() {
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let worker = Worker::new(env, "w");
+    let msg = fanout::queue::Message {
+        id: "m".into(),
+        receipt: "1:1".into(),
+        body: "{\"not\": \"a task\"}".into(),
+        receive_count: 1,
+    };
+    match worker.handle_message(&msg, 3).await {
+        fanout::worker::Disposition::Reject(e) => {
+            assert!(e.to_string().contains("malformed chunk message"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn common_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+async fn run(root: &Path, spec: &JobSpec) -> fanout::reducer::Manifest {
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let report = run_local(&env, spec, &fast(), Arc::new(Silent))
+        .await
+        .unwrap();
+    let _ = root;
+    report.result.unwrap()
+}
+
+fn sum_ids(m: &fanout::reducer::Manifest) -> String {
+    m.aggregate.as_ref().unwrap().rows[0]["total"].to_string()
+}
+
+#[tokio::test]
+async fn byte_ranges_read_every_record_once_whatever_the_chunk_size() {
+    for target in ["1KiB", "3000", "64MiB"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "a.csv", csv_rows(1, 2000).as_bytes());
+        write(root, "b.csv", csv_rows(2001, 10).as_bytes());
+        let m = run(root, &spec(root, "csv", "", target)).await;
+        assert_eq!(m.counts.read, 2010, "target {target}");
+        assert_eq!(m.counts.written, 2010);
+        assert_eq!(
+            sum_ids(&m),
+            (2010 * 2011 / 2).to_string(),
+            "target {target}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn multiline_csv_is_read_whole_with_newlines_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut text = String::from("id,name,score,day\n");
+    for i in 1..=500u64 {
+        text.push_str(&format!(
+            "{i},\"line one\nline two {i}\",1.0,2024-01-01\r\n"
+        ));
+    }
+    write(root, "m.csv", text.as_bytes());
+    let spec = spec(root, "csv", "  csv: { multiline: true }", "1KiB");
+    let m = run(root, &spec).await;
+    assert_eq!((m.counts.read, m.counts.rejected), (500, 0));
+    assert_eq!(m.chunks, 1, "multiline CSV is never split by range");
+    let f = &m.files[0].file.key;
+    let bytes = std::fs::read(root.join("out").join(f)).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batch = reader.map(|b| b.unwrap()).next().unwrap();
+    let names = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert_eq!(names.value(0), "line one\nline two 1");
+}
+
+#[tokio::test]
+async fn json_lines_with_bad_records_are_quarantined_with_coordinates() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut text = String::new();
+    for i in 1..=300u64 {
+        text.push_str(&format!("{{\"id\": {i}, \"name\": \"n{i}\", \"score\": {i}.25, \"day\": \"2024-02-{:02}\", \"extra\": [1]}}\n", 1 + i % 28));
+    }
+    text.push_str(
+        "{\"id\": 301, \"name\": {\"nested\": true}, \"score\": 1, \"day\": \"2024-01-01\"}\n",
+    );
+    text.push_str("{\"id\": 302, \"name\": \"x\", \"score\": \"NaN\", \"day\": \"2024-01-01\"}\n");
+    text.push_str("{\"id\": 303} trailing garbage\n");
+    text.push_str("[1, 2, 3]\n");
+    text.push_str("{\"id\": \"x304\", \"score\": 1, \"day\": \"2024-01-01\"}\n");
+    text.push_str("\n   \n");
+    text.push_str("{\"id\": 305, \"score\": 2, \"day\": \"2024-02-30\"}\n");
+    write(root, "a.jsonl", text.as_bytes());
+    let zipped = zstd::encode_all(text.as_bytes(), 3).unwrap();
+    write(root, "b.jsonl.zst", &zipped);
+    let m = run(root, &spec(root, "jsonl", "", "2KiB")).await;
+    assert_eq!(m.counts.read, 2 * 306);
+    assert_eq!(m.counts.rejected, 2 * 6);
+    let rules: Vec<(&str, u64)> = m
+        .reject_rules
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(rules, vec![("finite", 2), ("format", 4), ("type", 6)]);
+    let rejects = std::fs::read_to_string(
+        root.join("rejects").join(
+            &m.rejects
+                .iter()
+                .find(|r| r.key.contains(&m.job_id))
+                .unwrap()
+                .key,
+        ),
+    )
+    .unwrap();
+    let all: Vec<fanout::transform::Reject> = m
+        .rejects
+        .iter()
+        .flat_map(|r| {
+            std::fs::read_to_string(root.join("rejects").join(&r.key))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!rejects.is_empty());
+    let garbage = all
+        .iter()
+        .find(|r| r.object == "a.jsonl" && r.raw.contains("trailing garbage"))
+        .unwrap();
+    assert_eq!(garbage.line, Some(303));
+    assert_eq!(
+        garbage.byte_offset,
+        Some(text.find("{\"id\": 303}").unwrap() as u64)
+    );
+    let zipped_garbage = all
+        .iter()
+        .find(|r| r.object == "b.jsonl.zst" && r.raw.contains("trailing garbage"))
+        .unwrap();
+    assert_eq!(zipped_garbage.byte_offset, None);
+    assert_eq!(zipped_garbage.decompressed_offset, garbage.byte_offset);
+    assert_eq!(zipped_garbage.line, Some(303));
+}
+
+#[tokio::test]
+async fn parquet_input_is_split_by_row_groups_and_cast_to_the_schema() {
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // id as int32 and day as text in the file: both cast to the spec's types.
+    let n = 5000;
+    let ids: ArrayRef = Arc::new(Int32Array::from_iter_values(1..=n));
+    let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (1..=n).map(|i| format!("n{i}")),
+    ));
+    let scores: ArrayRef = Arc::new(Float64Array::from_iter_values(
+        (1..=n).map(|i| if i == 7 { f64::INFINITY } else { i as f64 }),
+    ));
+    let days: ArrayRef = Arc::new(StringArray::from_iter((1..=n).map(|i| {
+        Some(if i == 9 {
+            "not a date".to_string()
+        } else {
+            "2024-03-03".to_string()
+        })
+    })));
+    let batch = arrow::array::RecordBatch::try_from_iter([
+        ("id", ids),
+        ("name", names),
+        ("score", scores),
+        ("day", days),
+    ])
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(500))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    write(root, "p.parquet", &w.into_inner().unwrap());
+    let m = run(root, &spec(root, "parquet", "", "8KiB")).await;
+    assert!(
+        m.chunks > 2,
+        "expected a split by row groups, got {} chunks",
+        m.chunks
+    );
+    assert_eq!(
+        (m.counts.read, m.counts.rejected, m.counts.written),
+        (5000, 2, 4998)
+    );
+    assert_eq!(sum_ids(&m), (5000 * 5001 / 2 - 7 - 9).to_string());
+}
