@@ -24,11 +24,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-venv() { # venv DIR PYTHON REQUIREMENTS
-  if [ ! -x "$1/bin/python" ]; then
-    rm -rf "$1.tmp" && "$2" -m venv "$1.tmp" && rm -rf "$1" && mv "$1.tmp" "$1"
+venv() { # venv DIR PYTHON REQUIREMENTS: built in place (scripts hard-code its path), marked when complete
+  if [ ! -f "$1/.complete" ]; then
+    rm -rf "$1" && "$2" -m venv "$1"
+    "$1/bin/pip" install --quiet --disable-pip-version-check -r "$3"
+    touch "$1/.complete"
   fi
-  "$1/bin/pip" install --quiet --disable-pip-version-check -r "$3"
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_http() { # wait_http URL NAME

@@ -140,8 +140,14 @@ async fn process(
 /// Moves every message of `dead_letter` back to `source`: receive, send, then delete.
 ///
 /// Interrupted between send and delete, a message exists in both queues: it is delivered
-/// twice, which the commit protocol makes harmless; it is never lost.
-pub async fn redrive(dead_letter: &dyn Queue, source: &dyn Queue) -> Result<u64> {
+/// twice, which the commit protocol makes harmless; it is never lost. With `env`, the
+/// failure records of the redriven chunks are cleared, so the job's status shows them
+/// pending again instead of dead-lettered.
+pub async fn redrive(
+    dead_letter: &dyn Queue,
+    source: &dyn Queue,
+    env: Option<&crate::env::Env>,
+) -> Result<u64> {
     let mut moved = 0;
     loop {
         let msgs = dead_letter
@@ -152,6 +158,21 @@ pub async fn redrive(dead_letter: &dyn Queue, source: &dyn Queue) -> Result<u64>
         }
         let bodies: Vec<String> = msgs.iter().map(|m| m.body.clone()).collect();
         source.send(&bodies).await?;
+        if let Some(env) = env {
+            for task in bodies
+                .iter()
+                .filter_map(|b| crate::records::ChunkTask::from_body(b).ok())
+            {
+                let work =
+                    crate::location::Location::parse(&task.work).map_err(crate::Error::Config)?;
+                env.store(&work)?
+                    .delete(&crate::records::layout::failure(
+                        &task.job_id,
+                        &task.chunk.id,
+                    ))
+                    .await?;
+            }
+        }
         for m in &msgs {
             dead_letter.delete(&m.receipt).await?;
         }

@@ -23,6 +23,8 @@ import boto3
 
 MOTO, BIN, CARGO_LAMBDA, WORK = sys.argv[1:5]
 REGION = "us-east-1"
+# cargo-lambda reads the workspace manifest even when it only serves the APIs.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 s3 = boto3.client("s3", endpoint_url=MOTO, region_name=REGION)
 sqs = boto3.client("sqs", endpoint_url=MOTO, region_name=REGION)
 procs = []
@@ -73,8 +75,8 @@ def runtime_emulator(env):
     """cargo-lambda's Runtime + Invoke API only; the functions are our built binaries."""
     port = free_port()
     log = open(f"{WORK}/cargo-lambda.log", "w")
-    p = subprocess.Popen([CARGO_LAMBDA, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port)],
-                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=WORK)
+    p = subprocess.Popen([CARGO_LAMBDA, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port), "--timeout", "900"],
+                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     procs.append(p)
     for _ in range(200):
         try:
@@ -88,7 +90,8 @@ def runtime_emulator(env):
 def start_function(name, port, env):
     e = dict(env)
     e.update({
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}/.rt/{name}" if False else f"127.0.0.1:{port}",
+        # cargo-lambda routes a function's Runtime API calls by the path after /.rt/.
+        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt/{name}",
         "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -162,7 +165,10 @@ def main():
 
     # The event source mapping: batches of up to 10, partial batch responses.
     invocations = 0
+    give_up = time.time() + 240
     while True:
+        if time.time() > give_up:
+            fail("the job did not settle within 240 s; see the function logs in " + WORK)
         msgs = sqs.receive_message(QueueUrl=chunks, MaxNumberOfMessages=10, WaitTimeSeconds=1,
                                    AttributeNames=["All"]).get("Messages", [])
         if not msgs:

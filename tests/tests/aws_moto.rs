@@ -433,6 +433,15 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("moved {chunks} messages")));
+    // The redriven chunks are pending again, not dead-lettered.
+    let status =
+        fanout::reducer::job_status(&env, &Location::parse(&s3("work/")).unwrap(), "awsjob-1")
+            .await
+            .unwrap();
+    assert!(
+        status.dead_lettered.is_empty() && status.pending == chunks,
+        "{status:?}"
+    );
     let worker = Arc::new(fanout::worker::Worker::new(env.clone(), "fleet-test"));
     let serve_opts = fanout::fleet::ServeOptions {
         max_receive_count: 2,

@@ -45,7 +45,8 @@ pub struct StatusReply {
     pub failed: u64,
     /// Chunks failed for good.
     pub dead_lettered: u64,
-    /// Ids of failed and dead-lettered chunks with their last errors.
+    /// Ids of failed and dead-lettered chunks with their last errors (at most
+    /// [`MAX_FAILED_CHUNKS`], then a count).
     pub failed_chunks: Vec<String>,
     /// No chunk can make progress any more.
     pub settled: bool,
@@ -96,6 +97,30 @@ impl From<ReduceError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// Step Functions state data is capped at 256 KiB: list at most this many failed chunks.
+pub const MAX_FAILED_CHUNKS: usize = 50;
+
+fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
+    let all: Vec<&fanout::records::FailureRecord> =
+        s.dead_lettered.iter().chain(&s.failed).collect();
+    let mut out: Vec<String> = all
+        .iter()
+        .take(MAX_FAILED_CHUNKS)
+        .map(|f| {
+            let msg: String = f.message.chars().take(300).collect();
+            format!("{}: {msg}", f.chunk_id)
+        })
+        .collect();
+    if all.len() > MAX_FAILED_CHUNKS {
+        out.push(format!(
+            "… and {} more: run `fanout status {}`",
+            all.len() - MAX_FAILED_CHUNKS,
+            s.job_id
+        ));
+    }
+    out
+}
+
 /// Handles one request.
 pub async fn handle(
     env: &Env,
@@ -127,12 +152,7 @@ pub async fn handle(
                 pending: s.pending,
                 failed: s.failed.len() as u64,
                 dead_lettered: s.dead_lettered.len() as u64,
-                failed_chunks: s
-                    .dead_lettered
-                    .iter()
-                    .chain(&s.failed)
-                    .map(|f| format!("{}: {}", f.chunk_id, f.message))
-                    .collect(),
+                failed_chunks: failed_chunks(&s),
                 settled: s.is_settled(),
                 complete: s.is_complete(),
             })

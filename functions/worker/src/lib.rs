@@ -12,6 +12,9 @@ use tracing::warn;
 /// Do not start a chunk with less time than this left: it would be cut off mid-way.
 pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(30);
 
+/// 2001-09-09 in ms since the epoch: any real Lambda deadline is later.
+const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -46,9 +49,11 @@ pub async fn handle(
         let msg = message(record);
         let remaining =
             Duration::from_millis(deadline_ms.saturating_sub(fanout::records::now_ms()));
-        if deadline_ms > 0 && remaining < settings.min_remaining {
+        // Lambda sends the deadline in ms since the epoch; a value before 2001 is not one
+        // (local emulators send a duration) and is not enforced.
+        if deadline_ms > PLAUSIBLE_EPOCH_MS && remaining < settings.min_remaining {
             // Left for the next invocation; the receive it used is not a failed attempt of ours.
-            warn!(message_id = %msg.id, remaining_ms = remaining.as_millis() as u64, "too little time left to start a chunk");
+            warn!(message_id = %msg.id, remaining_ms = remaining.as_millis() as u64, deadline_ms, "too little time left to start a chunk");
             failures.push(msg.id);
             continue;
         }

@@ -394,9 +394,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Redrive { from, to } => {
             let clients = fanout::env::AwsClients::load().await;
+            let env = Env::aws_with_clients(&clients, Arc::new(MemoryMetrics::new()));
             let moved = fanout::fleet::redrive(
                 Env::sqs_queue(&clients, &from)?.as_ref(),
                 Env::sqs_queue(&clients, &to)?.as_ref(),
+                Some(&env),
             )
             .await?;
             println!("moved {moved} messages from {from} to {to}");
