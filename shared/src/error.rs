@@ -103,6 +103,13 @@ pub enum Error {
     /// A configuration value (environment, command line) is wrong.
     #[error("configuration: {0}")]
     Config(String),
+
+    /// A fault injected by a test (a simulated crash at a point of the chunk protocol).
+    #[error("injected fault at {point:?}")]
+    Injected {
+        /// Where.
+        point: crate::worker::FaultPoint,
+    },
 }
 
 /// The crate's result type.
@@ -113,6 +120,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Store { retryable, .. } | Error::Queue { retryable, .. } => *retryable,
+            Error::Injected { .. } => true,
             Error::Parquet(parquet::errors::ParquetError::External(_)) => true,
             _ => false,
         }
@@ -133,6 +141,7 @@ impl Error {
             Error::Record { .. } => "RecordError",
             Error::Job { .. } => "JobFailed",
             Error::Config(_) => "ConfigError",
+            Error::Injected { .. } => "InjectedFault",
         }
     }
 

@@ -23,7 +23,7 @@
 //! - [`plan`]: pure chunk planning. [`read`]: pieces → Arrow, with record ownership for
 //!   byte ranges ([`read::lines`]). [`transform`]: typed conversion, rules, rejects, SQL.
 //!   [`write`]: partitioned deterministic Parquet. [`aggregate`]: exact partials and merge.
-//! - [`records`]: persisted records and the key layout.
+//! - [`records`]: persisted records and the key layout. [`gc`]: files outside a manifest.
 //! - Use cases: [`planner::plan_job`], [`worker::Worker::process_chunk`],
 //!   [`reducer::finalize_job`] / [`reducer::job_status`], and [`runner::run_local`] for
 //!   the whole pipeline in one process. [`env::Env`] carries the ports they run with.
@@ -35,6 +35,7 @@ pub mod env;
 pub mod error;
 #[cfg(feature = "sql")]
 pub mod fleet;
+pub mod gc;
 pub mod location;
 #[cfg(feature = "sql")]
 pub mod lookup;

@@ -50,6 +50,8 @@ pub struct RunOptions {
     /// Run over this queue (SQS) instead of an embedded one; other workers (Lambda, a
     /// fleet) may take chunks too. Its redrive must match `queue.max_receive_count`.
     pub queue: Option<Arc<dyn Queue>>,
+    /// Simulated crashes in the workers (tests only).
+    pub faults: Option<Arc<dyn crate::worker::Faults>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -67,6 +69,7 @@ impl Default for RunOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             retry_backoff,
             queue: None,
+            faults: None,
         }
     }
 }
@@ -137,10 +140,11 @@ pub async fn run_local(
         .await?;
         progress.planned(&plan, sent);
 
-        let worker = Arc::new(Worker::new(
-            env.clone(),
-            format!("local-{}", std::process::id()),
-        ));
+        let mut worker = Worker::new(env.clone(), format!("local-{}", std::process::id()));
+        if let Some(f) = &opts.faults {
+            worker = worker.with_faults(f.clone());
+        }
+        let worker = Arc::new(worker);
         let remote = opts.queue.is_some();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..opts.workers.max(1) {
@@ -150,6 +154,7 @@ pub async fn run_local(
             tasks.spawn(async move {
                 let mut committed = 0u64;
                 let mut last_check = Instant::now();
+                let mut idle_drained = 0u32;
                 loop {
                     let wait = if remote { REMOTE_POLL } else { IDLE_POLL };
                     let msgs = queue.receive(1, wait).await?;
@@ -158,7 +163,13 @@ pub async fn run_local(
                         // counts, other consumers) the job's own records decide.
                         let finished = if remote {
                             last_check = Instant::now();
-                            job_status(&env, &work_loc, &job_id).await?.is_settled()
+                            // Settled by the job's records, or the queue stayed empty over
+                            // several polls (a message dead-lettered while its last failure
+                            // record was still a retryable one would otherwise keep us here).
+                            let drained = msgs.is_empty() && queue.depth().await?.is_drained();
+                            idle_drained = if drained { idle_drained + 1 } else { 0 };
+                            idle_drained >= 3
+                                || job_status(&env, &work_loc, &job_id).await?.is_settled()
                         } else {
                             queue.depth().await?.is_drained()
                         };

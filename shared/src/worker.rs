@@ -43,6 +43,25 @@ pub enum Disposition {
     Reject(Error),
 }
 
+/// Points of the chunk protocol where a test can simulate a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// After reading and transforming, before the first output file.
+    BeforeFirstOutput,
+    /// After some output files, before the next.
+    BetweenOutputs,
+    /// After every output file and the rejects, before the commit record.
+    BeforeCommit,
+    /// After the commit record, before the message is acknowledged.
+    AfterCommit,
+}
+
+/// Decides whether a simulated crash happens (test-only; a worker has none by default).
+pub trait Faults: Send + Sync {
+    /// Whether to crash at `point` in chunk `chunk_id`.
+    fn fire(&self, point: FaultPoint, chunk_id: &str) -> bool;
+}
+
 /// Everything a worker keeps per job: spec, stores, lookups.
 struct JobContext {
     spec: JobSpec,
@@ -58,6 +77,7 @@ struct JobContext {
 pub struct Worker {
     env: Env,
     name: String,
+    faults: Option<Arc<dyn Faults>>,
     jobs: tokio::sync::Mutex<HashMap<(String, String), Arc<JobContext>>>,
 }
 
@@ -75,7 +95,21 @@ impl Worker {
         Worker {
             env,
             name: name.into(),
+            faults: None,
             jobs: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Simulated crashes (tests only).
+    pub fn with_faults(mut self, faults: Arc<dyn Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    fn crash_at(&self, point: FaultPoint, chunk_id: &str) -> Result<()> {
+        match &self.faults {
+            Some(f) if f.fire(point, chunk_id) => Err(Error::Injected { point }),
+            _ => Ok(()),
         }
     }
 
@@ -199,12 +233,21 @@ impl Worker {
             .apply(spec.input.schema.clone(), valid)
             .await?;
         let out_rows: u64 = out_batches.iter().map(|b| b.num_rows() as u64).sum();
+        self.crash_at(FaultPoint::BeforeFirstOutput, &chunk.id)?;
+        let between = |n: usize| {
+            if n > 0 {
+                self.crash_at(FaultPoint::BetweenOutputs, &chunk.id)
+            } else {
+                Ok(())
+            }
+        };
         let outputs = crate::write::write_partitioned(
             job.output.as_ref(),
             &spec.output,
             &chunk.id,
             &out_schema,
             &out_batches,
+            &between,
         )
         .await?;
         counts.written = outputs.iter().map(|f| f.rows).sum();
@@ -259,11 +302,16 @@ impl Worker {
             started_ms,
             elapsed_ms,
         };
-        match job
+        self.crash_at(FaultPoint::BeforeCommit, &chunk.id)?;
+        let outcome = job
             .work
             .put_if_absent(&record_key, to_json_bytes(&record))
-            .await?
-        {
+            .await?;
+        if outcome == PutOutcome::Created {
+            // Committed, but the message is not acknowledged: it will be delivered again.
+            self.crash_at(FaultPoint::AfterCommit, &chunk.id)?;
+        }
+        match outcome {
             PutOutcome::AlreadyExists => {
                 self.env
                     .metrics

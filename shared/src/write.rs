@@ -127,12 +127,14 @@ struct PartitionFiles {
 }
 
 /// Writes a chunk's transformed rows under `output` and returns the files, sorted by key.
+/// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
 pub async fn write_partitioned(
     store: &dyn ObjectStore,
     output: &OutputSpec,
     chunk_id: &str,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
 ) -> Result<Vec<FileEntry>> {
     let part_idx: Vec<usize> = output
         .partition_by
@@ -243,6 +245,7 @@ pub async fn write_partitioned(
                 format!("{path}/{name}")
             };
             let size = bytes.len() as u64;
+            before_put(entries.len())?;
             store.put(&key, bytes).await?;
             entries.push(FileEntry {
                 key,

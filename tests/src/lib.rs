@@ -2,4 +2,5 @@
 //! integration tests in `tests/tests/`.
 #![allow(clippy::unwrap_used)]
 
+pub mod chaos;
 pub mod conformance;

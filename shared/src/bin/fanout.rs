@@ -62,6 +62,21 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         grace_s: u64,
     },
+    /// Delete a job's files that its manifest does not list (leftovers of crashed or
+    /// abandoned attempts); other jobs' files are never touched.
+    Gc {
+        /// Job id.
+        job_id: String,
+        /// Work location of the job.
+        #[arg(long, env = "FANOUT_WORK", default_value = "out/_fanout/")]
+        work: String,
+        /// The job was never finalized: every file its chunks wrote is garbage.
+        #[arg(long)]
+        abandoned: bool,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Move dead-lettered chunk messages back to the chunk queue (after fixing the cause).
     Redrive {
         /// Dead-letter queue URL.
@@ -389,6 +404,29 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "stopped: {} acknowledged, {} left for retry, {} released",
                 report.acknowledged, report.retried, report.released
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc {
+            job_id,
+            work,
+            abandoned,
+            dry_run,
+        } => {
+            let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let (env, _) = env_for(matches!(work, Location::S3 { .. })).await;
+            let g = fanout::gc::collect_garbage(&env, &work, &job_id, abandoned, dry_run).await?;
+            let verb = if g.deleted { "deleted" } else { "would delete" };
+            for k in &g.outputs {
+                println!("{verb} output  {k}");
+            }
+            for k in &g.rejects {
+                println!("{verb} rejects {k}");
+            }
+            println!(
+                "{verb} {} output and {} rejects files of job {job_id}",
+                g.outputs.len(),
+                g.rejects.len()
             );
             Ok(ExitCode::SUCCESS)
         }
