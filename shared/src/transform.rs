@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray,
+};
 use arrow::compute::kernels::cmp;
 use arrow::compute::{CastOptions, cast_with_options, filter};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
@@ -92,6 +94,7 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
     let mut typed: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, f) in schema.fields().iter().enumerate() {
         let src = decoded.batch.column(i);
+        let mut whole_column: Option<String> = None;
         let out = if src.data_type() == f.data_type() {
             src.clone()
         } else {
@@ -100,30 +103,39 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
             } else {
                 src.clone()
             };
-            cast_with_options(&source, f.data_type(), &cast_opts).map_err(|e| {
-                crate::Error::Input {
-                    object: decoded.object.clone(),
-                    message: format!(
-                        "column `{}` of type {} cannot become {}: {e}",
-                        f.name(),
+            match cast_with_options(&source, f.data_type(), &cast_opts) {
+                Ok(out) if src.data_type().is_floating() && f.data_type().is_integer() => {
+                    exact_integers(src, out)?
+                }
+                Ok(out) => out,
+                // No conversion exists (a Parquet column of another type): every value of
+                // the column is refused, record by record; the chunk itself goes on.
+                Err(e) => {
+                    whole_column = Some(format!(
+                        "a {} column cannot be read as {} ({e})",
                         src.data_type(),
                         f.data_type()
-                    ),
+                    ));
+                    arrow::array::new_null_array(f.data_type(), n)
                 }
-            })?
+            }
         };
         if out.null_count() > src.null_count() {
             for (r, slot) in rejected.iter_mut().enumerate() {
                 if src.is_valid(r) && out.is_null(r) && slot.is_none() {
-                    *slot = Some(PendingReject {
-                        origin: decoded.origins[r],
-                        rule: "type".into(),
-                        column: Some(f.name().clone()),
-                        message: format!(
+                    let message = match &whole_column {
+                        Some(m) => format!("`{}`: {m}", short(&describe(src, r))),
+                        None => format!(
                             "`{}` is not a valid {}",
                             short(&describe(src, r)),
                             f.data_type()
                         ),
+                    };
+                    *slot = Some(PendingReject {
+                        origin: decoded.origins[r],
+                        rule: "type".into(),
+                        column: Some(f.name().clone()),
+                        message,
                     });
                 }
             }
@@ -135,6 +147,12 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
         let violates: BooleanArray = match &rule.check {
             Check::NotNull => {
                 BooleanArray::from((0..n).map(|r| col.is_null(r)).collect::<Vec<_>>())
+            }
+            Check::Min(bound) if col.data_type().is_floating() => {
+                float_violations(col, bound, |v, b| v < b)?
+            }
+            Check::Max(bound) if col.data_type().is_floating() => {
+                float_violations(col, bound, |v, b| v > b)?
             }
             Check::Min(bound) => cmp::lt(col, &arrow::array::Scalar::new(bound.clone()))?,
             Check::Max(bound) => cmp::gt(col, &arrow::array::Scalar::new(bound.clone()))?,
@@ -227,6 +245,38 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(n - rejects.len())),
     )?;
     Ok(Conformed { batch, rejects })
+}
+
+/// Float → integer casts truncate (2.5 → 2): a value that does not survive the round
+/// trip becomes null, so it is rejected like unparsable text would be.
+fn exact_integers(src: &ArrayRef, out: ArrayRef) -> Result<ArrayRef> {
+    let back = arrow::compute::cast(&out, &DataType::Float64)?;
+    let orig = arrow::compute::cast(src, &DataType::Float64)?;
+    let (back, orig) = (
+        back.as_primitive::<Float64Type>(),
+        orig.as_primitive::<Float64Type>(),
+    );
+    let lossy: BooleanArray = (0..out.len())
+        .map(|r| Some(out.is_valid(r) && back.value(r) != orig.value(r)))
+        .collect();
+    Ok(arrow::compute::nullif(&out, &lossy)?)
+}
+
+/// IEEE comparison for floats (arrow's kernels order -0.0 below 0.0 and NaN above all).
+fn float_violations(
+    col: &ArrayRef,
+    bound: &ArrayRef,
+    breaks: impl Fn(f64, f64) -> bool,
+) -> Result<BooleanArray> {
+    let v = arrow::compute::cast(col, &DataType::Float64)?;
+    let b = arrow::compute::cast(bound, &DataType::Float64)?;
+    let (v, b) = (
+        v.as_primitive::<Float64Type>(),
+        b.as_primitive::<Float64Type>().value(0),
+    );
+    Ok((0..v.len())
+        .map(|r| v.is_valid(r).then(|| breaks(v.value(r), b)))
+        .collect())
 }
 
 fn is_trimmable(t: &DataType) -> bool {

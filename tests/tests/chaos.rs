@@ -293,7 +293,7 @@ fn base_seed() -> u64 {
     std::env::var("FANOUT_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fanout::records::now_ms())
+        .unwrap_or_else(fanout::records::now_ms)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

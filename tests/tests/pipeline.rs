@@ -127,7 +127,7 @@ fn fast() -> RunOptions {
     RunOptions {
         workers: 2,
         retry_backoff: |_| Duration::from_millis(10),
-        queue: None,
+        ..Default::default()
     }
 }
 

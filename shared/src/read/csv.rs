@@ -12,8 +12,8 @@ use crate::{Error, Result};
 pub(crate) enum HeaderSource {
     /// The first record of this text is the header.
     FirstRecord,
-    /// Read from the object's first line by the caller.
-    Given(Arc<Vec<String>>),
+    /// Read from the object's header line by the caller (or why it is unusable).
+    Given(Arc<Result<Vec<String>, String>>),
 }
 
 fn reader_builder(opts: &CsvOptions) -> ::csv::ReaderBuilder {
@@ -27,17 +27,63 @@ fn reader_builder(opts: &CsvOptions) -> ::csv::ReaderBuilder {
     b
 }
 
-/// The fields of a header line.
-pub(crate) fn header_fields(line: &[u8], opts: &CsvOptions) -> Vec<String> {
+/// Whether a quoted field in these bytes is opened and never closed. Quotes only open a
+/// field at its start; elsewhere they are literal (as csv-core, Python and Spark read them).
+pub(crate) fn unbalanced_quotes(bytes: &[u8], opts: &CsvOptions) -> bool {
+    let (mut i, mut field_start, mut quoted) = (0, true, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if quoted {
+            if opts.escape == Some(b) && opts.escape != Some(opts.quote) {
+                i += 2;
+                continue;
+            }
+            if b == opts.quote {
+                if opts.escape.is_none() && bytes.get(i + 1) == Some(&opts.quote) {
+                    i += 2;
+                    continue;
+                }
+                quoted = false;
+            }
+        } else if field_start && b == opts.quote {
+            quoted = true;
+            field_start = false;
+        } else {
+            field_start = b == opts.delimiter || b == b'\n' || b == b'\r';
+        }
+        i += 1;
+    }
+    quoted
+}
+
+/// The first line holding something else than blanks: (its start, the index after it).
+pub(crate) fn header_line(text: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 0;
+    while at < text.len() {
+        let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i + 1);
+        if text[at..end].iter().any(|b| !b.is_ascii_whitespace()) {
+            return Some((at, end));
+        }
+        at = end;
+    }
+    None
+}
+
+/// The fields of a header line, or why it cannot name columns.
+pub(crate) fn header_fields(line: &[u8], opts: &CsvOptions) -> Result<Vec<String>, String> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if unbalanced_quotes(line, opts) {
+        return Err("the header line has an unterminated quote".into());
+    }
     let mut rdr = reader_builder(opts).from_reader(line);
     let mut rec = ::csv::ByteRecord::new();
     match rdr.read_byte_record(&mut rec) {
-        Ok(true) => rec
+        Ok(true) => Ok(rec
             .iter()
             .map(|f| String::from_utf8_lossy(f).trim().to_string())
-            .collect(),
-        _ => Vec::new(),
+            .collect()),
+        Ok(false) => Ok(Vec::new()),
+        Err(e) => Err(format!("the header line cannot be read: {e}")),
     }
 }
 
@@ -92,21 +138,24 @@ pub(crate) fn decode(
         Some(h) => {
             let fields = match h {
                 HeaderSource::Given(f) => f.as_ref().clone(),
-                HeaderSource::FirstRecord => {
-                    let mut rdr = reader_builder(opts).from_reader(&text[skip..]);
-                    if !read(&mut rdr, &mut rec)? {
-                        Vec::new()
-                    } else {
-                        seg_start = skip + rdr.position().byte() as usize;
-                        seg_line = rdr.position().line().saturating_sub(1);
-                        rec.iter()
-                            .map(|f| String::from_utf8_lossy(f).trim().to_string())
-                            .collect()
+                HeaderSource::FirstRecord => match header_line(&text[skip..]) {
+                    None => Ok(Vec::new()),
+                    Some((start, end)) => {
+                        // The header belongs to the object, not to any record: it is its own line.
+                        seg_start = skip + end;
+                        seg_line =
+                            memchr::memchr_iter(b'\n', &text[skip..skip + end]).count() as u64;
+                        header_fields(&text[skip + start..skip + end], opts)
                     }
-                }
+                },
             };
-            let n = fields.len();
-            (mapping(&fields, schema), n)
+            match fields {
+                Ok(fields) => {
+                    let n = fields.len();
+                    (mapping(&fields, schema), n)
+                }
+                Err(why) => (Err(why), 0),
+            }
         }
     };
     let mut columns = TextColumns::new(schema);
@@ -158,6 +207,23 @@ pub(crate) fn decode(
                 seg_start = nl;
                 seg_line = line + 1;
                 continue 'segments;
+            }
+            if unbalanced_quotes(&text[start as usize..end as usize], opts) {
+                // A quote opened and never closed runs to the end of the object.
+                let origin = Origin {
+                    start,
+                    len: (end - start).min(u32::MAX as u64) as u32,
+                    line,
+                    row,
+                };
+                row += 1;
+                rejects.push(PendingReject {
+                    origin,
+                    rule: "format".into(),
+                    column: None,
+                    message: "unterminated quote: a quoted field is never closed".into(),
+                });
+                continue;
             }
             let origin = Origin {
                 start,

@@ -1,7 +1,10 @@
 //! JSON lines → text columns, with per-record rejects.
 
 use arrow::datatypes::Schema;
+use std::collections::HashMap;
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Decoded, LinesBefore, Origin, PendingReject, TextColumns};
 use crate::Result;
@@ -38,42 +41,61 @@ pub(crate) fn decode(text: &[u8], skip: usize, schema: &Schema) -> Result<Decode
             column: column.map(str::to_string),
             message,
         };
-        let obj = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(o)) => o,
-            Ok(other) => {
-                rejects.push(reject(
-                    "format",
-                    None,
-                    format!("expected a JSON object, found {}", kind(&other)),
-                ));
-                continue;
-            }
+        // Raw values keep a number's text exactly (a decimal(38,0) or a long fraction
+        // must not pass through f64); duplicate keys keep the last value.
+        let obj = match serde_json::from_slice::<HashMap<String, &RawValue>>(body) {
+            Ok(o) => o,
             Err(e) => {
-                let rule = if std::str::from_utf8(body).is_err() {
-                    "encoding"
-                } else {
-                    "format"
+                let (rule, message) = match serde_json::from_slice::<Value>(body) {
+                    Ok(other) => (
+                        "format",
+                        format!("expected a JSON object, found {}", kind(&other)),
+                    ),
+                    Err(_) if std::str::from_utf8(body).is_err() => {
+                        ("encoding", format!("invalid UTF-8 in JSON: {e}"))
+                    }
+                    Err(_) => ("format", format!("invalid JSON: {e}")),
                 };
-                rejects.push(reject(rule, None, format!("invalid JSON: {e}")));
+                rejects.push(reject(rule, None, message));
                 continue;
             }
         };
         texts.clear();
         let mut bad = None;
         for f in schema.fields() {
-            match obj.get(f.name()) {
-                None | Some(Value::Null) => texts.push(None),
-                Some(Value::String(s)) => texts.push(Some(s.clone())),
-                Some(Value::Bool(b)) => texts.push(Some(b.to_string())),
-                Some(Value::Number(n)) => texts.push(Some(n.to_string())),
-                Some(other) => {
+            let Some(raw) = obj.get(f.name().as_str()) else {
+                texts.push(None);
+                continue;
+            };
+            let text = raw.get().trim();
+            match text.as_bytes().first() {
+                None | Some(b'n') => texts.push(None),
+                Some(b'"') => match serde_json::from_str::<String>(text) {
+                    Ok(s) => texts.push(Some(s)),
+                    Err(e) => {
+                        bad = Some(reject(
+                            "format",
+                            Some(f.name()),
+                            format!("bad JSON string: {e}"),
+                        ));
+                        break;
+                    }
+                },
+                Some(b'{' | b'[') => {
+                    let what = if text.starts_with('{') {
+                        "an object"
+                    } else {
+                        "an array"
+                    };
                     bad = Some(reject(
                         "type",
                         Some(f.name()),
-                        format!("expected a {} value, found {}", f.data_type(), kind(other)),
+                        format!("expected a {} value, found {what}", f.data_type()),
                     ));
                     break;
                 }
+                // true, false and numbers: their text, exactly as written.
+                Some(_) => texts.push(Some(text.to_string())),
             }
         }
         match bad {

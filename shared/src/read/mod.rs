@@ -178,9 +178,18 @@ impl TextColumns {
     }
 }
 
-/// Cache of CSV header lines per object, shared by the ranges of one object.
+/// A CSV object's header: its fields (or why it is unusable) and where it ends.
+#[derive(Debug)]
+pub struct ObjectHeader {
+    /// The fields.
+    pub fields: Arc<Result<Vec<String>, String>>,
+    /// Object offset just after the header line.
+    pub end: u64,
+}
+
+/// Cache of CSV headers per object version, shared by the ranges of one object.
 pub type HeaderCache =
-    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<Vec<String>>>>;
+    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<ObjectHeader>>>;
 
 /// Reads one piece of the input.
 pub async fn read_piece(
@@ -197,7 +206,7 @@ pub async fn read_piece(
                 fetch_text(store, piece, input.compression.of_key(key)).await?;
             // A UTF-8 byte order mark belongs to the object, not to its first record.
             let at_object_start = text_offset.unwrap_or(0) == 0;
-            let skip = if at_object_start && text.starts_with(b"\xEF\xBB\xBF") {
+            let mut skip = if at_object_start && text.starts_with(b"\xEF\xBB\xBF") {
                 3
             } else {
                 0
@@ -209,9 +218,14 @@ pub async fn read_piece(
                     } else if at_object_start {
                         Some(csv::HeaderSource::FirstRecord)
                     } else {
-                        Some(csv::HeaderSource::Given(
-                            object_header(store, piece, &input.csv, headers).await?,
-                        ))
+                        let h = object_header(store, piece, &input.csv, headers).await?;
+                        // Tiny ranges may start before the header line ends (blank lines
+                        // first): the header is never a record.
+                        let offset = text_offset.unwrap_or(0);
+                        if h.end > offset {
+                            skip = ((h.end - offset) as usize).min(text.len());
+                        }
+                        Some(csv::HeaderSource::Given(h.fields.clone()))
                     };
                     csv::decode(&text, skip, &input.csv, &input.schema, header, key)?
                 }
@@ -315,31 +329,41 @@ fn decompress(key: &str, raw: Bytes, c: InputCompression) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// The header fields of a CSV object, read from its first line.
+/// The header of a CSV object: its first non-blank line.
 async fn object_header(
     store: &dyn ObjectStore,
     piece: &Piece,
     opts: &crate::spec::CsvOptions,
     cache: &HeaderCache,
-) -> Result<Arc<Vec<String>>> {
+) -> Result<Arc<ObjectHeader>> {
     let cache_key = (piece.key().to_string(), piece.etag().to_string());
     if let Some(h) = cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
         return Ok(h);
     }
     let mut len = 4 * 1024u64;
-    let line = loop {
+    let header = loop {
         let b = store.get_range(piece.key(), 0..len).await?;
-        if let Some(i) = memchr::memchr(b'\n', &b) {
-            break b.slice(..i + 1);
+        let complete = (b.len() as u64) < len;
+        match csv::header_line(&b) {
+            // A line is whole once its `\n` is in, or the object ended.
+            Some((start, end)) if b[..end].ends_with(b"\n") || complete => {
+                break ObjectHeader {
+                    fields: Arc::new(csv::header_fields(&b[start..end], opts)),
+                    end: end as u64,
+                };
+            }
+            None if complete => {
+                break ObjectHeader {
+                    fields: Arc::new(Ok(Vec::new())),
+                    end: b.len() as u64,
+                };
+            }
+            _ => len *= 4,
         }
-        if (b.len() as u64) < len {
-            break b;
-        }
-        len *= 4;
     };
-    let fields = Arc::new(csv::header_fields(&line, opts));
+    let header = Arc::new(header);
     if let Ok(mut c) = cache.lock() {
-        c.insert(cache_key, fields.clone());
+        c.insert(cache_key, header.clone());
     }
-    Ok(fields)
+    Ok(header)
 }
