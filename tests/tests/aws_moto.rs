@@ -110,6 +110,52 @@ async fn s3_store_keeps_the_store_contract() {
 }
 
 #[tokio::test]
+async fn s3_keys_with_dot_segments_spaces_and_unicode_are_plain_keys() {
+    require_moto();
+    let clients = AwsClients::load().await;
+    let b = bucket(&clients).await;
+    let store = S3Store::new(clients.s3.clone(), &b, "in/");
+    // On S3 `..` is just characters of a key: it must neither escape the prefix nor be lost.
+    let keys = ["x/../dots.csv", "with space/ünïcödé.csv", "../up.csv"];
+    for k in keys {
+        store
+            .put(k, bytes::Bytes::from(format!("{k}\n")))
+            .await
+            .unwrap();
+    }
+    let listed: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for k in keys {
+        assert_eq!(
+            store.get(k).await.unwrap(),
+            bytes::Bytes::from(format!("{k}\n"))
+        );
+    }
+    let outside = clients
+        .s3
+        .list_objects_v2()
+        .bucket(&b)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        outside
+            .contents()
+            .iter()
+            .all(|o| o.key().unwrap().starts_with("in/")),
+        "a key escaped its prefix"
+    );
+}
+
+#[tokio::test]
 async fn s3_store_uploads_large_objects_in_parts_with_the_requested_encryption() {
     require_moto();
     let clients = AwsClients::load().await;

@@ -449,3 +449,75 @@ async fn parquet_input_is_split_by_row_groups_and_cast_to_the_schema() {
     );
     assert_eq!(sum_ids(&m), (5000 * 5001 / 2 - 7 - 9).to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_task_racing_a_straggler_commits_once_with_identical_outputs() {
+    // Two workers hold the same chunk at once (its visibility expired under the first):
+    // exactly one commit wins, the other attempt is told so, and every file either wrote
+    // is byte-identical to a lone run's, so nothing is left for gc.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "a.csv", csv_rows(1, 3000).as_bytes());
+    let mut spec = spec(root, "csv", "", "64MiB");
+    spec.output.partition_by = vec![];
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let plan = fanout::planner::plan_job(&env, &spec).await.unwrap();
+    let task = ChunkTask {
+        job_id: plan.summary.job_id.clone(),
+        work: spec.work.to_string(),
+        chunk: plan.chunks[0].clone(),
+    };
+
+    // A lone run of the chunk, for reference bytes.
+    let lone = Worker::new(env.clone(), "lone");
+    assert!(matches!(
+        lone.process_chunk(&task, 1).await.unwrap(),
+        ChunkOutcome::Committed(_)
+    ));
+    let reference = common_snapshot(&root.join("out"));
+    std::fs::remove_dir_all(root.join("out")).unwrap();
+    std::fs::remove_file(
+        root.join("work/jobs")
+            .join(&task.job_id)
+            .join("chunks")
+            .join(format!("{}.json", task.chunk.id)),
+    )
+    .unwrap();
+
+    for round in 0..5 {
+        let (a, b) = (
+            Worker::new(env.clone(), "straggler"),
+            Worker::new(env.clone(), "backup"),
+        );
+        let (ra, rb) = tokio::join!(a.process_chunk(&task, 1), b.process_chunk(&task, 2));
+        let outcomes = [ra.unwrap(), rb.unwrap()];
+        let committed = outcomes
+            .iter()
+            .filter(|o| matches!(o, ChunkOutcome::Committed(_)))
+            .count();
+        assert_eq!(committed, 1, "round {round}: exactly one attempt commits");
+        assert_eq!(
+            reference,
+            common_snapshot(&root.join("out")),
+            "round {round}: outputs differ from a lone run"
+        );
+        let m = fanout::reducer::finalize_job(&env, &spec.work, &task.job_id)
+            .await
+            .unwrap();
+        let g = fanout::gc::collect_garbage(&env, &spec.work, &task.job_id, false, true)
+            .await
+            .unwrap();
+        assert!(
+            g.outputs.is_empty() && g.rejects.is_empty(),
+            "round {round}: garbage left: {g:?}"
+        );
+        assert_eq!(m.counts.written, 3000);
+        std::fs::remove_file(
+            root.join("work/jobs")
+                .join(&task.job_id)
+                .join("chunks")
+                .join(format!("{}.json", task.chunk.id)),
+        )
+        .unwrap();
+    }
+}

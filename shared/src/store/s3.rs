@@ -106,6 +106,32 @@ where
     }
 }
 
+/// Applies the store's server-side encryption to a PutObject or CreateMultipartUpload
+/// request (two builder types with the same setters).
+macro_rules! with_sse {
+    ($req:expr, $sse:expr) => {
+        match $sse {
+            Sse::S3 => $req.server_side_encryption(ServerSideEncryption::Aes256),
+            Sse::Kms(id) => $req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id),
+            Sse::BucketDefault => $req,
+        }
+    };
+}
+
+/// Reads a GetObject body; a connection cut mid-body is worth a retry.
+async fn read_body(op: &'static str, key: &str, body: ByteStream) -> Result<Bytes> {
+    let body = body.collect().await.map_err(|e| Error::Store {
+        op,
+        key: key.to_string(),
+        message: format!("reading the body: {e}"),
+        retryable: true,
+        source: Some(Box::new(e)),
+    })?;
+    Ok(body.into_bytes())
+}
+
 fn status_of<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
@@ -188,14 +214,7 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(sdk_error("get", key, e)),
         };
-        let body = resp.body.collect().await.map_err(|e| Error::Store {
-            op: "get",
-            key: key.to_string(),
-            message: format!("reading the body: {e}"),
-            retryable: true,
-            source: Some(Box::new(e)),
-        })?;
-        Ok(body.into_bytes())
+        read_body("get", key, resp.body).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
@@ -222,14 +241,7 @@ impl ObjectStore for S3Store {
             Err(e) if status_of(&e) == Some(416) => return Ok(Bytes::new()),
             Err(e) => return Err(sdk_error("get_range", key, e)),
         };
-        let body = resp.body.collect().await.map_err(|e| Error::Store {
-            op: "get_range",
-            key: key.to_string(),
-            message: format!("reading the body: {e}"),
-            retryable: true,
-            source: Some(Box::new(e)),
-        })?;
-        Ok(body.into_bytes())
+        read_body("get_range", key, resp.body).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -242,13 +254,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(self.full(key))
             .body(ByteStream::from(data));
-        req = match &self.sse {
-            Sse::S3 => req.server_side_encryption(ServerSideEncryption::Aes256),
-            Sse::Kms(id) => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(id),
-            Sse::BucketDefault => req,
-        };
+        req = with_sse!(req, &self.sse);
         req.send()
             .await
             .map(|_| ())
@@ -263,13 +269,7 @@ impl ObjectStore for S3Store {
             .key(self.full(key))
             .if_none_match("*")
             .body(ByteStream::from(data));
-        req = match &self.sse {
-            Sse::S3 => req.server_side_encryption(ServerSideEncryption::Aes256),
-            Sse::Kms(id) => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(id),
-            Sse::BucketDefault => req,
-        };
+        req = with_sse!(req, &self.sse);
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Created),
             // 412: someone created it first.
@@ -298,13 +298,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full);
-        create = match &self.sse {
-            Sse::S3 => create.server_side_encryption(ServerSideEncryption::Aes256),
-            Sse::Kms(id) => create
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(id),
-            Sse::BucketDefault => create,
-        };
+        create = with_sse!(create, &self.sse);
         let upload = create.send().await.map_err(|e| sdk_error("put", key, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result: Result<()> = async {
