@@ -521,3 +521,166 @@ async fn a_backup_task_racing_a_straggler_commits_once_with_identical_outputs() 
         .unwrap();
     }
 }
+
+/// A store whose reads take `delay`: a chunk that runs longer than the visibility timeout.
+#[derive(Debug)]
+struct SlowStore {
+    inner: FsStore,
+    delay: Duration,
+}
+
+#[async_trait]
+impl ObjectStore for SlowStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list(&self, prefix: &str) -> fanout::Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn head(&self, key: &str) -> fanout::Result<Option<ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> fanout::Result<Bytes> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::Result<PutOutcome> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn delete(&self, key: &str) -> fanout::Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+fn slow_env(root: &Path, delay: Duration) -> Env {
+    let input_root = root.join("in");
+    Env {
+        open_store: Arc::new(
+            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
+                match loc {
+                    Location::Local(p) if p == &input_root => Ok(Arc::new(SlowStore {
+                        inner: FsStore::new(p),
+                        delay,
+                    })),
+                    other => fanout::store::open(other, sse),
+                }
+            },
+        ),
+        metrics: Arc::new(MemoryMetrics::new()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_worker_keeps_a_long_chunk_invisible_and_releases_it_on_stop() {
+    use fanout::queue::{LocalQueue, Queue};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "a.csv", csv_rows(1, 200).as_bytes());
+    let spec = spec(root, "csv", "", "64MiB");
+    let visibility = Duration::from_millis(300);
+
+    // A chunk that reads for 1.2 s, four visibility timeouts, with a second task polling:
+    // without the heartbeat that task would receive the message again.
+    let env = slow_env(root, Duration::from_millis(1200));
+    let plan = fanout::planner::plan_job(&env, &spec).await.unwrap();
+    let queue = Arc::new(LocalQueue::new("chunks", visibility));
+    fanout::planner::enqueue(
+        queue.as_ref(),
+        &spec.work,
+        env.store(&spec.work).unwrap().as_ref(),
+        &plan.summary.job_id,
+        &plan.chunks,
+    )
+    .await
+    .unwrap();
+    let worker = Arc::new(Worker::new(env.clone(), "fleet"));
+    let opts = fanout::fleet::ServeOptions {
+        max_receive_count: 3,
+        concurrency: 2,
+        visibility,
+        grace: Duration::from_secs(30),
+    };
+    let (env2, work, job) = (env.clone(), spec.work.clone(), plan.summary.job_id.clone());
+    let done = async move {
+        while !fanout::reducer::job_status(&env2, &work, &job)
+            .await
+            .unwrap()
+            .is_complete()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let q: Arc<dyn Queue> = queue.clone();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        fanout::fleet::serve(worker, q, opts.clone(), done),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (report.acknowledged, report.retried, report.released),
+        (1, 0, 0)
+    );
+    let record =
+        fanout::reducer::chunk_records(&env.store(&spec.work).unwrap(), &plan.summary.job_id)
+            .await
+            .unwrap();
+    assert_eq!(
+        record[0].attempt, 1,
+        "the message was received again while its chunk ran"
+    );
+    assert!(queue.depth().await.unwrap().is_drained());
+
+    // Stopped with no grace while a chunk runs: its message is released at once, uncommitted.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "a.csv", csv_rows(1, 200).as_bytes());
+    let spec = spec_for_root(root);
+    let env = slow_env(root, Duration::from_secs(5));
+    let plan = fanout::planner::plan_job(&env, &spec).await.unwrap();
+    let queue = Arc::new(LocalQueue::new("chunks", Duration::from_secs(60)));
+    fanout::planner::enqueue(
+        queue.as_ref(),
+        &spec.work,
+        env.store(&spec.work).unwrap().as_ref(),
+        &plan.summary.job_id,
+        &plan.chunks,
+    )
+    .await
+    .unwrap();
+    let worker = Arc::new(Worker::new(env.clone(), "fleet"));
+    let opts = fanout::fleet::ServeOptions {
+        grace: Duration::ZERO,
+        visibility: Duration::from_secs(60),
+        ..opts
+    };
+    let q: Arc<dyn Queue> = queue.clone();
+    let stop = tokio::time::sleep(Duration::from_millis(500));
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        fanout::fleet::serve(worker, q, opts, stop),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((report.acknowledged, report.released), (0, 1));
+    let back = queue.receive(1, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        back.len(),
+        1,
+        "the released message is visible again for another worker"
+    );
+    assert_eq!(back[0].receive_count, 2);
+}
+
+fn spec_for_root(root: &Path) -> JobSpec {
+    spec(root, "csv", "", "64MiB")
+}
