@@ -12,10 +12,9 @@ use serde::Serialize;
 
 use crate::env::Env;
 use crate::location::Location;
-use crate::records::{PlanSummary, layout};
+use crate::records::layout;
 use crate::reducer::Manifest;
-use crate::spec::JobSpec;
-use crate::store::{get_json, get_json_opt};
+use crate::store::get_json_opt;
 use crate::{Error, Result};
 
 /// What a collection found (and deleted unless it was a dry run).
@@ -47,12 +46,7 @@ pub async fn collect_garbage(
     dry_run: bool,
 ) -> Result<Garbage> {
     let store = env.store(work)?;
-    let summary: PlanSummary = get_json(store.as_ref(), &layout::plan_summary(job_id)).await?;
-    let resolved: serde_json::Value = get_json(store.as_ref(), &layout::spec(job_id)).await?;
-    let spec = JobSpec::parse(
-        &format!("{work}{}", layout::spec(job_id)),
-        &resolved.to_string(),
-    )?;
+    let (_, spec, plan) = crate::planner::load_job(store.as_ref(), work, job_id).await?;
     let manifest: Option<Manifest> =
         get_json_opt(store.as_ref(), &layout::manifest(job_id)).await?;
     if manifest.is_none() && !abandoned {
@@ -61,11 +55,7 @@ pub async fn collect_garbage(
             message: "has no manifest: finalize it, or collect it as abandoned (--abandoned) to delete all its files".into(),
         });
     }
-    let chunks: HashSet<String> = crate::planner::load_plan(store.as_ref(), &summary)
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let chunks: HashSet<String> = plan.into_iter().map(|c| c.id).collect();
     let keep_outputs: HashSet<&str> = manifest
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.file.key.as_str()))

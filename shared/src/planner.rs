@@ -177,6 +177,32 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
     Ok(planned)
 }
 
+/// Reads a planned job's resolved spec (`spec.json`), validated again as any spec is.
+pub async fn load_spec(
+    work_store: &dyn ObjectStore,
+    work: &Location,
+    job_id: &str,
+) -> Result<JobSpec> {
+    let key = layout::spec(job_id);
+    let resolved: serde_json::Value = get_json(work_store, &key).await?;
+    Ok(JobSpec::parse(
+        &format!("{work}{key}"),
+        &resolved.to_string(),
+    )?)
+}
+
+/// Reads a planned job: its plan summary, resolved spec and chunks.
+pub async fn load_job(
+    work_store: &dyn ObjectStore,
+    work: &Location,
+    job_id: &str,
+) -> Result<(PlanSummary, JobSpec, Vec<Chunk>)> {
+    let summary: PlanSummary = get_json(work_store, &layout::plan_summary(job_id)).await?;
+    let spec = load_spec(work_store, work, job_id).await?;
+    let chunks = load_plan(work_store, &summary).await?;
+    Ok((summary, spec, chunks))
+}
+
 /// Reads every shard of a plan.
 pub async fn load_plan(work: &dyn ObjectStore, summary: &PlanSummary) -> Result<Vec<Chunk>> {
     let mut chunks = Vec::with_capacity(summary.chunks as usize);

@@ -15,7 +15,7 @@ use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::location::Location;
 use crate::records::{ChunkRecord, Counts, FailureRecord, PlanSummary, RejectFile, layout};
-use crate::spec::{AggregateSpec, JobSpec};
+use crate::spec::AggregateSpec;
 use crate::store::{ObjectStore, get_json, get_json_opt, to_json_bytes};
 use crate::write::FileEntry;
 use crate::{Error, Result};
@@ -212,13 +212,7 @@ pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result
 /// and fails when the job does not reconcile or its reject ratio is too high.
 pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
     let store = env.store(work)?;
-    let summary: PlanSummary = get_json(store.as_ref(), &layout::plan_summary(job_id)).await?;
-    let resolved: serde_json::Value = get_json(store.as_ref(), &layout::spec(job_id)).await?;
-    let spec = JobSpec::parse(
-        &format!("{work}{}", layout::spec(job_id)),
-        &resolved.to_string(),
-    )?;
-    let plan = crate::planner::load_plan(store.as_ref(), &summary).await?;
+    let (summary, spec, plan) = crate::planner::load_job(store.as_ref(), work, job_id).await?;
     let records = chunk_records(&store, job_id).await?;
     let planned: HashSet<&str> = plan.iter().map(|c| c.id.as_str()).collect();
     let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();

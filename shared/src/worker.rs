@@ -18,7 +18,7 @@ use crate::queue::Message;
 use crate::read::{HeaderCache, LinesBefore, count_lines_before, read_piece};
 use crate::records::{ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, now_ms};
 use crate::spec::JobSpec;
-use crate::store::{DynStore, PutOutcome, get_json, to_json_bytes};
+use crate::store::{DynStore, PutOutcome, to_json_bytes};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
 use crate::{Error, Result};
 
@@ -129,10 +129,7 @@ impl Worker {
         })?;
         let work_store = self.env.store(&work_loc)?;
         // Commit records are written with the job's encryption once the spec is known.
-        let spec_key = layout::spec(job_id);
-        let resolved: serde_json::Value = get_json(work_store.as_ref(), &spec_key).await?;
-        let text = serde_json::to_string(&resolved).map_err(|e| Error::record(&spec_key, e))?;
-        let spec = JobSpec::parse(&format!("{work}{spec_key}"), &text)?;
+        let spec = crate::planner::load_spec(work_store.as_ref(), &work_loc, job_id).await?;
         let transformer = crate::lookup::load_transformer(&self.env, &spec).await?;
         let ctx = Arc::new(JobContext {
             input: self.env.store(&spec.input.location)?,

@@ -19,17 +19,20 @@ use fanout::spec::JobSpec;
 use fanout::store::{DynStore, FsStore, ObjectMeta, ObjectStore, PutOutcome};
 use fanout::worker::{ChunkOutcome, Worker};
 
-/// A store that fails every read of keys containing `poison` while `armed`.
+/// The input store of these tests: reads of keys containing `poison` fail while `armed`
+/// (a retryable 503), and every read takes `read_delay` (a chunk slower than its
+/// visibility timeout).
 #[derive(Debug)]
-struct FailingStore {
+struct InputStore {
     inner: FsStore,
     poison: String,
     armed: Arc<AtomicBool>,
     failures: Arc<AtomicU32>,
+    read_delay: Duration,
 }
 
-impl FailingStore {
-    fn check(&self, key: &str) -> fanout::Result<()> {
+impl InputStore {
+    async fn before_read(&self, key: &str) -> fanout::Result<()> {
         if self.armed.load(Ordering::SeqCst) && key.contains(&self.poison) {
             self.failures.fetch_add(1, Ordering::SeqCst);
             return Err(fanout::Error::Store {
@@ -40,12 +43,13 @@ impl FailingStore {
                 source: None,
             });
         }
+        tokio::time::sleep(self.read_delay).await;
         Ok(())
     }
 }
 
 #[async_trait]
-impl ObjectStore for FailingStore {
+impl ObjectStore for InputStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -56,11 +60,11 @@ impl ObjectStore for FailingStore {
         self.inner.head(key).await
     }
     async fn get(&self, key: &str) -> fanout::Result<Bytes> {
-        self.check(key)?;
+        self.before_read(key).await?;
         self.inner.get(key).await
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
-        self.check(key)?;
+        self.before_read(key).await?;
         self.inner.get_range(key, range).await
     }
     async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
@@ -71,6 +75,35 @@ impl ObjectStore for FailingStore {
     }
     async fn delete(&self, key: &str) -> fanout::Result<()> {
         self.inner.delete(key).await
+    }
+}
+
+/// The embedded env with `root/in` behind an [`InputStore`].
+fn env_with_input(
+    root: &Path,
+    poison: &str,
+    armed: Arc<AtomicBool>,
+    failures: Arc<AtomicU32>,
+    read_delay: Duration,
+) -> Env {
+    let input_root = root.join("in");
+    let poison = poison.to_string();
+    Env {
+        open_store: Arc::new(
+            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
+                match loc {
+                    Location::Local(p) if p == &input_root => Ok(Arc::new(InputStore {
+                        inner: FsStore::new(p),
+                        poison: poison.clone(),
+                        armed: armed.clone(),
+                        failures: failures.clone(),
+                        read_delay,
+                    })),
+                    other => fanout::store::open(other, sse),
+                }
+            },
+        ),
+        metrics: Arc::new(MemoryMetrics::new()),
     }
 }
 
@@ -140,24 +173,13 @@ async fn a_failing_chunk_is_retried_then_dead_lettered_and_completes_once_fixed(
     let spec = spec(root, "csv", "", "64MiB");
     let armed = Arc::new(AtomicBool::new(true));
     let failures = Arc::new(AtomicU32::new(0));
-    let input_root = root.join("in");
-    let (a, f) = (armed.clone(), failures.clone());
-    let env = Env {
-        open_store: Arc::new(
-            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
-                match loc {
-                    Location::Local(p) if p == &input_root => Ok(Arc::new(FailingStore {
-                        inner: FsStore::new(p),
-                        poison: "poison".into(),
-                        armed: a.clone(),
-                        failures: f.clone(),
-                    })),
-                    other => fanout::store::open(other, sse),
-                }
-            },
-        ),
-        metrics: Arc::new(MemoryMetrics::new()),
-    };
+    let env = env_with_input(
+        root,
+        "poison",
+        armed.clone(),
+        failures.clone(),
+        Duration::ZERO,
+    );
     // Pack nothing together: one chunk per object.
     let mut spec = spec;
     spec.chunking.max_objects_per_chunk = 1;
@@ -522,59 +544,15 @@ async fn a_backup_task_racing_a_straggler_commits_once_with_identical_outputs() 
     }
 }
 
-/// A store whose reads take `delay`: a chunk that runs longer than the visibility timeout.
-#[derive(Debug)]
-struct SlowStore {
-    inner: FsStore,
-    delay: Duration,
-}
-
-#[async_trait]
-impl ObjectStore for SlowStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn list(&self, prefix: &str) -> fanout::Result<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn head(&self, key: &str) -> fanout::Result<Option<ObjectMeta>> {
-        self.inner.head(key).await
-    }
-    async fn get(&self, key: &str) -> fanout::Result<Bytes> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.get_range(key, range).await
-    }
-    async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
-        self.inner.put(key, data).await
-    }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::Result<PutOutcome> {
-        self.inner.put_if_absent(key, data).await
-    }
-    async fn delete(&self, key: &str) -> fanout::Result<()> {
-        self.inner.delete(key).await
-    }
-}
-
+/// An env whose input reads take `delay`.
 fn slow_env(root: &Path, delay: Duration) -> Env {
-    let input_root = root.join("in");
-    Env {
-        open_store: Arc::new(
-            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
-                match loc {
-                    Location::Local(p) if p == &input_root => Ok(Arc::new(SlowStore {
-                        inner: FsStore::new(p),
-                        delay,
-                    })),
-                    other => fanout::store::open(other, sse),
-                }
-            },
-        ),
-        metrics: Arc::new(MemoryMetrics::new()),
-    }
+    env_with_input(
+        root,
+        "",
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+        delay,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
