@@ -540,7 +540,7 @@ pub fn to_json_rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_js
 }
 
 #[cfg(feature = "sql")]
-pub use sql::partial;
+pub use sql::{partial, start};
 
 #[cfg(feature = "sql")]
 mod sql {
@@ -562,6 +562,31 @@ mod sql {
         } else {
             df
         };
+        over(spec, &schema, df).await
+    }
+
+    /// Starts a chunk's partial aggregate over rows sent as they are transformed: drop the
+    /// sender after the last batch, then await the handle.
+    pub fn start(
+        spec: &AggregateSpec,
+        schema: SchemaRef,
+    ) -> Result<(
+        tokio::sync::mpsc::Sender<RecordBatch>,
+        tokio::task::JoinHandle<Result<Partial>>,
+    )> {
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::transform::PIPELINE_DEPTH);
+        let (_, table) = crate::transform::channel_table(schema.clone(), rx)?;
+        let spec = spec.clone();
+        let task = tokio::spawn(async move {
+            let ctx =
+                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+            let df = ctx.read_table(table)?;
+            over(&spec, &schema, df).await
+        });
+        Ok((tx, task))
+    }
+
+    async fn over(spec: &AggregateSpec, schema: &SchemaRef, df: DataFrame) -> Result<Partial> {
         let group: Vec<Expr> = spec.group_by.iter().map(ident).collect();
         let mut aggs = Vec::new();
         for (i, m) in spec.measures.iter().enumerate() {

@@ -33,6 +33,16 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The worker's local staging disk (output files before upload) failed.
+    #[error("local staging: {context}: {source}")]
+    Staging {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An object that must exist does not.
     #[error("object `{key}` not found")]
     NotFound {
@@ -121,6 +131,8 @@ impl Error {
         match self {
             Error::Store { retryable, .. } | Error::Queue { retryable, .. } => *retryable,
             Error::Injected { .. } => true,
+            // A full or failing /tmp is this container's; another attempt may run elsewhere.
+            Error::Staging { .. } => true,
             Error::Parquet(parquet::errors::ParquetError::External(_)) => true,
             _ => false,
         }
@@ -131,6 +143,7 @@ impl Error {
         match self {
             Error::Spec(_) => "SpecError",
             Error::Store { .. } => "StoreError",
+            Error::Staging { .. } => "StagingError",
             Error::NotFound { .. } => "NotFound",
             Error::Queue { .. } => "QueueError",
             Error::Message { .. } => "MalformedMessage",

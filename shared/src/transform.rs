@@ -344,7 +344,9 @@ pub fn resolve_rejects(
 }
 
 #[cfg(feature = "sql")]
-pub use sql::Transformer;
+pub(crate) use sql::channel_table;
+#[cfg(feature = "sql")]
+pub use sql::{PIPELINE_DEPTH, Pipeline, Transformer};
 
 #[cfg(feature = "sql")]
 mod sql {
@@ -355,7 +357,143 @@ mod sql {
     use datafusion::datasource::MemTable;
     use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 
+    use datafusion::catalog::streaming::StreamingTable;
+    use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::physical_plan::streaming::PartitionStream;
+    use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+    use futures::StreamExt;
+    use tokio::sync::mpsc;
+
     use crate::Result;
+
+    /// Batches in flight between the stages of a chunk's pipeline.
+    pub const PIPELINE_DEPTH: usize = 2;
+
+    /// A chunk's rows on their way through the SQL.
+    #[derive(Debug)]
+    pub struct Pipeline {
+        /// The transformed rows' schema.
+        pub schema: SchemaRef,
+        /// Where the chunk's valid rows go; drop it after the last batch.
+        pub input: mpsc::Sender<RecordBatch>,
+        /// The transformed rows.
+        pub output: mpsc::Receiver<RecordBatch>,
+        task: Option<tokio::task::JoinHandle<Result<()>>>,
+    }
+
+    impl Pipeline {
+        /// Its parts: the input sender, the output receiver, and the query's outcome.
+        pub fn split(
+            self,
+        ) -> (
+            mpsc::Sender<RecordBatch>,
+            mpsc::Receiver<RecordBatch>,
+            PipelineOutcome,
+        ) {
+            (self.input, self.output, PipelineOutcome(self.task))
+        }
+    }
+
+    /// The outcome of a pipeline's query.
+    #[derive(Debug)]
+    pub struct PipelineOutcome(Option<tokio::task::JoinHandle<Result<()>>>);
+
+    impl PipelineOutcome {
+        /// Waits for the query to end (after its output ended or was dropped).
+        pub async fn wait(self) -> Result<()> {
+            match self.0 {
+                None => Ok(()),
+                Some(t) => t.await.map_err(|e| crate::Error::Transform {
+                    message: format!("the transform task failed: {e}"),
+                })?,
+            }
+        }
+    }
+
+    fn sql_options() -> SQLOptions {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+    }
+
+    /// One partition whose batches come from a channel, read once.
+    pub(crate) struct ChannelPartition {
+        schema: SchemaRef,
+        rx: std::sync::Mutex<Option<mpsc::Receiver<RecordBatch>>>,
+    }
+
+    impl std::fmt::Debug for ChannelPartition {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ChannelPartition").finish_non_exhaustive()
+        }
+    }
+
+    impl ChannelPartition {
+        fn take(&self) -> Option<mpsc::Receiver<RecordBatch>> {
+            self.rx.lock().ok().and_then(|mut r| r.take())
+        }
+    }
+
+    impl PartitionStream for ChannelPartition {
+        fn schema(&self) -> &SchemaRef {
+            &self.schema
+        }
+
+        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+            let stream = futures::stream::unfold(self.take(), |rx| async move {
+                let mut rx = rx?;
+                let b = rx.recv().await?;
+                Some((Ok(b), Some(rx)))
+            });
+            Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        }
+    }
+
+    /// A table of one channel-fed partition.
+    pub(crate) fn channel_table(
+        schema: SchemaRef,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<(Arc<ChannelPartition>, Arc<StreamingTable>)> {
+        let partition = Arc::new(ChannelPartition {
+            schema: schema.clone(),
+            rx: std::sync::Mutex::new(Some(rx)),
+        });
+        let table = StreamingTable::try_new(schema, vec![partition.clone()])?;
+        Ok((partition, Arc::new(table)))
+    }
+
+    /// How many times a plan scans a channel-fed table.
+    fn streaming_scans(plan: &dyn ExecutionPlan) -> usize {
+        usize::from(plan.name() == "StreamingTableExec")
+            + plan
+                .children()
+                .into_iter()
+                .map(|c| streaming_scans(c.as_ref()))
+                .sum::<usize>()
+    }
+
+    pub(crate) async fn collect_channel(mut rx: mpsc::Receiver<RecordBatch>) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push(b);
+        }
+        out
+    }
+
+    /// Sends a query's output on; stops early when the receiver is gone.
+    async fn forward(
+        mut stream: SendableRecordBatchStream,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        while let Some(b) = stream.next().await {
+            if tx.send(b?).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
 
     /// The SQL step with its lookup tables, built once per process and job.
     #[derive(Debug, Clone)]
@@ -379,12 +517,8 @@ mod sql {
             Ok(Transformer { sql, lookups })
         }
 
-        /// A session holding the lookups and `input`.
-        pub fn session(
-            &self,
-            input_schema: SchemaRef,
-            input: Vec<RecordBatch>,
-        ) -> Result<SessionContext> {
+        /// A session holding the lookups.
+        fn context(&self) -> Result<SessionContext> {
             // One partition: a chunk is already the unit of parallelism, and a single
             // partition keeps row order, so the same chunk always writes the same bytes.
             let config = SessionConfig::new()
@@ -394,11 +528,66 @@ mod sql {
             for (name, table) in &self.lookups {
                 ctx.register_table(name.as_str(), table.clone())?;
             }
+            Ok(ctx)
+        }
+
+        /// A session holding the lookups and `input`.
+        pub fn session(
+            &self,
+            input_schema: SchemaRef,
+            input: Vec<RecordBatch>,
+        ) -> Result<SessionContext> {
+            let ctx = self.context()?;
             ctx.register_table(
                 "input",
                 Arc::new(MemTable::try_new(input_schema, vec![input])?),
             )?;
             Ok(ctx)
+        }
+
+        /// Starts the SQL over a chunk's rows as they arrive: send batches of
+        /// `input_schema` into [`Pipeline::input`], read the transformed rows from
+        /// [`Pipeline::output`]. A query that reads `input` exactly once streams (filters,
+        /// projections and joins against lookups hold a few batches at a time); any other
+        /// query (a self-join, a subquery over `input`) sees the whole chunk collected first.
+        pub async fn start(&self, input_schema: SchemaRef) -> Result<Pipeline> {
+            let (in_tx, in_rx) = mpsc::channel::<RecordBatch>(PIPELINE_DEPTH);
+            let Some(sql) = self.sql.clone() else {
+                return Ok(Pipeline {
+                    schema: input_schema,
+                    input: in_tx,
+                    output: in_rx,
+                    task: None,
+                });
+            };
+            let (out_tx, out_rx) = mpsc::channel::<RecordBatch>(PIPELINE_DEPTH);
+            let (partition, table) = channel_table(input_schema.clone(), in_rx)?;
+            let ctx = self.context()?;
+            ctx.register_table("input", table)?;
+            let df = ctx.sql_with_options(&sql, sql_options()).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let task_ctx = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await?;
+            let task = if streaming_scans(plan.as_ref()) == 1 {
+                tokio::spawn(forward(execute_stream(plan, task_ctx)?, out_tx))
+            } else {
+                let rx = partition.take().ok_or_else(|| crate::Error::Transform {
+                    message: "the input stream was taken twice".into(),
+                })?;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let batches = collect_channel(rx).await;
+                    let ctx = this.session(input_schema, batches)?;
+                    let df = ctx.sql_with_options(&sql, sql_options()).await?;
+                    forward(df.execute_stream().await?, out_tx).await
+                })
+            };
+            Ok(Pipeline {
+                schema,
+                input: in_tx,
+                output: out_rx,
+                task: Some(task),
+            })
         }
 
         /// Runs the SQL over `input`; rows pass through when there is none.
@@ -411,11 +600,7 @@ mod sql {
                 return Ok((input_schema, input));
             };
             let ctx = self.session(input_schema, input)?;
-            let options = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let df = ctx.sql_with_options(sql, options).await?;
+            let df = ctx.sql_with_options(sql, sql_options()).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await?;
             Ok((schema, batches))

@@ -15,11 +15,12 @@ use crate::env::Env;
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::queue::Message;
-use crate::read::{HeaderCache, LinesBefore, count_lines_before, read_piece};
+use crate::read::{HeaderCache, LinesBefore, SEGMENT_BYTES, count_lines_in, read_piece, segments};
 use crate::records::{ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, now_ms};
 use crate::spec::JobSpec;
 use crate::store::{DynStore, PutOutcome, to_json_bytes};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
+use crate::write::PartitionedWriter;
 use crate::{Error, Result};
 
 /// What became of a chunk.
@@ -71,6 +72,14 @@ struct JobContext {
     work: DynStore,
     transformer: Transformer,
     headers: HeaderCache,
+}
+
+/// What reading a chunk found.
+#[derive(Debug, Default)]
+struct ReadState {
+    counts: Counts,
+    bytes_read: u64,
+    rejects: Vec<Reject>,
 }
 
 /// A worker: processes chunk tasks, caching per-job context (spec, lookups) across chunks.
@@ -166,54 +175,54 @@ impl Worker {
         }
         let started = Instant::now();
         let started_ms = now_ms();
-        let mut counts = Counts::default();
-        let mut bytes_read = 0u64;
-        let mut valid: Vec<RecordBatch> = Vec::new();
-        let mut rejects: Vec<Reject> = Vec::new();
-        for piece in &chunk.pieces {
-            match job.input.head(piece.key()).await? {
-                Some(m) if m.etag == piece.etag() => {}
-                Some(m) => {
-                    return Err(Error::Input {
-                        object: piece.key().to_string(),
-                        message: format!(
-                            "changed since planning (version {} now, {} planned): plan a new job",
-                            m.etag,
-                            piece.etag()
-                        ),
-                    });
-                }
-                None => {
-                    return Err(Error::NotFound {
-                        key: piece.key().to_string(),
-                    });
-                }
-            }
-            let decoded = read_piece(job.input.as_ref(), piece, &spec.input, &job.headers).await?;
-            bytes_read += decoded.bytes_read;
-            let records = decoded.records();
-            let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
-            let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
-                decoded.rejects.iter().cloned().map(|r| (None, r)).collect();
-            pending.extend(conformed.rejects.into_iter().map(|(row, r)| (Some(row), r)));
-            if !pending.is_empty() {
-                pending.sort_by_key(|(_, r)| (r.origin.start, r.origin.row));
-                let lines_before = match decoded.lines_before {
-                    LinesBefore::Known(n) => Some(n),
-                    LinesBefore::CountUpTo(offset) => {
-                        Some(count_lines_before(job.input.as_ref(), piece.key(), offset).await?)
+        // Three stages overlap: this task reads and validates, the SQL runs on the rows as
+        // they come, and a writer task encodes the transformed rows into staged Parquet
+        // and feeds the partial aggregate. A few batches are in flight at a time.
+        let pipeline = job.transformer.start(spec.input.schema.clone()).await?;
+        let out_schema = pipeline.schema.clone();
+        let (in_tx, mut out_rx, transform) = pipeline.split();
+        let mut writer = PartitionedWriter::new(&spec.output, &chunk.id, &out_schema)?;
+        let aggregate = match &spec.aggregate {
+            Some(a) => Some(crate::aggregate::start(a, out_schema.clone())?),
+            None => None,
+        };
+        let consumer = tokio::spawn(async move {
+            let (agg_tx, agg_task) = match aggregate {
+                Some((tx, task)) => (Some(tx), Some(task)),
+                None => (None, None),
+            };
+            while let Some(b) = out_rx.recv().await {
+                writer.write(&b)?;
+                if let Some(tx) = &agg_tx {
+                    if tx.send(b).await.is_err() {
+                        break;
                     }
-                    LinesBefore::NotApplicable => None,
-                };
-                rejects.extend(resolve_rejects(&decoded, lines_before, pending));
+                }
             }
-            let piece_valid = conformed.batch.num_rows() as u64;
-            counts.read += records;
-            counts.valid += piece_valid;
-            if piece_valid > 0 {
-                valid.push(conformed.batch);
-            }
-        }
+            drop(agg_tx);
+            let partial = match agg_task {
+                Some(t) => Some(t.await.map_err(|e| Error::Transform {
+                    message: format!("the aggregate task failed: {e}"),
+                })??),
+                None => None,
+            };
+            Ok::<_, Error>((writer, partial))
+        });
+        let mut read = ReadState::default();
+        let produced = self.produce(&job, chunk, &in_tx, &mut read).await;
+        drop(in_tx);
+        let consumed = consumer.await.map_err(|e| Error::Transform {
+            message: format!("the writer task failed: {e}"),
+        });
+        let transformed = transform.wait().await;
+        produced?;
+        transformed?;
+        let (writer, aggregate) = consumed??;
+        let ReadState {
+            mut counts,
+            bytes_read,
+            rejects,
+        } = read;
         counts.rejected = rejects.len() as u64;
         if !counts.reconciles() {
             return Err(Error::Job {
@@ -224,12 +233,7 @@ impl Worker {
                 ),
             });
         }
-
-        let (out_schema, out_batches) = job
-            .transformer
-            .apply(spec.input.schema.clone(), valid)
-            .await?;
-        let out_rows: u64 = out_batches.iter().map(|b| b.num_rows() as u64).sum();
+        let out_rows = writer.rows();
         self.crash_at(FaultPoint::BeforeFirstOutput, &chunk.id)?;
         let between = |n: usize| {
             if n > 0 {
@@ -238,15 +242,7 @@ impl Worker {
                 Ok(())
             }
         };
-        let outputs = crate::write::write_partitioned(
-            job.output.as_ref(),
-            &spec.output,
-            &chunk.id,
-            &out_schema,
-            &out_batches,
-            &between,
-        )
-        .await?;
+        let outputs = writer.finish(job.output.as_ref(), &between).await?;
         counts.written = outputs.iter().map(|f| f.rows).sum();
         if counts.written != out_rows {
             return Err(Error::Job {
@@ -271,10 +267,6 @@ impl Worker {
                 key,
                 records: rejects.len() as u64,
             })
-        };
-        let aggregate = match &spec.aggregate {
-            Some(a) => Some(crate::aggregate::partial(a, out_schema.clone(), out_batches).await?),
-            None => None,
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let record = ChunkRecord {
@@ -372,6 +364,79 @@ impl Worker {
                 Ok(ChunkOutcome::Committed(Box::new(record)))
             }
         }
+    }
+
+    /// Reads, validates and sends on a chunk's rows, segment by segment; keeps counts and
+    /// rejects in `read`. Reading goes on when the SQL stops taking rows (a `LIMIT`), so
+    /// every record is still counted and every reject kept.
+    async fn produce(
+        &self,
+        job: &JobContext,
+        chunk: &crate::plan::Chunk,
+        rows: &tokio::sync::mpsc::Sender<RecordBatch>,
+        read: &mut ReadState,
+    ) -> Result<()> {
+        let spec = &job.spec;
+        let mut sending = true;
+        let mut line_marks: HashMap<String, (u64, u64)> = HashMap::new();
+        for piece in &chunk.pieces {
+            match job.input.head(piece.key()).await? {
+                Some(m) if m.etag == piece.etag() => {}
+                Some(m) => {
+                    return Err(Error::Input {
+                        object: piece.key().to_string(),
+                        message: format!(
+                            "changed since planning (version {} now, {} planned): plan a new job",
+                            m.etag,
+                            piece.etag()
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::NotFound {
+                        key: piece.key().to_string(),
+                    });
+                }
+            }
+            for segment in segments(piece, SEGMENT_BYTES) {
+                let decoded =
+                    read_piece(job.input.as_ref(), &segment, &spec.input, &job.headers).await?;
+                read.bytes_read += decoded.bytes_read;
+                let records = decoded.records();
+                let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
+                let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
+                    decoded.rejects.iter().cloned().map(|r| (None, r)).collect();
+                pending.extend(conformed.rejects.into_iter().map(|(row, r)| (Some(row), r)));
+                if !pending.is_empty() {
+                    pending.sort_by_key(|(_, r)| (r.origin.start, r.origin.row));
+                    let lines_before = match decoded.lines_before {
+                        LinesBefore::Known(n) => Some(n),
+                        LinesBefore::CountUpTo(offset) => {
+                            // Counted once per object, from the last counted offset on.
+                            let key = segment.key();
+                            let (from, lines) = match line_marks.get(key) {
+                                Some(&(at, n)) if at <= offset => (at, n),
+                                _ => (0, 0),
+                            };
+                            let n = lines
+                                + count_lines_in(job.input.as_ref(), key, from..offset).await?;
+                            line_marks.insert(key.to_string(), (offset, n));
+                            Some(n)
+                        }
+                        LinesBefore::NotApplicable => None,
+                    };
+                    read.rejects
+                        .extend(resolve_rejects(&decoded, lines_before, pending));
+                }
+                let valid = conformed.batch.num_rows() as u64;
+                read.counts.read += records;
+                read.counts.valid += valid;
+                if valid > 0 && sending {
+                    sending = rows.send(conformed.batch).await.is_ok();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Handles one queue message: the shared logic of the local runner, the Lambda

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -111,20 +112,315 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
     }
 }
 
-/// Rows of one batch bound for one partition: (path, column values, row indexes).
-type RowGroup = (String, Vec<(String, Option<String>)>, Vec<u32>);
+/// Bytes the open files of one chunk may hold in row groups not yet flushed: past it the
+/// largest open row group is flushed early. Decided from the data alone, so a chunk
+/// still writes the same bytes every time.
+pub const ROW_GROUP_BUDGET_BYTES: usize = 48 * 1024 * 1024;
 
 struct Open {
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<std::fs::File>,
     rows: u64,
+    path: std::path::PathBuf,
 }
 
 struct PartitionFiles {
     values: Vec<(String, Option<String>)>,
     open: Option<Open>,
     next: usize,
-    done: Vec<(String, Bytes, u64)>,
+    /// Finished files: (name, staged path, rows).
+    done: Vec<(String, std::path::PathBuf, u64)>,
 }
+
+/// Writes a chunk's transformed rows batch by batch into partitioned Parquet files staged
+/// on local disk (memory stays bounded whatever the chunk's size), then stores them.
+pub struct PartitionedWriter {
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    part_idx: Vec<usize>,
+    data_idx: Vec<usize>,
+    props: WriterProperties,
+    max_file_bytes: u64,
+    chunk_id: String,
+    staging: tempfile::TempDir,
+    staged: usize,
+    parts: BTreeMap<String, PartitionFiles>,
+    keys: Option<RowConverter>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for PartitionedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionedWriter")
+            .field("chunk_id", &self.chunk_id)
+            .field("partitions", &self.parts.len())
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionedWriter {
+    /// A writer for the chunk `chunk_id`'s rows of `schema`.
+    pub fn new(output: &OutputSpec, chunk_id: &str, schema: &SchemaRef) -> Result<Self> {
+        let part_idx: Vec<usize> = output
+            .partition_by
+            .iter()
+            .map(|c| {
+                schema.index_of(c).map_err(|_| Error::Transform {
+                    message: format!(
+                        "partition column `{c}` is not in the transformed rows (they have: {})",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let data_idx: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !part_idx.contains(i))
+            .collect();
+        let file_schema: SchemaRef = Arc::new(Schema::new(
+            data_idx
+                .iter()
+                .map(|i| schema.field(*i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        let keys = if part_idx.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                part_idx
+                    .iter()
+                    .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+                    .collect(),
+            )?)
+        };
+        let staging = tempfile::Builder::new()
+            .prefix("fanout-chunk-")
+            .tempdir()
+            .map_err(|e| Error::Staging {
+                context: format!("creating a folder in {}", std::env::temp_dir().display()),
+                source: e,
+            })?;
+        Ok(PartitionedWriter {
+            schema: schema.clone(),
+            file_schema,
+            part_idx,
+            data_idx,
+            props: writer_properties(output.compression, output.row_group_rows)?,
+            max_file_bytes: output.max_file_bytes,
+            chunk_id: chunk_id.to_string(),
+            staging,
+            staged: 0,
+            parts: BTreeMap::new(),
+            keys,
+            rows: 0,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Splits `batch` by partition and appends each part to its partition's open file.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for (path, values, rows) in self.groups(batch)? {
+            let sub = match rows {
+                None => RecordBatch::try_new(
+                    self.file_schema.clone(),
+                    self.data_idx
+                        .iter()
+                        .map(|i| batch.column(*i).clone())
+                        .collect(),
+                )?,
+                Some(rows) => {
+                    let idx = UInt32Array::from(rows);
+                    let cols: Vec<ArrayRef> = self
+                        .data_idx
+                        .iter()
+                        .map(|i| take(batch.column(*i).as_ref(), &idx, None))
+                        .collect::<std::result::Result<_, _>>()?;
+                    RecordBatch::try_new(self.file_schema.clone(), cols)?
+                }
+            };
+            self.append(path, values, &sub)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        self.keep_within_budget()
+    }
+
+    /// The batch's rows grouped by partition path, in order of first appearance; `None`
+    /// rows when the whole batch goes to one partition.
+    fn groups(&self, batch: &RecordBatch) -> Result<Vec<BatchPart>> {
+        let Some(conv) = &self.keys else {
+            return Ok(vec![(String::new(), Vec::new(), None)]);
+        };
+        let cols: Vec<ArrayRef> = self
+            .part_idx
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        let keys = conv.convert_columns(&cols)?;
+        let mut first_rows: Vec<usize> = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+        let mut last: Option<(&[u8], usize)> = None;
+        for r in 0..batch.num_rows() {
+            let k = keys.row(r);
+            let k: &[u8] = k.data();
+            let g = match last {
+                Some((lk, g)) if lk == k => g,
+                _ => {
+                    let g = *by_key.entry(k).or_insert_with(|| {
+                        first_rows.push(r);
+                        members.push(Vec::new());
+                        members.len() - 1
+                    });
+                    last = Some((k, g));
+                    g
+                }
+            };
+            members[g].push(r as u32);
+        }
+        let fmt_opts = FormatOptions::default();
+        let formatters: Vec<ArrayFormatter> = cols
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt_opts))
+            .collect::<std::result::Result<_, _>>()?;
+        let single = members.len() == 1;
+        Ok(first_rows
+            .into_iter()
+            .zip(members)
+            .map(|(r, rows)| {
+                let mut values = Vec::with_capacity(cols.len());
+                let mut path = String::new();
+                for (k, i) in self.part_idx.iter().enumerate() {
+                    let v = (!cols[k].is_null(r)).then(|| formatters[k].value(r).to_string());
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    let name = self.schema.field(*i).name();
+                    path.push_str(&partition_segment(name, v.as_deref()));
+                    values.push((name.clone(), v));
+                }
+                (path, values, (!single).then_some(rows))
+            })
+            .collect())
+    }
+
+    fn append(
+        &mut self,
+        path: String,
+        values: Vec<(String, Option<String>)>,
+        sub: &RecordBatch,
+    ) -> Result<()> {
+        let p = self.parts.entry(path).or_insert_with(|| PartitionFiles {
+            values,
+            open: None,
+            next: 0,
+            done: Vec::new(),
+        });
+        if p.open.is_none() {
+            let file = self
+                .staging
+                .path()
+                .join(format!("{:06}.parquet", self.staged));
+            self.staged += 1;
+            let f = std::fs::File::create(&file).map_err(|e| Error::Staging {
+                context: format!("creating {}", file.display()),
+                source: e,
+            })?;
+            p.open = Some(Open {
+                writer: ArrowWriter::try_new(
+                    f,
+                    self.file_schema.clone(),
+                    Some(self.props.clone()),
+                )?,
+                rows: 0,
+                path: file,
+            });
+        }
+        if let Some(o) = p.open.as_mut() {
+            o.writer.write(sub)?;
+            o.rows += sub.num_rows() as u64;
+            if o.writer.bytes_written() as u64 + o.writer.in_progress_size() as u64
+                >= self.max_file_bytes
+            {
+                close(p, &self.chunk_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the largest open row groups while they hold more than the budget.
+    fn keep_within_budget(&mut self) -> Result<()> {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(&mut Open, usize)> = None;
+            for p in self.parts.values_mut() {
+                if let Some(o) = p.open.as_mut() {
+                    let n = o.writer.in_progress_size();
+                    total += n;
+                    if largest.as_ref().is_none_or(|(_, m)| n > *m) {
+                        largest = Some((o, n));
+                    }
+                }
+            }
+            match largest {
+                Some((o, n)) if total > ROW_GROUP_BUDGET_BYTES && n > 0 => o.writer.flush()?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Closes every file and stores them; returns the files sorted by key.
+    /// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
+    pub async fn finish(
+        mut self,
+        store: &dyn ObjectStore,
+        before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
+    ) -> Result<Vec<FileEntry>> {
+        let mut entries = Vec::new();
+        let parts = std::mem::take(&mut self.parts);
+        for (path, mut p) in parts {
+            close(&mut p, &self.chunk_id)?;
+            for (name, file, rows) in p.done {
+                let key = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}/{name}")
+                };
+                let size = std::fs::metadata(&file)
+                    .map_err(|e| Error::Staging {
+                        context: format!("reading {}", file.display()),
+                        source: e,
+                    })?
+                    .len();
+                before_put(entries.len())?;
+                store.put_file(&key, &file).await?;
+                // Free the staging space as soon as the file is stored.
+                let _ = std::fs::remove_file(&file);
+                entries.push(FileEntry {
+                    key,
+                    partition: p.values.clone(),
+                    rows,
+                    bytes: size,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+}
+
+/// Rows of one batch bound for one partition: (path, column values, row indexes or all).
+type BatchPart = (String, Vec<(String, Option<String>)>, Option<Vec<u32>>);
 
 /// Writes a chunk's transformed rows under `output` and returns the files, sorted by key.
 /// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
@@ -136,135 +432,19 @@ pub async fn write_partitioned(
     batches: &[RecordBatch],
     before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
 ) -> Result<Vec<FileEntry>> {
-    let part_idx: Vec<usize> = output
-        .partition_by
-        .iter()
-        .map(|c| {
-            schema.index_of(c).map_err(|_| Error::Transform {
-                message: format!(
-                    "partition column `{c}` is not in the transformed rows (they have: {})",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let data_idx: Vec<usize> = (0..schema.fields().len())
-        .filter(|i| !part_idx.contains(i))
-        .collect();
-    let file_schema: SchemaRef = Arc::new(Schema::new(
-        data_idx
-            .iter()
-            .map(|i| schema.field(*i).clone())
-            .collect::<Vec<_>>(),
-    ));
-    let props = writer_properties(output.compression, output.row_group_rows)?;
-    let mut parts: BTreeMap<String, PartitionFiles> = BTreeMap::new();
-    let fmt_opts = FormatOptions::default();
-
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        // Group this batch's rows by partition path, in order of first appearance.
-        let formatters: Vec<ArrayFormatter> = part_idx
-            .iter()
-            .map(|i| ArrayFormatter::try_new(batch.column(*i).as_ref(), &fmt_opts))
-            .collect::<std::result::Result<_, _>>()?;
-        let mut groups: Vec<RowGroup> = Vec::new();
-        let mut by_path: HashMap<String, usize> = HashMap::new();
-        for r in 0..batch.num_rows() {
-            let mut values = Vec::with_capacity(part_idx.len());
-            let mut path = String::new();
-            for (k, i) in part_idx.iter().enumerate() {
-                let col = batch.column(*i);
-                let v = (!col.is_null(r)).then(|| formatters[k].value(r).to_string());
-                if !path.is_empty() {
-                    path.push('/');
-                }
-                path.push_str(&partition_segment(schema.field(*i).name(), v.as_deref()));
-                values.push((schema.field(*i).name().clone(), v));
-            }
-            match by_path.get(&path) {
-                Some(g) => groups[*g].2.push(r as u32),
-                None => {
-                    by_path.insert(path.clone(), groups.len());
-                    groups.push((path, values, vec![r as u32]));
-                }
-            }
-        }
-        for (path, values, rows) in groups {
-            let sub = if part_idx.is_empty() {
-                RecordBatch::try_new(
-                    file_schema.clone(),
-                    data_idx.iter().map(|i| batch.column(*i).clone()).collect(),
-                )?
-            } else {
-                let idx = UInt32Array::from(rows);
-                let cols: Vec<ArrayRef> = data_idx
-                    .iter()
-                    .map(|i| take(batch.column(*i).as_ref(), &idx, None))
-                    .collect::<std::result::Result<_, _>>()?;
-                RecordBatch::try_new(file_schema.clone(), cols)?
-            };
-            let p = parts.entry(path).or_insert_with(|| PartitionFiles {
-                values,
-                open: None,
-                next: 0,
-                done: Vec::new(),
-            });
-            if p.open.is_none() {
-                p.open = Some(Open {
-                    writer: ArrowWriter::try_new(
-                        Vec::new(),
-                        file_schema.clone(),
-                        Some(props.clone()),
-                    )?,
-                    rows: 0,
-                });
-            }
-            if let Some(o) = p.open.as_mut() {
-                o.writer.write(&sub)?;
-                o.rows += sub.num_rows() as u64;
-                if o.writer.bytes_written() as u64 + o.writer.in_progress_size() as u64
-                    >= output.max_file_bytes
-                {
-                    close(p, chunk_id)?;
-                }
-            }
-        }
+    let mut w = PartitionedWriter::new(output, chunk_id, schema)?;
+    for b in batches {
+        w.write(b)?;
     }
-    let mut entries = Vec::new();
-    for (path, mut p) in parts {
-        close(&mut p, chunk_id)?;
-        for (name, bytes, rows) in p.done {
-            let key = if path.is_empty() {
-                name
-            } else {
-                format!("{path}/{name}")
-            };
-            let size = bytes.len() as u64;
-            before_put(entries.len())?;
-            store.put(&key, bytes).await?;
-            entries.push(FileEntry {
-                key,
-                partition: p.values.clone(),
-                rows,
-                bytes: size,
-            });
-        }
-    }
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(entries)
+    w.finish(store, before_put).await
 }
 
 fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
     if let Some(o) = p.open.take() {
-        let bytes = Bytes::from(o.writer.into_inner()?);
+        o.writer.close()?;
         p.done.push((
             format!("part-{chunk_id}-{:05}.parquet", p.next),
-            bytes,
+            o.path,
             o.rows,
         ));
         p.next += 1;

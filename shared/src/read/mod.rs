@@ -13,6 +13,7 @@ pub mod lines;
 pub mod parquet;
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
@@ -23,6 +24,35 @@ use crate::plan::Piece;
 use crate::spec::{Format, InputCompression, InputSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
+
+/// A worker reads a byte range in segments of this size, so its memory stays bounded
+/// whatever the chunk's size.
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The pieces a worker reads one after the other for `piece`: byte ranges in segments of
+/// at most `segment` bytes (a record belongs to the segment it starts in, as it belongs to
+/// the range), any other piece whole.
+pub fn segments(piece: &Piece, segment: u64) -> Vec<Piece> {
+    match piece {
+        Piece::Range {
+            key,
+            etag,
+            size,
+            start,
+            end,
+        } if end - start > segment => (*start..*end)
+            .step_by(segment.max(1) as usize)
+            .map(|s| Piece::Range {
+                key: key.clone(),
+                etag: etag.clone(),
+                size: *size,
+                start: s,
+                end: (s + segment).min(*end),
+            })
+            .collect(),
+        other => vec![other.clone()],
+    }
+}
 
 /// First read past a range's end; doubled until the last record is complete.
 pub const DEFAULT_OVERREAD_BYTES: u64 = 16 * 1024;
@@ -298,9 +328,15 @@ async fn fetch_text(
 
 /// Counts `\n` in the object before `offset` (for absolute line numbers of rejects).
 pub async fn count_lines_before(store: &dyn ObjectStore, key: &str, offset: u64) -> Result<u64> {
+    count_lines_in(store, key, 0..offset).await
+}
+
+/// Counts `\n` in a byte range of the object.
+pub async fn count_lines_in(store: &dyn ObjectStore, key: &str, range: Range<u64>) -> Result<u64> {
     const STEP: u64 = 8 * 1024 * 1024;
+    let offset = range.end;
     let mut n = 0u64;
-    let mut at = 0u64;
+    let mut at = range.start;
     while at < offset {
         let end = (at + STEP).min(offset);
         let b = store.get_range(key, at..end).await?;

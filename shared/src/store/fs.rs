@@ -212,6 +212,28 @@ impl ObjectStore for FsStore {
         .map_err(|e| Self::io_error("put", &k, e))
     }
 
+    async fn put_file(&self, key: &str, source: &Path) -> Result<()> {
+        let path = self.path("put", key)?;
+        let source = source.to_path_buf();
+        let this = self.clone();
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&this.root);
+            std::fs::create_dir_all(dir)?;
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+            let copied = std::fs::copy(&source, &tmp)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            copied.inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        })
+        .await
+        .map_err(|e| Error::Config(format!("write task failed: {e}")))?
+        .map_err(|e| Self::io_error("put", &k, e))
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
         let path = self.path("put_if_absent", key)?;
         let this = self.clone();

@@ -56,6 +56,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
     /// Writes the object, replacing any previous one, atomically.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Stores the contents of a local file at `key`, replacing it (large outputs are
+    /// staged on disk so a worker's memory stays bounded). The default reads it whole.
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        let data = tokio::fs::read(path).await.map_err(|e| Error::Staging {
+            context: format!("reading {}", path.display()),
+            source: e,
+        })?;
+        self.put(key, Bytes::from(data)).await
+    }
     /// Writes the object only if no object has the key (S3 `If-None-Match: *`).
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
     /// Deletes the object; deleting an absent object succeeds.

@@ -246,7 +246,7 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         if data.len() > self.multipart_threshold {
-            return self.put_multipart(key, data).await;
+            return self.put_multipart(key, PartSource::Memory(data)).await;
         }
         let mut req = self
             .client
@@ -254,6 +254,36 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(self.full(key))
             .body(ByteStream::from(data));
+        req = with_sse!(req, &self.sse);
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("put", key, e))
+    }
+
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| Error::Staging {
+                context: format!("reading {}", path.display()),
+                source: e,
+            })?
+            .len();
+        if size as usize > self.multipart_threshold {
+            return self.put_multipart(key, PartSource::File(path, size)).await;
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| Error::Staging {
+                context: format!("reading {}: {e}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(body);
         req = with_sse!(req, &self.sse);
         req.send()
             .await
@@ -291,7 +321,7 @@ impl ObjectStore for S3Store {
 }
 
 impl S3Store {
-    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_multipart(&self, key: &str, data: PartSource<'_>) -> Result<()> {
         let full = self.full(key);
         let mut create = self
             .client
@@ -303,9 +333,11 @@ impl S3Store {
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result: Result<()> = async {
             let mut parts = Vec::new();
-            for (i, start) in (0..data.len()).step_by(self.part_bytes).enumerate() {
-                let end = (start + self.part_bytes).min(data.len());
+            let len = data.len();
+            for (i, start) in (0..len).step_by(self.part_bytes).enumerate() {
+                let end = (start + self.part_bytes).min(len);
                 let n = i as i32 + 1;
+                let body = data.part(start, end).await?;
                 let part = self
                     .client
                     .upload_part()
@@ -313,7 +345,7 @@ impl S3Store {
                     .key(&full)
                     .upload_id(&upload_id)
                     .part_number(n)
-                    .body(ByteStream::from(data.slice(start..end)))
+                    .body(ByteStream::from(body))
                     .send()
                     .await
                     .map_err(|e| sdk_error("put", key, e))?;
@@ -352,5 +384,40 @@ impl S3Store {
                 .await;
         }
         result
+    }
+}
+
+/// The bytes of a multipart upload: in memory, or a staged file read part by part.
+enum PartSource<'a> {
+    Memory(Bytes),
+    File(&'a std::path::Path, u64),
+}
+
+impl PartSource<'_> {
+    fn len(&self) -> usize {
+        match self {
+            PartSource::Memory(b) => b.len(),
+            PartSource::File(_, n) => *n as usize,
+        }
+    }
+
+    async fn part(&self, start: usize, end: usize) -> Result<Bytes> {
+        match self {
+            PartSource::Memory(b) => Ok(b.slice(start..end)),
+            PartSource::File(path, _) => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let staging = |e: std::io::Error| Error::Staging {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                };
+                let mut f = tokio::fs::File::open(path).await.map_err(staging)?;
+                f.seek(std::io::SeekFrom::Start(start as u64))
+                    .await
+                    .map_err(staging)?;
+                let mut buf = vec![0u8; end - start];
+                f.read_exact(&mut buf).await.map_err(staging)?;
+                Ok(Bytes::from(buf))
+            }
+        }
     }
 }

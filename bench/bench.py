@@ -1,0 +1,1118 @@
+"""fanout's benchmark harness (BENCHMARKS.md says what it measures and why).
+
+Run it through `bench/run`, which provides the Python venv with the peers' engines.
+
+Sections, each optional but the first:
+
+  job         the full job of bench/lineitem.yaml (typed CSV read, two rules, SQL filter and
+              derived columns, ship_year-partitioned zstd(1) Parquet, TPC-H Q1 partial
+              aggregates and their reduce) in fanout and, the same job, in DuckDB, Polars,
+              pyarrow and (--spark) PySpark local mode, each limited to --threads; the
+              results must agree (rows, rejects, partitions, Q1), else the run fails
+  --plain     plain CSV -> zstd(1) Parquet (same schema, no rules, SQL, partitions or
+              aggregate): fanout, DuckDB, pyarrow
+  --memory    fanout alone, 1 worker, chunk target_size 64MiB / 256MiB / 1GiB over SF 2
+              (> 1 GiB of CSV): peak RSS per chunk size, which should stay flat
+  --scaling   fanout with 1 and 2 workers: speed-up
+  --cold-start  planner / worker / reducer release binaries against a local stub of the
+              Lambda Runtime API: process spawn -> first `GET .../invocation/next`
+  --synthetic `fanout bench-plan --objects 1000000`, `fanout bench-reduce --records 100000`
+
+Every engine runs as its own process, measured by os.wait4: wall time, CPU (user + sys),
+peak RSS (ru_maxrss). The input is read once before each run (warm page cache for all) and
+the file system synced; data generation and checks are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.server
+import importlib.util
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH / "peers"))
+from common import MEASURES  # noqa: E402  (peers/ is the single source of the Q1 names)
+
+CACHE = Path(os.environ.get("FANOUT_CACHE", Path.home() / ".cache" / "fanout"))
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "fanout-target"))
+SPEC_TEMPLATE = BENCH / "lineitem.yaml"
+
+ENGINES = ("fanout", "duckdb", "polars", "pyarrow", "spark")
+DEFAULT_ENGINES = ("fanout", "duckdb", "polars", "pyarrow")
+PLAIN_ENGINES = ("fanout", "duckdb", "pyarrow")
+TINY_SCALE = 0.01
+MEMORY_SCALE = 2
+MEMORY_CHUNK_SIZES = ("64MiB", "256MiB", "1GiB")
+SPARK_DRIVER_MEMORY = "4g"
+COLD_START_RUNS = 20
+COLD_START_TIMEOUT_S = 15.0
+FUNCTIONS = ("planner", "worker", "reducer")
+# (subcommand, flag, n, target seconds) — the issue's targets.
+SYNTHETIC = (
+    ("bench-plan", "--objects", 1_000_000, 2.0),
+    ("bench-reduce", "--records", 100_000, 5.0),
+)
+MB = 1e6
+MIB = 1 << 20
+
+
+# ---------------------------------------------------------------- measuring a process
+
+
+@dataclass
+class Usage:
+    """What os.wait4 tells about one finished process (its waited-for children included)."""
+
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_bytes: int
+    exit_code: int
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+def run_measured(
+    cmd: list[str], *, env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None
+) -> Usage:
+    """Runs `cmd` to completion, stdout and stderr to `<log_dir>/<name>.{out,err}`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}.out", "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Usage(wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss * 1024, proc.returncode)
+
+
+def warm_cache(path: Path) -> None:
+    """Reads the file once, so every engine starts with it in the page cache."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(8 * MIB):
+            pass
+
+
+def settle() -> None:
+    """Writes back the previous run's output before the next run starts."""
+    os.sync()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Dataset:
+    scale: float
+    csv: Path
+    bytes: int
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / MB
+
+
+def ensure_data(scale: float, data_dir: Path | None) -> Dataset:
+    """TPC-H lineitem at `scale` as <data_dir>/lineitem.csv, generated (untimed) if missing."""
+    folder = data_dir or CACHE / "bench" / f"data-sf{scale:g}"
+    csv = folder / "lineitem.csv"
+    if not csv.exists():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        tpchgen = Path(sys.executable).with_name("tpchgen-cli")
+        log(f"generating TPC-H lineitem SF {scale:g} into {folder}")
+        subprocess.run(
+            [
+                str(tpchgen),
+                "csv",
+                "-s",
+                f"{scale:g}",
+                "--tables",
+                "lineitem",
+                "--output-dir",
+                str(partial),
+            ],
+            check=True,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        (partial / "lineitem.csv").rename(csv)
+        shutil.rmtree(partial)
+    others = sorted(p.name for p in folder.glob("*.csv") if p.name != "lineitem.csv")
+    if others:
+        sys.exit(
+            f"bench: {folder} holds other CSV files ({', '.join(others)}); fanout would "
+            "read them too: give a folder holding only lineitem.csv"
+        )
+    return Dataset(scale, csv, csv.stat().st_size)
+
+
+# ---------------------------------------------------------------- fanout's job spec
+
+
+def _top_level_blocks(text: str) -> list[tuple[str | None, str]]:
+    """The spec split into top-level YAML entries (key, text); leading comments have key None."""
+    blocks: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in text.splitlines(keepends=True):
+        m = re.match(r"([A-Za-z_][\w-]*):", line)
+        if m:
+            blocks.append((m.group(1), [line]))
+        else:
+            blocks[-1][1].append(line)
+    return [(k, "".join(lines)) for k, lines in blocks]
+
+
+def _set_location(block: str, path: Path) -> str:
+    value = json.dumps(f"{path}/")  # a YAML double-quoted scalar
+    new, n = re.subn(r"(\blocation:[ \t]*)([^\s,}]+)", lambda m: m.group(1) + value, block, count=1)
+    if n != 1:
+        raise ValueError(f"no `location:` in spec block:\n{block}")
+    return new
+
+
+def render_spec(
+    *, input_dir: Path, run_dir: Path, plain: bool = False, target_size: str | None = None
+) -> Path:
+    """bench/lineitem.yaml with absolute locations under `run_dir` (the template's exact
+    `location:` values replaced, never a textual search of paths), written to run_dir/job.yaml.
+
+    `plain` keeps the name (suffixed), schema and output but drops the rules (and the
+    schema's `nullable: false`), the SQL, the partitioning and the aggregate."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for key, block in _top_level_blocks(SPEC_TEMPLATE.read_text()):
+        if key == "name" and plain:
+            block = re.sub(r"^name:\s*(\S+)", r"name: \1-plain", block)
+        elif key == "work":
+            block = f"work: {json.dumps(str(run_dir / 'work') + '/')}\n"
+        elif key == "input":
+            block = _set_location(block, input_dir)
+            if plain:
+                block = block.replace(", nullable: false", "")
+        elif key == "output":
+            block = _set_location(block, run_dir / "out")
+            if plain:
+                block = "".join(
+                    line
+                    for line in block.splitlines(keepends=True)
+                    if not re.match(r"\s*partition_by:", line)
+                )
+        elif key == "rejects":
+            block = _set_location(block, run_dir / "rejects")
+        elif key == "chunking" and target_size:
+            block = f"chunking: {{ target_size: {target_size} }}\n"
+        elif key in ("validate", "transform", "aggregate") and plain:
+            continue
+        if key:
+            seen.add(key)
+        out.append(block)
+    missing = {"work", "input", "output", "rejects"} - seen
+    if missing:
+        raise ValueError(f"{SPEC_TEMPLATE}: no {', '.join(sorted(missing))}")
+    if target_size and "chunking" not in seen:
+        out.append(f"chunking: {{ target_size: {target_size} }}\n")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = run_dir / "job.yaml"
+    spec.write_text("".join(out))
+    return spec
+
+
+# ---------------------------------------------------------------- one engine's run
+
+
+@dataclass
+class EngineRun:
+    """One engine's run of the job (or the plain path) and what it produced."""
+
+    engine: str
+    threads: int
+    label: str = ""
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    user_s: float = 0.0
+    sys_s: float = 0.0
+    peak_rss_bytes: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    files: int = 0
+    rows_in_files: int = 0
+    partition_rows: dict[str, int] = field(default_factory=dict)
+    rows_written: int | None = None
+    rows_rejected: int | None = None
+    chunks: int | None = None
+    q1: list[dict[str, Any]] | None = None
+    version: str = ""
+    engine_threads: int | None = None
+    error: str | None = None
+    logs: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def mb_per_core_s(self) -> float:
+        return self.input_bytes / MB / self.cpu_s if self.cpu_s else 0.0
+
+
+def scan_output(run: EngineRun, out: Path) -> None:
+    """Output bytes and rows from the Parquet files themselves (footers only)."""
+    for f in sorted(out.rglob("*.parquet")):
+        if any(part.startswith((".", "_")) for part in f.relative_to(out).parts):
+            continue
+        meta = pq.read_metadata(f)
+        run.files += 1
+        run.output_bytes += f.stat().st_size
+        run.rows_in_files += meta.num_rows
+        partition = "/".join(p for p in f.relative_to(out).parent.parts) or "."
+        run.partition_rows[partition] = run.partition_rows.get(partition, 0) + meta.num_rows
+
+
+class Runner:
+    """Runs engines on a dataset inside the work folder."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, fanout_bin: Path) -> None:
+        self.args = args
+        self.work = work
+        self.fanout_bin = fanout_bin
+        self.fanout_version = subprocess.run(
+            [str(fanout_bin), "--version"], capture_output=True, text=True
+        ).stdout.strip()
+
+    def _fresh_dir(self, name: str) -> Path:
+        d = self.work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    def _measure(
+        self, run: EngineRun, cmd: list[str], env: dict[str, str], d: Path, data: Dataset
+    ) -> Usage:
+        warm_cache(data.csv)
+        settle()
+        log(f"{run.label or run.engine}: {' '.join(cmd)}")
+        usage = run_measured(cmd, env=env, log_dir=d, name="log")
+        run.wall_s, run.user_s, run.sys_s = usage.wall_s, usage.user_s, usage.sys_s
+        run.cpu_s, run.peak_rss_bytes = usage.cpu_s, usage.peak_rss_bytes
+        run.input_bytes = data.bytes
+        run.logs = str(d / "log.{out,err}")
+        if usage.exit_code != 0:
+            kept = "" if self.args.work_dir else " (removed at the end: keep it with --work-dir)"
+            run.error = (
+                f"exit code {usage.exit_code}; last lines of {d}/log.err{kept}:\n"
+                f"{tail(d / 'log.err')}\n{tail(d / 'log.out', 5)}"
+            )
+        return usage
+
+    def fanout(
+        self,
+        data: Dataset,
+        threads: int,
+        *,
+        name: str,
+        plain: bool = False,
+        target_size: str | None = None,
+    ) -> EngineRun:
+        run = EngineRun(
+            "fanout", threads, label=name, version=self.fanout_version, engine_threads=threads
+        )
+        d = self._fresh_dir(name)
+        spec = render_spec(
+            input_dir=data.csv.parent, run_dir=d, plain=plain, target_size=target_size
+        )
+        cmd = [str(self.fanout_bin), "run", "-w", str(threads), str(spec)]
+        if self._measure(run, cmd, dict(os.environ), d, data).exit_code != 0:
+            return run
+        manifests = list((d / "work" / "jobs").glob("*/_manifest.json"))
+        if len(manifests) != 1:
+            run.error = f"expected one manifest under {d / 'work' / 'jobs'}, found {len(manifests)}"
+            return run
+        manifest = json.loads(manifests[0].read_text())
+        counts = manifest["counts"]
+        run.rows_written, run.rows_rejected = counts["written"], counts["rejected"]
+        run.chunks = manifest.get("chunks")
+        aggregates = manifests[0].parent / "aggregates.json"
+        if not plain:
+            run.q1 = json.loads(aggregates.read_text())
+        scan_output(run, d / "out")
+        return run
+
+    def peer(
+        self, engine: str, data: Dataset, threads: int, *, name: str, plain: bool = False
+    ) -> EngineRun:
+        run = EngineRun(engine, threads, label=name)
+        d = self._fresh_dir(name)
+        job_args = [
+            "--input",
+            str(data.csv),
+            "--output",
+            str(d / "out"),
+            "--result",
+            str(d / "result.json"),
+            "--threads",
+            str(threads),
+        ]
+        job_args += ["--plain"] if plain else []
+        env = dict(os.environ)
+        env["POLARS_MAX_THREADS"] = str(threads)
+        if engine == "spark":
+            spark_home = spark_home_dir()
+            env.update(
+                SPARK_HOME=str(spark_home),
+                PYSPARK_PYTHON=sys.executable,
+                PYSPARK_DRIVER_PYTHON=sys.executable,
+                SPARK_LOCAL_IP="127.0.0.1",
+            )
+            cmd = [
+                str(spark_home / "bin" / "spark-submit"),
+                "--master",
+                f"local[{threads}]",
+                "--driver-memory",
+                SPARK_DRIVER_MEMORY,
+                str(BENCH / "peers" / "spark_job.py"),
+            ]
+        else:
+            cmd = [sys.executable, str(BENCH / "peers" / f"{engine}_job.py")]
+        if self._measure(run, cmd + job_args, env, d, data).exit_code != 0:
+            return run
+        result = json.loads((d / "result.json").read_text())
+        run.version, run.engine_threads = result["version"], result["threads"]
+        run.rows_written, run.rows_rejected = result["rows_written"], result["rows_rejected"]
+        run.q1 = result["q1"]
+        scan_output(run, d / "out")
+        return run
+
+    def engine(
+        self, engine: str, data: Dataset, threads: int, *, name: str, plain: bool = False
+    ) -> EngineRun:
+        if engine == "fanout":
+            return self.fanout(data, threads, name=name, plain=plain)
+        return self.peer(engine, data, threads, name=name, plain=plain)
+
+
+def spark_home_dir() -> Path:
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        sys.exit("bench: pyspark is not installed in this venv: run `bench/run --spark ...`")
+    return Path(spec.origin).parent
+
+
+# ---------------------------------------------------------------- checking results
+
+
+def _avg_close(a: str, b: str) -> bool:
+    """Within 1e-6 relative, or one unit in the last place of the less precise text
+    (fanout and Spark give avg of a decimal(15,2) at scale 6, others a double)."""
+    da, db = Decimal(a), Decimal(b)
+    ulp = Decimal(1).scaleb(max(da.as_tuple().exponent, db.as_tuple().exponent))
+    tolerance = max(max(abs(da), abs(db)) * Decimal("1e-6"), ulp)
+    return abs(da - db) <= tolerance
+
+
+def compare(ref: EngineRun, other: EngineRun) -> list[str]:
+    """Every way `other` disagrees with `ref`, as messages."""
+    problems: list[str] = []
+    who = f"{other.label} vs {ref.label}"
+
+    def differs(what: str, a: Any, b: Any) -> None:
+        if a != b:
+            problems.append(f"MISMATCH {who}: {what}: {other.label} {b}, {ref.label} {a}")
+
+    differs("rows written", ref.rows_written, other.rows_written)
+    differs("rows in the Parquet files", ref.rows_in_files, other.rows_in_files)
+    for r in (ref, other):
+        if r.rows_written != r.rows_in_files:
+            problems.append(
+                f"MISMATCH {r.label}: reports {r.rows_written} rows written, "
+                f"its Parquet files hold {r.rows_in_files}"
+            )
+    if ref.rows_rejected is not None and other.rows_rejected is not None:
+        differs("rows rejected", ref.rows_rejected, other.rows_rejected)
+    for p in sorted(ref.partition_rows.keys() | other.partition_rows.keys()):
+        differs(
+            f"rows in partition {p}", ref.partition_rows.get(p, 0), other.partition_rows.get(p, 0)
+        )
+    if ref.q1 is None or other.q1 is None:
+        return problems
+    ref_groups = {(r["l_returnflag"], r["l_linestatus"]): r for r in ref.q1}
+    groups = {(r["l_returnflag"], r["l_linestatus"]): r for r in other.q1}
+    differs("Q1 groups", sorted(ref_groups), sorted(groups))
+    for key in sorted(ref_groups.keys() & groups.keys()):
+        a, b = ref_groups[key], groups[key]
+        for name, (fn, _) in MEASURES.items():
+            if fn == "count":
+                ok = int(a[name]) == int(b[name])
+            elif fn == "sum":
+                ok = Decimal(str(a[name])) == Decimal(str(b[name]))
+            else:
+                ok = _avg_close(str(a[name]), str(b[name]))
+            if not ok:
+                problems.append(
+                    f"MISMATCH {who}: Q1 {key[0]},{key[1]} {name}: "
+                    f"{other.label} {b[name]}, {ref.label} {a[name]}"
+                )
+    return problems
+
+
+# ---------------------------------------------------------------- printing
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, aligned for the terminal (numbers right-aligned)."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [
+        all(re.fullmatch(r"[-+\d.,x×%]*|—|n/a", r[i] or "") for r in rows)
+        for i in range(len(headers))
+    ]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric))
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric))
+        + "|"
+    )
+    return "\n".join([line(headers), rule] + [line(r) for r in rows])
+
+
+def f1(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def f2(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "—"
+
+
+def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = True) -> str:
+    headers = [
+        "engine",
+        "threads",
+        "wall s",
+        "CPU s",
+        "MB/s per core",
+        "peak RSS MiB",
+        "output MB",
+        "rows written",
+    ]
+    headers += ["rejected"] if q1 else []
+    headers += ["wall fanout/peer", "CPU fanout/peer"]
+    rows = []
+    for r in runs:
+        if not r.ok:
+            rows.append([f"{r.label} (failed)", str(r.threads)] + ["—"] * (len(headers) - 2))
+            continue
+        row = [
+            r.label,
+            str(r.threads),
+            f2(r.wall_s),
+            f2(r.cpu_s),
+            f1(r.mb_per_core_s),
+            f"{r.peak_rss_bytes / MIB:,.0f}",
+            f1(r.output_bytes / MB),
+            f"{r.rows_in_files:,}",
+        ]
+        row += [f"{r.rows_rejected:,}" if r.rows_rejected is not None else "—"] if q1 else []
+        if ref is not None and ref.ok and r is not ref:
+            row += [ratio(ref.wall_s, r.wall_s), ratio(ref.cpu_s, r.cpu_s)]
+        else:
+            row += ["—", "—"]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def as_record(run: EngineRun) -> dict[str, Any]:
+    return {**asdict(run), "ok": run.ok, "mb_per_core_s": run.mb_per_core_s}
+
+
+def heading(title: str) -> None:
+    print(f"\n## {title}\n", flush=True)
+
+
+# ---------------------------------------------------------------- sections
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, runner: Runner) -> None:
+        self.args = args
+        self.runner = runner
+        self.problems: list[str] = []
+        self.record: dict[str, Any] = {}
+
+    def fail(self, msg: str) -> None:
+        self.problems.append(msg)
+        print(msg, flush=True)
+
+    def check_runs(self, runs: list[EngineRun]) -> None:
+        for r in runs:
+            if not r.ok:
+                self.fail(f"FAILED {r.label}: {r.error}")
+            elif r.engine_threads is not None and r.engine_threads != r.threads:
+                print(f"note: {r.label} ran with {r.engine_threads} threads, asked {r.threads}")
+        good = [r for r in runs if r.ok]
+        for other in good[1:]:
+            for p in compare(good[0], other):
+                self.fail(p)
+
+    def job(self, data: Dataset, engines: list[str]) -> list[EngineRun]:
+        threads = self.args.threads
+        heading(
+            f"Job: bench/lineitem.yaml on TPC-H lineitem SF {data.scale:g} "
+            f"({data.mb:,.1f} MB CSV), {threads} threads"
+        )
+        runs = [self.runner.engine(e, data, threads, name=e) for e in engines]
+        fanout = next((r for r in runs if r.engine == "fanout"), None)
+        self.check_runs(runs)
+        print(engine_table(runs, fanout))
+        if all(r.ok for r in runs) and not self.problems:
+            ref = runs[0]
+            print(
+                f"\nAll {len(runs)} engines agree: {ref.rows_in_files:,} rows written in "
+                f"{len(ref.partition_rows)} partitions, {ref.rows_rejected or 0:,} rejected, "
+                f"Q1 sums exact, averages within 1e-6."
+            )
+        self.record["job"] = [as_record(r) for r in runs]
+        return runs
+
+    def plain(self, data: Dataset, engines: list[str]) -> None:
+        threads = self.args.threads
+        heading(f"Plain path: CSV -> zstd(1) Parquet, SF {data.scale:g}, {threads} threads")
+        names = [e for e in PLAIN_ENGINES if e in engines]
+        runs = [self.runner.engine(e, data, threads, name=f"{e}-plain", plain=True) for e in names]
+        self.check_runs(runs)
+        fanout = next((r for r in runs if r.engine == "fanout"), None)
+        print(engine_table(runs, fanout, q1=False))
+        if fanout and fanout.ok:
+            print(
+                f"\nfanout plain path: {f1(fanout.mb_per_core_s)} MB/s per core "
+                f"(STACK.md baseline, arrow-csv -> ArrowWriter on one thread: 124 MB/s)"
+            )
+        self.record["plain"] = [as_record(r) for r in runs]
+
+    def scaling(self, data: Dataset, job_runs: list[EngineRun]) -> None:
+        heading(f"Scaling: fanout with 1 and 2 workers, SF {data.scale:g}")
+        by_workers: dict[int, EngineRun] = {}
+        for r in job_runs:
+            if r.engine == "fanout" and r.ok and r.threads in (1, 2):
+                by_workers[r.threads] = r
+        for w in (1, 2):
+            if w not in by_workers:
+                by_workers[w] = self.runner.fanout(data, w, name=f"fanout-w{w}")
+        runs = [by_workers[1], by_workers[2]]
+        for r in runs:
+            r.label = f"fanout -w {r.threads}"
+        self.check_runs(runs)
+        print(engine_table(runs, None))
+        if all(r.ok for r in runs):
+            speedup = runs[0].wall_s / runs[1].wall_s
+            print(
+                f"\nspeed-up 1 -> 2 workers: {speedup:.2f}x wall "
+                f"(efficiency {speedup / 2:.0%}); CPU {f2(runs[0].cpu_s)} -> {f2(runs[1].cpu_s)} s"
+            )
+            self.record["scaling"] = {"speedup": speedup, "runs": [as_record(r) for r in runs]}
+
+    def memory(self, data: Dataset) -> None:
+        heading(
+            f"Memory: fanout, 1 worker, chunk target_size {', '.join(MEMORY_CHUNK_SIZES)}; "
+            f"SF {data.scale:g} ({data.bytes / (1 << 30):.2f} GiB CSV)"
+        )
+        if data.bytes < (1 << 30):
+            print("note: the input is smaller than 1 GiB; the 1GiB chunk is the whole input")
+        runs = []
+        for size in MEMORY_CHUNK_SIZES:
+            r = self.runner.fanout(data, 1, name=f"fanout-chunk-{size}", target_size=size)
+            r.label = f"fanout {size}"
+            runs.append(r)
+        self.check_runs(runs)
+        rows = [
+            [
+                r.label.split()[-1],
+                str(r.chunks or "—"),
+                f2(r.wall_s),
+                f2(r.cpu_s),
+                f"{r.peak_rss_bytes / MIB:,.0f}",
+            ]
+            if r.ok
+            else [f"{r.label} (failed)"] + ["—"] * 4
+            for r in runs
+        ]
+        print(table(["chunk target_size", "chunks", "wall s", "CPU s", "peak RSS MiB"], rows))
+        good = [r.peak_rss_bytes for r in runs if r.ok]
+        if len(good) == len(runs):
+            print(
+                f"\npeak RSS, largest / smallest chunk size: {max(good) / min(good):.2f}x "
+                "(target: flat, about 1.0x)"
+            )
+        self.record["memory"] = [as_record(r) for r in runs]
+
+    def cold_start(self) -> None:
+        fdir = self.args.functions_dir
+        heading(
+            f"Cold start: spawn -> first Runtime API poll, {COLD_START_RUNS} runs each ({fdir})"
+        )
+        results = []
+        with RuntimeApiStub() as stub:
+            for fn in FUNCTIONS:
+                binary = fdir / fn
+                if not binary.exists():
+                    print(
+                        f"{fn}: not built ({binary} missing; `cargo build --release "
+                        f"--bin {fn}`), skipped"
+                    )
+                    continue
+                try:
+                    samples = cold_starts(binary, fn, stub, self.runner.work / "cold-start")
+                except ColdStartError as e:
+                    self.fail(f"FAILED cold start of {fn}: {e}")
+                    continue
+                ms = sorted(s * 1000 for s in samples)
+                results.append(
+                    {
+                        "function": fn,
+                        "runs": len(ms),
+                        "median_ms": statistics.median(ms),
+                        "p90_ms": ms[max(0, -(-9 * len(ms) // 10) - 1)],
+                        "min_ms": ms[0],
+                        "max_ms": ms[-1],
+                        "binary_bytes": binary.stat().st_size,
+                    }
+                )
+        if results:
+            print(
+                table(
+                    ["function", "runs", "median ms", "p90 ms", "min ms", "max ms", "binary MB"],
+                    [
+                        [
+                            r["function"],
+                            str(r["runs"]),
+                            f1(r["median_ms"]),
+                            f1(r["p90_ms"]),
+                            f1(r["min_ms"]),
+                            f1(r["max_ms"]),
+                            f1(r["binary_bytes"] / MB),
+                        ]
+                        for r in results
+                    ],
+                )
+            )
+        self.record["cold_start"] = results
+
+    def synthetic(self) -> None:
+        heading("Synthetic: planner and reducer at scale (hidden `fanout bench-*` subcommands)")
+        rows, record = [], []
+        for sub, flag, n, target in SYNTHETIC:
+            d = self.runner.work / sub
+            d.mkdir(parents=True, exist_ok=True)
+            cmd = [str(self.runner.fanout_bin), sub, flag, str(n)]
+            log(" ".join(cmd))
+            usage = run_measured(cmd, env=dict(os.environ), log_dir=d, name="log")
+            err = (d / "log.err").read_text(errors="replace")
+            if usage.exit_code != 0 and "unrecognized subcommand" in err:
+                rows.append([sub, f"{n:,}", "not available", f"≤ {target:g}", "", ""])
+                record.append({"what": sub, "n": n, "available": False})
+                continue
+            out_lines = (d / "log.out").read_text().splitlines()
+            line = next((s for s in reversed(out_lines) if s.strip().startswith("{")), None)
+            if usage.exit_code != 0 or line is None:
+                self.fail(
+                    f"FAILED {' '.join(cmd)}: exit code {usage.exit_code}\n{tail(d / 'log.err')}"
+                )
+                rows.append([sub, f"{n:,}", "failed", f"≤ {target:g}", "", ""])
+                continue
+            got = json.loads(line)
+            seconds = float(got["seconds"])
+            rows.append(
+                [
+                    f"{sub} ({got.get('what', '?')})",
+                    f"{int(got.get('n', n)):,}",
+                    f"{seconds:.3f}",
+                    f"≤ {target:g}",
+                    "yes" if seconds <= target else "NO",
+                    f"{usage.peak_rss_bytes / MIB:,.0f}",
+                ]
+            )
+            record.append(
+                {
+                    "what": sub,
+                    "n": n,
+                    "available": True,
+                    "seconds": seconds,
+                    "target_s": target,
+                    "wall_s": usage.wall_s,
+                    "peak_rss_bytes": usage.peak_rss_bytes,
+                    "reported": got,
+                }
+            )
+        print(table(["subcommand", "n", "seconds", "target s", "met", "peak RSS MiB"], rows))
+        self.record["synthetic"] = record
+
+
+# ---------------------------------------------------------------- cold start
+
+
+class ColdStartError(Exception):
+    pass
+
+
+class RuntimeApiStub:
+    """A Lambda Runtime API on 127.0.0.1:<random port> that notes when a function first asks
+    for an invocation and holds that request until told to let go (the process is killed
+    by then). An init error a function posts is kept, so a failed start says why."""
+
+    NEXT = "/2018-06-01/runtime/invocation/next"
+
+    def __init__(self) -> None:
+        self.arrivals: queue.Queue[tuple[float, threading.Event]] = queue.Queue()
+        self.init_errors: queue.Queue[str] = queue.Queue()
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                arrived = time.perf_counter()
+                if self.path != stub.NEXT:
+                    self._reply(404)
+                    return
+                release = threading.Event()
+                stub.arrivals.put((arrived, release))
+                release.wait(COLD_START_TIMEOUT_S)
+                self._reply(404)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/init/error"):
+                    stub.init_errors.put(body.decode(errors="replace"))
+                self._reply(202)
+
+            def _reply(self, status: int) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the function is gone
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RuntimeApiStub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def lambda_env(fn: str, runtime_api: str, home: Path) -> dict[str, str]:
+    """What Lambda sets for a provided.al2023 function, plus what template.yaml gives each
+    function (functions/*/src/main.rs read them at init); fake credentials, no AWS config."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "AWS_LAMBDA_RUNTIME_API": runtime_api,
+        "AWS_LAMBDA_FUNCTION_NAME": f"fanout-{fn}",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/fanout-{fn}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/24/[$LATEST]0123456789abcdef0123456789abcdef",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_provided.al2023",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "AKIAFANOUTBENCHFAKE0",
+        "AWS_SECRET_ACCESS_KEY": "fanout-bench-fake-secret-key-not-a-real-one",
+        "AWS_SESSION_TOKEN": "fanout-bench-fake-session-token",
+        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
+        "LAMBDA_TASK_ROOT": str(home),
+        "_HANDLER": "bootstrap",
+        "FANOUT_WORK": "s3://fanout-bench-work/",
+        "FANOUT_METRICS_NAMESPACE": "Fanout",
+    }
+    if fn == "planner":
+        env["FANOUT_QUEUE_URL"] = "https://sqs.us-east-1.amazonaws.com/123456789012/fanout-chunks"
+        env["FANOUT_SPEC"] = "s3://fanout-bench-work/specs/default.yaml"
+        env["FANOUT_INPUT"] = "s3://fanout-bench-input/"
+    elif fn == "worker":
+        env["FANOUT_MAX_RECEIVE_COUNT"] = "3"
+    return env
+
+
+def cold_starts(binary: Path, fn: str, stub: RuntimeApiStub, work: Path) -> list[float]:
+    """Seconds from spawn to the first `invocation/next`, COLD_START_RUNS times."""
+    home = work / fn
+    home.mkdir(parents=True, exist_ok=True)
+    env = lambda_env(fn, stub.address, home)
+    samples = []
+    with open(home / "log.out", "ab") as out, open(home / "log.err", "ab") as err:
+        for _ in range(COLD_START_RUNS):
+            while not stub.arrivals.empty():
+                stub.arrivals.get_nowait()[1].set()
+            started = time.perf_counter()
+            proc = subprocess.Popen([str(binary)], env=env, stdout=out, stderr=err, cwd=home)
+            deadline = started + COLD_START_TIMEOUT_S
+            arrived, release = None, None
+            while arrived is None:
+                try:
+                    arrived, release = stub.arrivals.get(timeout=0.05)
+                except queue.Empty:
+                    exited = proc.poll()
+                    if exited is not None or time.perf_counter() > deadline:
+                        proc.kill()
+                        proc.wait()
+                        how = "timed out" if exited is None else f"exited with {exited}"
+                        why = "" if stub.init_errors.empty() else stub.init_errors.get()
+                        raise ColdStartError(
+                            f"{binary} {how} before polling the Runtime API {why}\n"
+                            f"{tail(home / 'log.err')}"
+                        ) from None
+            proc.kill()
+            proc.wait()
+            assert release is not None
+            release.set()
+            samples.append(arrived - started)
+    return samples
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        info["memory_gib"] = round(
+            int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) / (1 << 20), 1
+        )
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return info
+
+
+def fanout_binary(args: argparse.Namespace) -> Path:
+    if args.fanout_bin:
+        path = args.fanout_bin.expanduser().resolve()
+        if not os.access(path, os.X_OK):
+            sys.exit(f"bench: {path} is not an executable")
+        return path
+    log(f"building fanout (cargo build --release --bin fanout, CARGO_TARGET_DIR={TARGET_DIR})")
+    subprocess.run(
+        ["cargo", "build", "--release", "--bin", "fanout"],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "CARGO_TARGET_DIR": str(TARGET_DIR)},
+    )
+    return TARGET_DIR / "release" / "fanout"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Sections: see BENCHMARKS.md. Example: bench/run --scale 1 --threads 2 --all",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (default 1)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="threads for every engine (fanout -w N); default 2"
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help=f"SF {TINY_SCALE:g} (also for --memory): a quick check that it all works",
+    )
+    p.add_argument(
+        "--engines",
+        default=None,
+        help=f"comma-separated, from {','.join(ENGINES)} (default: "
+        f"{','.join(DEFAULT_ENGINES)}, plus spark with --spark)",
+    )
+    p.add_argument("--spark", action="store_true", help="also PySpark local[N] (minutes)")
+    p.add_argument("--plain", action="store_true", help="also the plain CSV -> Parquet path")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help=f"also fanout's peak RSS per chunk size (SF {MEMORY_SCALE:g})",
+    )
+    p.add_argument("--memory-scale", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cold-start", action="store_true", help="also the Lambda cold starts")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="also the planner (1M objects) and reducer (100k records) figures",
+    )
+    p.add_argument("--scaling", action="store_true", help="also fanout with 1 vs 2 workers")
+    p.add_argument("--all", action="store_true", help="every section, Spark included")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of lineitem.csv (default ~/.cache/fanout/bench/data-sf<SF>); "
+        "generated if missing",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where outputs and logs go, kept (default: a temporary folder, removed)",
+    )
+    p.add_argument(
+        "--fanout-bin",
+        type=Path,
+        default=None,
+        help="fanout binary (default: cargo build --release --bin fanout)",
+    )
+    p.add_argument(
+        "--functions-dir",
+        type=Path,
+        default=TARGET_DIR / "release",
+        help="planner, worker and reducer release binaries (default %(default)s)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
+    args = p.parse_args(argv)
+    if args.all:
+        args.spark = args.plain = args.memory = args.cold_start = True
+        args.synthetic = args.scaling = True
+    if args.tiny:
+        args.scale = TINY_SCALE
+        args.memory_scale = args.memory_scale or TINY_SCALE
+    args.memory_scale = args.memory_scale or MEMORY_SCALE
+    if args.engines:
+        args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
+        unknown = set(args.engine_list) - set(ENGINES)
+        if unknown:
+            p.error(f"unknown engines {', '.join(sorted(unknown))}; known: {', '.join(ENGINES)}")
+    else:
+        args.engine_list = list(DEFAULT_ENGINES) + (["spark"] if args.spark else [])
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if "spark" in args.engine_list:
+        spark_home_dir()
+    fanout_bin = fanout_binary(args)
+    data = ensure_data(args.scale, args.data_dir)
+    memory_data = ensure_data(args.memory_scale, None) if args.memory else None
+
+    work = (
+        args.work_dir.resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="fanout-bench-"))
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    runner = Runner(args, work, fanout_bin)
+    bench = Bench(args, runner)
+    info = machine()
+    print(f"# fanout benchmark, {started:%Y-%m-%d %H:%M} UTC\n")
+    print(f"command: bench/run {' '.join(argv)}")
+    print(
+        f"machine: {info.get('cores')} cores, {info.get('memory_gib')} GiB, {info.get('cpu', '?')}"
+    )
+    print(f"fanout:  {fanout_bin} ({runner.fanout_version})")
+    print(f"input:   {data.csv} ({data.mb:,.1f} MB, SF {data.scale:g})")
+    print(f"work:    {work}{'' if args.work_dir else ' (removed at the end)'}")
+    try:
+        job_runs = bench.job(data, args.engine_list)
+        if args.scaling:
+            bench.scaling(data, job_runs)
+        if args.plain:
+            bench.plain(data, args.engine_list)
+        if memory_data:
+            bench.memory(memory_data)
+        if args.cold_start:
+            bench.cold_start()
+        if args.synthetic:
+            bench.synthetic()
+    finally:
+        if args.json:
+            doc = {
+                "date": started.isoformat(timespec="seconds"),
+                "command": ["bench/run", *argv],
+                "machine": info,
+                "fanout": {"binary": str(fanout_bin), "version": runner.fanout_version},
+                "scale": data.scale,
+                "threads": args.threads,
+                "input": {"path": str(data.csv), "bytes": data.bytes},
+                **bench.record,
+                "problems": bench.problems,
+            }
+            args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+            log(f"figures written to {args.json}")
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    if bench.problems:
+        print(f"\n{len(bench.problems)} problem(s); see above.")
+        return 1
+    print("\nok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""The benchmark job (see common.py) in Polars, with the lazy API and the streaming engine.
+
+One lazy query: `scan_csv` with the explicit schema → checks → filter → derived columns.
+Its partitioned sink (`sink_parquet(pl.PartitionBy(..., key="ship_year",
+include_key=False), compression="zstd", compression_level=1, lazy=True)`), Q1 and the
+count of rejected rows run together in one `pl.collect_all`, whose common-subplan
+elimination shares the transformed scan between the sink and Q1 (the rejected count reads
+only the two checked columns).
+
+Polars' decimal product keeps the larger operand scale (decimal(15,2) * decimal(15,2) is
+scale 2, rounded), so the operands are widened first to keep the SQL result exact:
+disc_price at scale 4, charge at scale 6, as in SQL engines.
+
+Threads: POLARS_MAX_THREADS is read when polars is imported; the harness sets it and this
+script sets it too, before the import.
+
+Plain path (`--plain`): `scan_csv(...).sink_parquet("lineitem.parquet", zstd 1)`.
+
+Usage: python polars_job.py --input lineitem.csv --output DIR --result RESULT.json --threads N
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+from common import (
+    COLUMNS,
+    DECIMAL_PRECISION,
+    DECIMAL_SCALE,
+    DISCOUNT_MAX,
+    PARTITION_COLUMN,
+    SHIP_DATE_MAX,
+    ZSTD_LEVEL,
+    parse_args,
+    q1_row,
+    write_result,
+)
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    os.environ["POLARS_MAX_THREADS"] = str(args.threads)
+    import polars as pl  # after POLARS_MAX_THREADS is set
+
+    dec = pl.Decimal(DECIMAL_PRECISION, DECIMAL_SCALE)
+    types = {
+        "int64": pl.Int64,
+        "int32": pl.Int32,
+        "decimal": dec,
+        "string": pl.String,
+        "date": pl.Date,
+    }
+    schema = {name: types[kind] for name, kind in COLUMNS}
+    source = pl.scan_csv(args.input, schema=schema, has_header=True, quote_char='"')
+    args.output.mkdir(parents=True, exist_ok=True)
+    threads = pl.thread_pool_size()
+
+    if args.plain:
+        source.sink_parquet(
+            args.output / "lineitem.parquet", compression="zstd", compression_level=ZSTD_LEVEL
+        )
+        rows = pl.scan_parquet(args.output / "lineitem.parquet").select(pl.len()).collect().item()
+        write_result(
+            args.result,
+            engine="polars",
+            version=pl.__version__,
+            threads=threads,
+            rows_written=rows,
+            rows_rejected=None,
+            q1=None,
+        )
+        return
+
+    # Nulls pass min/max checks, as in fanout's rules; only l_orderkey must be present.
+    valid = (
+        pl.col("l_orderkey").is_not_null()
+        & (pl.col("l_quantity") >= 0).fill_null(True)
+        & (
+            pl.col("l_discount").is_between(pl.lit(Decimal(0), dec), pl.lit(DISCOUNT_MAX, dec))
+        ).fill_null(True)
+    )
+    transformed = (
+        source.filter(valid & (pl.col("l_shipdate") <= SHIP_DATE_MAX))
+        .with_columns(
+            disc_price=pl.col("l_extendedprice").cast(pl.Decimal(38, 4))
+            * (1 - pl.col("l_discount")),
+            **{PARTITION_COLUMN: pl.col("l_shipdate").dt.year().cast(pl.Int32)},
+        )
+        .with_columns(charge=pl.col("disc_price").cast(pl.Decimal(38, 6)) * (1 + pl.col("l_tax")))
+        .select([name for name, _ in COLUMNS] + ["disc_price", "charge", PARTITION_COLUMN])
+    )
+    sink = transformed.sink_parquet(
+        pl.PartitionBy(args.output, key=PARTITION_COLUMN, include_key=False),
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        mkdir=True,
+        lazy=True,
+    )
+    q1 = transformed.group_by("l_returnflag", "l_linestatus").agg(
+        sum_qty=pl.col("l_quantity").sum(),
+        sum_base_price=pl.col("l_extendedprice").sum(),
+        sum_disc_price=pl.col("disc_price").sum(),
+        sum_charge=pl.col("charge").sum(),
+        avg_qty=pl.col("l_quantity").mean(),
+        avg_price=pl.col("l_extendedprice").mean(),
+        avg_disc=pl.col("l_discount").mean(),
+        count_order=pl.len(),
+    )
+    rejected = source.select((~valid).sum())
+    _, q1_frame, rejected_frame = pl.collect_all([sink, q1, rejected])
+    q1_rows = [q1_row(**r) for r in q1_frame.iter_rows(named=True)]
+    write_result(
+        args.result,
+        engine="polars",
+        version=pl.__version__,
+        threads=threads,
+        rows_written=sum(r["count_order"] for r in q1_rows),
+        rows_rejected=rejected_frame.item(),
+        q1=q1_rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
