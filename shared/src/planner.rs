@@ -11,7 +11,7 @@ use crate::location::Location;
 use crate::plan::{Chunk, PlanObject, Sizing, Split, plan_chunks};
 use crate::queue::Queue;
 use crate::records::{ChunkTask, PlanShard, PlanSummary, SHARD_CHUNKS, layout};
-use crate::spec::{Format, InputCompression, JobSpec};
+use crate::spec::{Format, JobSpec};
 use crate::store::{ObjectMeta, ObjectStore, get_json, get_json_opt, to_json_bytes};
 use crate::{Error, Result};
 
@@ -79,16 +79,14 @@ pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> String {
 }
 
 async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Result<Split> {
-    let compressed = spec.input.compression.of_key(&o.key) != InputCompression::None;
     Ok(match spec.input.format {
         Format::Parquet if o.size > spec.chunking.target_bytes => {
             let (meta, _) = crate::read::parquet::read_metadata(store, &o.key, o.size).await?;
             Split::RowGroups(crate::read::parquet::row_group_sizes(&meta))
         }
         Format::Parquet => Split::Whole,
-        _ if compressed => Split::Whole,
-        Format::Csv if spec.input.csv.multiline => Split::Whole,
-        _ => Split::Lines,
+        _ if crate::read::splits_by_lines(&spec.input, &o.key) => Split::Lines,
+        _ => Split::Whole,
     })
 }
 

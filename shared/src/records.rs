@@ -208,6 +208,14 @@ pub struct ChunkRecord {
     pub started_ms: u64,
     /// Processing time.
     pub elapsed_ms: u64,
+    /// Busy time per stage in milliseconds (`read`: fetch and split, `validate`: typed
+    /// conversion and rules, `encode`: Parquet encoding, `store`: storing the files). The
+    /// stages overlap, so they may add up to more than `elapsed_ms`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stage_ms: std::collections::BTreeMap<String, u64>,
+    /// Requests this attempt made to the object store (for the measured cost).
+    #[serde(default)]
+    pub requests: crate::store::RequestCounts,
 }
 
 /// The latest failed attempt of a chunk.

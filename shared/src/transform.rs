@@ -368,7 +368,7 @@ mod sql {
     use crate::Result;
 
     /// Batches in flight between the stages of a chunk's pipeline.
-    pub const PIPELINE_DEPTH: usize = 2;
+    pub const PIPELINE_DEPTH: usize = 1;
 
     /// A chunk's rows on their way through the SQL.
     #[derive(Debug)]

@@ -18,7 +18,7 @@ use crate::queue::Message;
 use crate::read::{HeaderCache, LinesBefore, SEGMENT_BYTES, count_lines_in, read_piece, segments};
 use crate::records::{ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, now_ms};
 use crate::spec::JobSpec;
-use crate::store::{DynStore, PutOutcome, to_json_bytes};
+use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, to_json_bytes};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
 use crate::write::PartitionedWriter;
 use crate::{Error, Result};
@@ -80,6 +80,8 @@ struct ReadState {
     counts: Counts,
     bytes_read: u64,
     rejects: Vec<Reject>,
+    read: Duration,
+    validate: Duration,
 }
 
 /// A worker: processes chunk tasks, caching per-job context (spec, lookups) across chunks.
@@ -175,6 +177,11 @@ impl Worker {
         }
         let started = Instant::now();
         let started_ms = now_ms();
+        let requests = Arc::new(RequestCounter::default());
+        let input = requests.wrap(job.input.clone());
+        let output = requests.wrap(job.output.clone());
+        let rejects_store = requests.wrap(job.rejects.clone());
+        let work = requests.wrap(job.work.clone());
         // Three stages overlap: this task reads and validates, the SQL runs on the rows as
         // they come, and a writer task encodes the transformed rows into staged Parquet
         // and feeds the partial aggregate. A few batches are in flight at a time.
@@ -191,8 +198,11 @@ impl Worker {
                 Some((tx, task)) => (Some(tx), Some(task)),
                 None => (None, None),
             };
+            let mut encode = Duration::ZERO;
             while let Some(b) = out_rx.recv().await {
+                let t = Instant::now();
                 writer.write(&b)?;
+                encode += t.elapsed();
                 if let Some(tx) = &agg_tx {
                     if tx.send(b).await.is_err() {
                         break;
@@ -206,10 +216,12 @@ impl Worker {
                 })??),
                 None => None,
             };
-            Ok::<_, Error>((writer, partial))
+            Ok::<_, Error>((writer, partial, encode))
         });
         let mut read = ReadState::default();
-        let produced = self.produce(&job, chunk, &in_tx, &mut read).await;
+        let produced = self
+            .produce(&job, input.as_ref(), chunk, &in_tx, &mut read)
+            .await;
         drop(in_tx);
         let consumed = consumer.await.map_err(|e| Error::Transform {
             message: format!("the writer task failed: {e}"),
@@ -217,11 +229,13 @@ impl Worker {
         let transformed = transform.wait().await;
         produced?;
         transformed?;
-        let (writer, aggregate) = consumed??;
+        let (writer, aggregate, encode) = consumed??;
         let ReadState {
             mut counts,
             bytes_read,
             rejects,
+            read: read_time,
+            validate: validate_time,
         } = read;
         counts.rejected = rejects.len() as u64;
         if !counts.reconciles() {
@@ -242,7 +256,8 @@ impl Worker {
                 Ok(())
             }
         };
-        let outputs = writer.finish(job.output.as_ref(), &between).await?;
+        let store_started = Instant::now();
+        let outputs = writer.finish(output.as_ref(), &between).await?;
         counts.written = outputs.iter().map(|f| f.rows).sum();
         if counts.written != out_rows {
             return Err(Error::Job {
@@ -262,13 +277,23 @@ impl Worker {
                 serde_json::to_writer(&mut body, r).map_err(|e| Error::Config(e.to_string()))?;
                 body.push(b'\n');
             }
-            job.rejects.put(&key, body.into()).await?;
+            rejects_store.put(&key, body.into()).await?;
             Some(RejectFile {
                 key,
                 records: rejects.len() as u64,
             })
         };
+        let store_time = store_started.elapsed();
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        let stage_ms = [
+            ("read", read_time),
+            ("validate", validate_time),
+            ("encode", encode),
+            ("store", store_time),
+        ]
+        .into_iter()
+        .map(|(k, d)| (k.to_string(), d.as_millis() as u64))
+        .collect();
         let record = ChunkRecord {
             job_id: task.job_id.clone(),
             chunk_id: chunk.id.clone(),
@@ -290,10 +315,17 @@ impl Worker {
             worker: self.name.clone(),
             started_ms,
             elapsed_ms,
+            stage_ms,
+            // Not counted yet: the HEAD of the commit record before starting, and its PUT.
+            requests: {
+                let mut r = requests.snapshot();
+                r.get += 1;
+                r.put += 1;
+                r
+            },
         };
         self.crash_at(FaultPoint::BeforeCommit, &chunk.id)?;
-        let outcome = job
-            .work
+        let outcome = work
             .put_if_absent(&record_key, to_json_bytes(&record))
             .await?;
         if outcome == PutOutcome::Created {
@@ -372,6 +404,7 @@ impl Worker {
     async fn produce(
         &self,
         job: &JobContext,
+        input: &dyn ObjectStore,
         chunk: &crate::plan::Chunk,
         rows: &tokio::sync::mpsc::Sender<RecordBatch>,
         read: &mut ReadState,
@@ -380,7 +413,7 @@ impl Worker {
         let mut sending = true;
         let mut line_marks: HashMap<String, (u64, u64)> = HashMap::new();
         for piece in &chunk.pieces {
-            match job.input.head(piece.key()).await? {
+            match input.head(piece.key()).await? {
                 Some(m) if m.etag == piece.etag() => {}
                 Some(m) => {
                     return Err(Error::Input {
@@ -398,9 +431,11 @@ impl Worker {
                     });
                 }
             }
-            for segment in segments(piece, SEGMENT_BYTES) {
-                let decoded =
-                    read_piece(job.input.as_ref(), &segment, &spec.input, &job.headers).await?;
+            for segment in segments(piece, &spec.input, SEGMENT_BYTES) {
+                let t = Instant::now();
+                let decoded = read_piece(input, &segment, &spec.input, &job.headers).await?;
+                read.read += t.elapsed();
+                let t = Instant::now();
                 read.bytes_read += decoded.bytes_read;
                 let records = decoded.records();
                 let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
@@ -418,8 +453,7 @@ impl Worker {
                                 Some(&(at, n)) if at <= offset => (at, n),
                                 _ => (0, 0),
                             };
-                            let n = lines
-                                + count_lines_in(job.input.as_ref(), key, from..offset).await?;
+                            let n = lines + count_lines_in(input, key, from..offset).await?;
                             line_marks.insert(key.to_string(), (offset, n));
                             Some(n)
                         }
@@ -429,6 +463,7 @@ impl Worker {
                         .extend(resolve_rejects(&decoded, lines_before, pending));
                 }
                 let valid = conformed.batch.num_rows() as u64;
+                read.validate += t.elapsed();
                 read.counts.read += records;
                 read.counts.valid += valid;
                 if valid > 0 && sending {

@@ -115,7 +115,7 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
 /// Bytes the open files of one chunk may hold in row groups not yet flushed: past it the
 /// largest open row group is flushed early. Decided from the data alone, so a chunk
 /// still writes the same bytes every time.
-pub const ROW_GROUP_BUDGET_BYTES: usize = 48 * 1024 * 1024;
+pub const ROW_GROUP_BUDGET_BYTES: usize = 32 * 1024 * 1024;
 
 struct Open {
     writer: ArrowWriter<std::fs::File>,

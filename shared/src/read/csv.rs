@@ -158,6 +158,13 @@ pub(crate) fn decode(
             }
         }
     };
+    if let Ok(map) = &map {
+        if let Some(d) = super::csv_fast::decode(
+            text, seg_start, seg_line, opts, schema, map, expected, object,
+        ) {
+            return Ok(d);
+        }
+    }
     let mut columns = TextColumns::new(schema);
     let mut origins = Vec::new();
     let mut rejects = Vec::new();

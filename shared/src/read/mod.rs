@@ -8,6 +8,7 @@
 //! offset, line, raw text.
 
 mod csv;
+mod csv_fast;
 mod jsonl;
 pub mod lines;
 pub mod parquet;
@@ -27,13 +28,37 @@ use crate::{Error, Result};
 
 /// A worker reads a byte range in segments of this size, so its memory stays bounded
 /// whatever the chunk's size.
-pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Whether an object can be cut into byte ranges at record starts: uncompressed CSV
+/// without multiline fields, and uncompressed JSON lines.
+pub fn splits_by_lines(input: &InputSpec, key: &str) -> bool {
+    match input.format {
+        Format::Parquet => false,
+        _ if input.compression.of_key(key) != InputCompression::None => false,
+        Format::Csv => !input.csv.multiline,
+        Format::Jsonl => true,
+    }
+}
 
 /// The pieces a worker reads one after the other for `piece`: byte ranges in segments of
 /// at most `segment` bytes (a record belongs to the segment it starts in, as it belongs to
 /// the range), any other piece whole.
-pub fn segments(piece: &Piece, segment: u64) -> Vec<Piece> {
+pub fn segments(piece: &Piece, input: &InputSpec, segment: u64) -> Vec<Piece> {
     match piece {
+        Piece::Object { key, etag, size } if *size > segment && splits_by_lines(input, key) => {
+            segments(
+                &Piece::Range {
+                    key: key.clone(),
+                    etag: etag.clone(),
+                    size: *size,
+                    start: 0,
+                    end: *size,
+                },
+                input,
+                segment,
+            )
+        }
         Piece::Range {
             key,
             etag,

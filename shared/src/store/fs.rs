@@ -222,6 +222,12 @@ impl ObjectStore for FsStore {
             std::fs::create_dir_all(dir)?;
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+            // Durable before it is visible, as every put: then moved in place when the
+            // staging folder is on the same file system, copied otherwise.
+            std::fs::File::open(&source)?.sync_data()?;
+            if std::fs::rename(&source, &path).is_ok() {
+                return Ok(());
+            }
             let copied = std::fs::copy(&source, &tmp)
                 .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
                 .and_then(|()| std::fs::rename(&tmp, &path));

@@ -58,7 +58,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
     /// Stores the contents of a local file at `key`, replacing it (large outputs are
-    /// staged on disk so a worker's memory stays bounded). The default reads it whole.
+    /// staged on disk so a worker's memory stays bounded). The file may be moved: the
+    /// caller is done with it. The default reads it whole.
     async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         let data = tokio::fs::read(path).await.map_err(|e| Error::Staging {
             context: format!("reading {}", path.display()),
@@ -126,4 +127,102 @@ pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
     let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
+}
+
+/// Requests made to an object store, in the classes S3 bills: `get` (GET and HEAD),
+/// `put` (PUT, POST, COPY; a multipart upload counts as one), `list`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    /// GET and HEAD requests.
+    pub get: u64,
+    /// PUT requests.
+    pub put: u64,
+    /// LIST requests (one per listing; S3 pages 1,000 keys per request).
+    pub list: u64,
+}
+
+impl std::ops::AddAssign for RequestCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.get += o.get;
+        self.put += o.put;
+        self.list += o.list;
+    }
+}
+
+/// Counts the requests made through the stores it wraps.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    get: std::sync::atomic::AtomicU64,
+    put: std::sync::atomic::AtomicU64,
+    list: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCounter {
+    /// The counts so far.
+    pub fn snapshot(&self) -> RequestCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        RequestCounts {
+            get: self.get.load(Relaxed),
+            put: self.put.load(Relaxed),
+            list: self.list.load(Relaxed),
+        }
+    }
+
+    /// `store`, counted by this counter.
+    pub fn wrap(self: &Arc<Self>, store: DynStore) -> DynStore {
+        Arc::new(Counted {
+            inner: store,
+            counter: self.clone(),
+        })
+    }
+
+    fn add(&self, which: &std::sync::atomic::AtomicU64, n: u64) {
+        which.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Counted {
+    inner: DynStore,
+    counter: Arc<RequestCounter>,
+}
+
+#[async_trait]
+impl ObjectStore for Counted {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let out = self.inner.list(prefix).await?;
+        self.counter
+            .add(&self.counter.list, (out.len() as u64).div_ceil(1000).max(1));
+        Ok(out)
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.counter.add(&self.counter.get, 1);
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.counter.add(&self.counter.get, 1);
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.counter.add(&self.counter.get, 1);
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.counter.add(&self.counter.put, 1);
+        self.inner.put(key, data).await
+    }
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        self.counter.add(&self.counter.put, 1);
+        self.inner.put_file(key, path).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
+        self.counter.add(&self.counter.put, 1);
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
 }
