@@ -158,12 +158,21 @@ pub(crate) fn decode(
             }
         }
     };
-    if let Ok(map) = &map {
-        if let Some(d) = super::csv_fast::decode(
-            text, seg_start, seg_line, opts, schema, map, expected, object,
-        ) {
-            return Ok(d);
-        }
+    if let Ok(map) = &map
+        && let Some(d) = super::csv_fast::decode(
+            text,
+            super::csv_fast::Records {
+                start: seg_start,
+                first_line: seg_line,
+                map,
+                expected,
+            },
+            opts,
+            schema,
+            object,
+        )
+    {
+        return Ok(d);
     }
     let mut columns = TextColumns::new(schema);
     let mut origins = Vec::new();

@@ -225,19 +225,35 @@ impl Column {
     }
 }
 
+/// Where the records of a text start and how their fields map to the schema's columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Records<'a> {
+    /// Offset of the first record (after any header).
+    pub start: usize,
+    /// Its 0-based line.
+    pub first_line: u64,
+    /// Field index of each schema column.
+    pub map: &'a [usize],
+    /// Fields per record.
+    pub expected: usize,
+}
+
 /// Decodes `text[start..]` (records only, the header already skipped) into columns of the
 /// schema's types where the fast path parses them and text elsewhere; `None` when anything
 /// in it needs the general path.
 pub(crate) fn decode(
     text: &[u8],
-    start: usize,
-    first_line: u64,
+    at: Records<'_>,
     opts: &CsvOptions,
     schema: &Schema,
-    map: &[usize],
-    expected: usize,
     object: &str,
 ) -> Option<Decoded> {
+    let Records {
+        start,
+        first_line,
+        map,
+        expected,
+    } = at;
     let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
     let capacity = (text.len() - start) / 64 + 16;
     let mut columns: Vec<Column> = schema

@@ -1,0 +1,249 @@
+//! Synthetic benchmarks of the planner and the reducer (`fanout bench-plan`,
+//! `fanout bench-reduce`; `bench/run --synthetic` prints them beside their targets).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::aggregate::{Group, Partial, Scalar, State};
+use crate::plan::{PlanObject, Sizing, Split, plan_chunks};
+use crate::records::{
+    ChunkRecord, ChunkTask, Counts, PlanShard, PlanSummary, SHARD_CHUNKS, layout,
+};
+use crate::spec::JobSpec;
+use crate::store::{ObjectMeta, ObjectStore, PutOutcome, RequestCounts};
+use crate::write::FileEntry;
+use crate::{Error, Result};
+
+/// A listing held in memory (the planner's only input).
+#[derive(Debug)]
+struct Listing(Vec<ObjectMeta>);
+
+#[async_trait]
+impl ObjectStore for Listing {
+    fn describe(&self) -> String {
+        "synthetic listing".into()
+    }
+    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self.0.clone())
+    }
+    async fn head(&self, _key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(None)
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        Err(Error::NotFound { key: key.into() })
+    }
+    async fn get_range(&self, key: &str, _range: std::ops::Range<u64>) -> Result<Bytes> {
+        Err(Error::NotFound { key: key.into() })
+    }
+    async fn put(&self, _key: &str, _data: Bytes) -> Result<()> {
+        Ok(())
+    }
+    async fn put_if_absent(&self, _key: &str, _data: Bytes) -> Result<PutOutcome> {
+        Ok(PutOutcome::Created)
+    }
+    async fn delete(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn spec(root: &std::path::Path) -> Result<JobSpec> {
+    let r = root.display();
+    let yaml = format!(
+        "name: bench\nwork: {r}/work/\n\
+         input: {{ location: {r}/in/, format: csv, include: [\"*.csv\"], schema: [{{name: k, type: utf8}}, {{name: v, type: int64}}] }}\n\
+         chunking: {{ target_size: 64MiB }}\n\
+         output: {{ location: {r}/out/, partition_by: [k] }}\n\
+         rejects: {{ location: {r}/rejects/ }}\n\
+         aggregate: {{ group_by: [k], measures: [{{name: n, fn: count}}, {{name: s, fn: sum, column: v}}] }}\n"
+    );
+    Ok(JobSpec::parse("bench.yaml", &yaml)?)
+}
+
+/// Sizes from 1 KB to about 1 GB, deterministic.
+fn size(i: u64) -> u64 {
+    1_000 + (i.wrapping_mul(2_654_435_761) % 1_000) * (i % 7 + 1).pow(6)
+}
+
+/// Plans `n` listed objects: filter the listing, derive the job id, split, chunk and
+/// serialize the plan shards and the chunk messages — everything but the store's I/O.
+pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+    let spec = spec(dir.path())?;
+    let listing = Listing(
+        (0..n)
+            .map(|i| ObjectMeta {
+                key: format!("dt=2026-11-{:02}/part-{i:08}.csv", i % 28 + 1),
+                size: size(i),
+                etag: format!("\"{i:032x}\""),
+            })
+            .collect(),
+    );
+    let started = Instant::now();
+    let listed = crate::planner::list_input(&listing, &spec).await?;
+    let job_id = crate::planner::derive_job_id(&spec, &listed);
+    let objects: Vec<PlanObject> = listed
+        .into_iter()
+        .map(|o| PlanObject {
+            split: if crate::read::splits_by_lines(&spec.input, &o.key) {
+                Split::Lines
+            } else {
+                Split::Whole
+            },
+            key: o.key,
+            etag: o.etag,
+            size: o.size,
+        })
+        .collect();
+    let chunks = plan_chunks(
+        &job_id,
+        objects,
+        Sizing {
+            target_bytes: spec.chunking.target_bytes,
+            max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
+        },
+    );
+    let mut bytes = 0usize;
+    for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
+        let shard = PlanShard {
+            shard: i as u64,
+            chunks: part.to_vec(),
+        };
+        bytes += crate::store::to_json_bytes(&shard).len();
+    }
+    for c in &chunks {
+        let task = ChunkTask {
+            job_id: job_id.clone(),
+            work: spec.work.to_string(),
+            chunk: c.clone(),
+        };
+        bytes += serde_json::to_vec(&task).map_or(0, |v| v.len());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(chunks = chunks.len(), bytes, "planned");
+    Ok(("plan", secs))
+}
+
+/// Writes a job of `n` committed chunks to a temporary work folder (not timed), then
+/// times the reducer finalizing it: read every commit record, merge counts, files,
+/// partitions and partial aggregates, write the manifest and aggregates.
+pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+    let spec = spec(dir.path())?;
+    let job_id = "bench-reduce".to_string();
+    let objects: Vec<PlanObject> = (0..n)
+        .map(|i| PlanObject {
+            key: format!("part-{i:08}.csv"),
+            etag: format!("\"{i:x}\""),
+            size: 1_000,
+            split: Split::Whole,
+        })
+        .collect();
+    let chunks = plan_chunks(
+        &job_id,
+        objects,
+        Sizing {
+            target_bytes: 1_000,
+            max_objects_per_chunk: 1,
+        },
+    );
+    let work = dir.path().join("work");
+    let write = |key: String, body: Bytes| -> Result<()> {
+        let p = work.join(key);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Config(e.to_string()))?;
+        }
+        std::fs::write(&p, &body).map_err(|e| Error::Config(e.to_string()))
+    };
+    write(
+        layout::spec(&job_id),
+        crate::store::to_json_bytes(&spec.resolved),
+    )?;
+    for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
+        let shard = PlanShard {
+            shard: i as u64,
+            chunks: part.to_vec(),
+        };
+        write(
+            layout::plan_shard(&job_id, i as u64),
+            crate::store::to_json_bytes(&shard),
+        )?;
+    }
+    write(
+        layout::plan_summary(&job_id),
+        crate::store::to_json_bytes(&PlanSummary {
+            job_id: job_id.clone(),
+            name: spec.name.clone(),
+            chunks: chunks.len() as u64,
+            shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
+            objects: n,
+            input_bytes: n * 1_000,
+            target_bytes: 1_000,
+            planned_ms: 0,
+            estimate: None,
+        }),
+    )?;
+    let schema = arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("k", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, true),
+    ]);
+    for (i, c) in chunks.iter().enumerate() {
+        let k = format!("k{}", i % 50);
+        let record = ChunkRecord {
+            job_id: job_id.clone(),
+            chunk_id: c.id.clone(),
+            index: c.index,
+            pieces: c.pieces.clone(),
+            counts: Counts {
+                read: 10,
+                rejected: 0,
+                valid: 10,
+                written: 10,
+            },
+            bytes_read: 1_000,
+            outputs: vec![FileEntry {
+                key: format!("k={k}/part-{}-00000.parquet", c.id),
+                partition: vec![("k".into(), Some(k.clone()))],
+                rows: 10,
+                bytes: 2_000,
+            }],
+            rejects: None,
+            reject_rules: BTreeMap::new(),
+            schema: schema.clone(),
+            aggregate: Some(Partial {
+                groups: vec![Group {
+                    key: vec![Scalar::Str(k)],
+                    states: vec![
+                        State::Count(10),
+                        State::Value(Scalar::Int(format!("{}", i * 10))),
+                    ],
+                }],
+            }),
+            attempt: 1,
+            worker: "bench".into(),
+            started_ms: 0,
+            elapsed_ms: 100,
+            stage_ms: BTreeMap::new(),
+            requests: RequestCounts::default(),
+        };
+        write(
+            layout::chunk(&job_id, &c.id),
+            crate::store::to_json_bytes(&record),
+        )?;
+    }
+    let env = crate::env::Env::embedded(Arc::new(crate::metrics::MemoryMetrics::default()));
+    let started = Instant::now();
+    let manifest = crate::reducer::finalize_job(&env, &spec.work, &job_id).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if manifest.counts.read != 10 * n {
+        return Err(Error::Config(format!(
+            "the reducer merged {} rows, expected {}",
+            manifest.counts.read,
+            10 * n
+        )));
+    }
+    Ok(("reduce", secs))
+}
