@@ -44,6 +44,9 @@ step "python venv with the test readers and moto ($VENV)"
 venv "$VENV" python3 tests/py/requirements.txt
 export FANOUT_PYTHON="$VENV/bin/python"
 
+step "headless Chromium for the report test"
+infra/chromium.sh
+
 step "LocalStack venv, Python 3.13 ($LS_VENV)"
 [ -x "$PY313" ] || { echo "LocalStack needs Python 3.13 (pyenv 3.13.0 or FANOUT_PY313=/path/to/python3.13)" >&2; exit 1; }
 venv "$LS_VENV" "$PY313" tests/py/localstack-requirements.txt
@@ -84,6 +87,13 @@ else
   cargo test --workspace --no-fail-fast
 fi
 cargo test --workspace --doc --quiet
+
+step "the report template on its sample data, in Chromium"
+python3 tests/py/render_report.py shared/src/report/template.html tests/py/report_sample.json "$RUN/sample.html"
+"$VENV/bin/python" tests/py/report_check.py "$RUN/sample.html" --expect tests/py/report_sample.expect.json --screenshot "$RUN/sample.png"
+
+step "the benchmark on a tiny input (fanout, DuckDB, Polars, pyarrow agree)"
+bench/run --tiny --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
 
 step "SAM template: sam validate, cfn-lint, checkov, IAM and state machine tests"
 infra/check-template.sh

@@ -30,7 +30,10 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+#[cfg(feature = "sql")]
+pub mod bench;
 pub mod config;
+pub mod cost;
 pub mod env;
 pub mod error;
 #[cfg(feature = "sql")]
@@ -46,6 +49,7 @@ pub mod queue;
 pub mod read;
 pub mod records;
 pub mod reducer;
+pub mod report;
 #[cfg(feature = "sql")]
 pub mod runner;
 pub mod sample;

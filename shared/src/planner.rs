@@ -63,6 +63,11 @@ pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<O
                 .as_ref()
                 .is_none_or(|keys| keys.contains(&o.key))
         })
+        .filter(|o| {
+            spec.skip_objects
+                .as_ref()
+                .is_none_or(|done| !done.contains(&(o.key.clone(), o.etag.clone())))
+        })
         .collect())
 }
 
@@ -112,6 +117,14 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
     };
     let chunks = plan_chunks(&job_id, objects, sizing);
+    let estimate = estimate_chunks(
+        spec,
+        &chunks,
+        listing.len() as u64,
+        1,
+        &crate::cost::Model::default(),
+        &crate::cost::Prices::default(),
+    );
     let summary = PlanSummary {
         job_id,
         name: spec.name.clone(),
@@ -120,12 +133,58 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         objects: listing.len() as u64,
         input_bytes: listing.iter().map(|o| o.size).sum(),
         target_bytes: spec.chunking.target_bytes,
+        planned_ms: crate::records::now_ms(),
+        estimate: Some(estimate),
     };
     Ok(PlannedJob {
         summary,
         chunks,
         reused: false,
     })
+}
+
+/// The cost estimate of planned chunks writing `files_per_chunk` files each (how many
+/// partitions a chunk's rows fall into is unknown before running; planning assumes 1).
+pub fn estimate_chunks(
+    spec: &JobSpec,
+    chunks: &[Chunk],
+    objects: u64,
+    files_per_chunk: u64,
+    model: &crate::cost::Model,
+    prices: &crate::cost::Prices,
+) -> crate::cost::Estimate {
+    let shapes: Vec<crate::cost::ChunkShape> = chunks
+        .iter()
+        .map(|c| crate::cost::ChunkShape {
+            bytes: c.bytes,
+            reads: c
+                .pieces
+                .iter()
+                .map(|p| crate::cost::reads_of(p, &spec.input))
+                .sum(),
+        })
+        .collect();
+    crate::cost::estimate(&shapes, objects, files_per_chunk.max(1), model, prices)
+}
+
+/// Input objects earlier successful jobs of this spec's name committed, from their
+/// manifests under the work location: what `fanout run --since-last` skips.
+pub async fn committed_inputs(
+    env: &Env,
+    spec: &JobSpec,
+) -> Result<std::collections::HashSet<(String, String)>> {
+    let work = env.store(&spec.work)?;
+    let mut done = std::collections::HashSet::new();
+    for o in work.list("jobs/").await? {
+        if !o.key.ends_with("/_manifest.json") {
+            continue;
+        }
+        let m: crate::reducer::Manifest = get_json(work.as_ref(), &o.key).await?;
+        if m.name == spec.name && m.outcome == "succeeded" {
+            done.extend(m.inputs.into_iter().map(|i| (i.key, i.etag)));
+        }
+    }
+    Ok(done)
 }
 
 /// Plans a job (or loads its existing plan): writes `spec.json`, the plan shards and,

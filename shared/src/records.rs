@@ -78,7 +78,7 @@ pub mod layout {
 }
 
 /// The planner's summary, written after every shard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanSummary {
     /// Job id.
     pub job_id: String,
@@ -94,6 +94,12 @@ pub struct PlanSummary {
     pub input_bytes: u64,
     /// Target bytes per chunk.
     pub target_bytes: u64,
+    /// When it was planned (ms since the epoch).
+    #[serde(default)]
+    pub planned_ms: u64,
+    /// The cost estimate made when planning (default model and prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::cost::Estimate>,
 }
 
 /// One plan shard.

@@ -14,6 +14,7 @@ use tracing::info;
 use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::location::Location;
+use crate::metrics::{Unit, names};
 use crate::records::{ChunkRecord, Counts, FailureRecord, PlanSummary, RejectFile, layout};
 use crate::spec::AggregateSpec;
 use crate::store::{ObjectStore, get_json, get_json_opt, to_json_bytes};
@@ -177,6 +178,29 @@ pub struct Manifest {
     /// Aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<AggregateResult>,
+    /// Every input object the job read (key and version): `--since-last` skips them.
+    #[serde(default)]
+    pub inputs: Vec<InputObject>,
+    /// What the job cost: measured from its records, beside the planning estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::JobCost>,
+}
+
+/// An input object a job read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InputObject {
+    /// Key below the input location.
+    pub key: String,
+    /// Version tag it had.
+    pub etag: String,
+}
+
+/// Worker memory the measured Lambda cost assumes, MB: the worker function's setting
+/// (`FANOUT_WORKER_MEMORY_MB`, set by the template), else the estimate's default.
+pub fn worker_memory_mb() -> u32 {
+    crate::config::optional("FANOUT_WORKER_MEMORY_MB")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::cost::Model::default().memory_mb)
 }
 
 impl Manifest {
@@ -356,6 +380,43 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         }
         None => None,
     };
+    let mut inputs: Vec<InputObject> = plan
+        .iter()
+        .flat_map(|c| &c.pieces)
+        .map(|p| InputObject {
+            key: p.key().to_string(),
+            etag: p.etag().to_string(),
+        })
+        .collect();
+    inputs.sort();
+    inputs.dedup();
+    let prices = crate::cost::Prices::default();
+    let memory_mb = worker_memory_mb();
+    // The planner's and the reducer's requests, by what they do (counted, they would
+    // differ between a first finalize and a re-run, which must write the same manifest):
+    // the listing, the spec, plan shards and summary; the chunk records' listing and reads,
+    // the plan, the manifest, aggregates and _SUCCESS.
+    let chunks = records.len() as u64;
+    let extra = crate::store::RequestCounts {
+        get: chunks + 2 + summary.shards,
+        put: 3 + summary.shards + 4,
+        list: summary.objects.div_ceil(1000).max(1) + chunks.div_ceil(1000).max(1),
+    };
+    let cost = crate::cost::JobCost {
+        currency: "USD".into(),
+        prices,
+        memory_mb,
+        measured: crate::cost::measured(
+            &records,
+            memory_mb,
+            // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
+            // rewrites the same manifest).
+            2.0 * crate::cost::Model::default().overhead_s,
+            extra,
+            &prices,
+        ),
+        estimate: summary.estimate,
+    };
     let manifest = Manifest {
         job_id: job_id.to_string(),
         name: spec.name.clone(),
@@ -380,6 +441,8 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         rejects,
         reject_rules,
         aggregate,
+        inputs,
+        cost: Some(cost.clone()),
     };
     store
         .put(&layout::manifest(job_id), to_json_bytes(&manifest))
@@ -394,8 +457,30 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     store
         .put(&layout::success(job_id), bytes::Bytes::new())
         .await?;
+    let m = &env.metrics;
+    m.record(
+        &spec.name,
+        names::JOB_COST,
+        cost.measured.usd.total,
+        Unit::None,
+    );
+    m.record(
+        &spec.name,
+        names::JOB_LAMBDA_GB_SECONDS,
+        cost.measured.usage.lambda_gb_s,
+        Unit::None,
+    );
+    if summary.planned_ms > 0 {
+        m.record(
+            &spec.name,
+            names::JOB_DURATION,
+            crate::records::now_ms().saturating_sub(summary.planned_ms) as f64,
+            Unit::Milliseconds,
+        );
+    }
     info!(
         job_id,
+        cost_usd = cost.measured.usd.total,
         rows_read = counts.read,
         rows_written = counts.written,
         rows_rejected = counts.rejected,

@@ -140,15 +140,15 @@ pub async fn run_local(
         .await?;
         progress.planned(&plan, sent);
 
-        let mut worker = Worker::new(env.clone(), format!("local-{}", std::process::id()));
-        if let Some(f) = &opts.faults {
-            worker = worker.with_faults(f.clone());
-        }
-        let worker = Arc::new(worker);
         let remote = opts.queue.is_some();
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..opts.workers.max(1) {
-            let (queue, worker, progress) = (queue.clone(), worker.clone(), progress.clone());
+        for n in 1..=opts.workers.max(1) {
+            // One name per worker, so the report's timeline shows each as a lane.
+            let mut worker = Worker::new(env.clone(), format!("local-{}-{n}", std::process::id()));
+            if let Some(f) = &opts.faults {
+                worker = worker.with_faults(f.clone());
+            }
+            let (queue, progress) = (queue.clone(), progress.clone());
             let (env, work_loc, job_id) = (env.clone(), spec.work.clone(), job_id.clone());
             let backoff = opts.retry_backoff;
             tasks.spawn(async move {

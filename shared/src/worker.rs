@@ -203,10 +203,10 @@ impl Worker {
                 let t = Instant::now();
                 writer.write(&b)?;
                 encode += t.elapsed();
-                if let Some(tx) = &agg_tx {
-                    if tx.send(b).await.is_err() {
-                        break;
-                    }
+                if let Some(tx) = &agg_tx
+                    && tx.send(b).await.is_err()
+                {
+                    break;
                 }
             }
             drop(agg_tx);

@@ -23,9 +23,11 @@ FUNCTIONS = {"PlannerFunction": "planner", "WorkerFunction": "worker", "ReducerF
 OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
 BUCKET_ACTIONS = {"s3:ListBucket"}
 LAMBDA_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"}
+# Every metric fanout emits (docs/metrics.md): the dashboard shows each one per job.
 METRICS = [
     "RowsRead", "RowsRejected", "RowsWritten", "BytesRead", "BytesWritten",
     "ChunksCommitted", "ChunksFailed", "ChunksDuplicate", "ChunkDuration", "FilesWritten",
+    "JobCost", "JobLambdaGbSeconds", "JobDuration",
 ]
 
 
@@ -407,6 +409,18 @@ class ObservabilityTest(unittest.TestCase):
             )
         for needle in ("${ChunkQueue.QueueName}", "${ChunkDeadLetterQueue.QueueName}", "${WorkerFunction}", "ConcurrentExecutions", '"Duration"', '"Errors"', "${MetricsNamespace}"):
             self.assertIn(needle, body)
+
+    def test_metrics_catalogue_matches_the_code_and_the_docs(self):
+        # The names the code emits (shared/src/metrics/mod.rs, `metrics::names`), the
+        # catalogue in docs/metrics.md and METRICS (on the dashboard, test_dashboard) agree.
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(root, "shared", "src", "metrics", "mod.rs"), encoding="utf-8") as f:
+            code = set(re.findall(r'pub const [A-Z_]+: &str = "([A-Za-z]+)";', f.read()))
+        with open(os.path.join(root, "docs", "metrics.md"), encoding="utf-8") as f:
+            documented = set(re.findall(r"^\| `([A-Za-z]+)` \|", f.read(), re.M))
+        self.assertTrue(code, "no metric names found in shared/src/metrics/mod.rs")
+        self.assertEqual(sorted(code), sorted(METRICS), "metrics::names vs METRICS (the dashboard's list)")
+        self.assertEqual(sorted(code), sorted(documented & (code | set(METRICS))), "metrics::names vs the catalogue in docs/metrics.md")
 
     def test_outputs(self):
         self.assertTrue({"InputBucketName", "OutputBucketName", "RejectsBucketName", "WorkBucketName", "ChunkQueueUrl", "ChunkDeadLetterQueueUrl", "StateMachineArn", "DashboardUrl"} <= set(T["Outputs"]))

@@ -158,7 +158,12 @@ pub async fn handle(
             })
         }
         Action::Finalize => {
-            let m = fanout::reducer::finalize_job(env, &work, &req.job_id).await?;
+            let m = fanout::reducer::finalize_job(env, &work, &req.job_id).await;
+            // The job's cost and duration metrics are buffered: send them before returning.
+            if let Err(e) = env.metrics.flush().await {
+                tracing::warn!(error = %e, "metrics flush failed");
+            }
+            let m = m?;
             serde_json::to_value(FinalizeReply {
                 job_id: m.job_id.clone(),
                 outcome: m.outcome.clone(),

@@ -27,6 +27,44 @@ struct Cli {
     command: Command,
 }
 
+/// The estimate's model and prices (defaults: 2,048 MB workers at 100 MB/s, us-east-1 arm64 list prices).
+#[derive(clap::Args)]
+struct EstimateArgs {
+    /// Worker memory, MB.
+    #[arg(long, default_value_t = fanout::cost::Model::default().memory_mb)]
+    memory_mb: u32,
+    /// Input MB (10^6 bytes) a worker processes per second.
+    #[arg(long, default_value_t = fanout::cost::Model::default().bytes_per_s / 1e6)]
+    throughput_mb_s: f64,
+    /// Fixed seconds per chunk.
+    #[arg(long, default_value_t = fanout::cost::Model::default().overhead_s)]
+    overhead_s: f64,
+    /// Most concurrent workers (the event source's maximum concurrency, at most 1,250).
+    #[arg(long, default_value_t = fanout::cost::Model::default().max_concurrency)]
+    concurrency: u32,
+    /// Files each chunk writes (its partitions).
+    #[arg(long, default_value_t = 1)]
+    files_per_chunk: u64,
+    /// USD per Lambda GB-second.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().lambda_gb_s)]
+    price_lambda_gb_s: f64,
+    /// USD per Lambda invocation.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().lambda_request)]
+    price_lambda_request: f64,
+    /// USD per S3 GET/HEAD.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().s3_get)]
+    price_s3_get: f64,
+    /// USD per S3 PUT.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().s3_put)]
+    price_s3_put: f64,
+    /// USD per S3 LIST.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().s3_list)]
+    price_s3_list: f64,
+    /// USD per SQS request.
+    #[arg(long, default_value_t = fanout::cost::Prices::default().sqs_request)]
+    price_sqs: f64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Plan, process every chunk and finalize a job on the embedded queue.
@@ -43,6 +81,39 @@ enum Command {
         /// workers on the same queue help.
         #[arg(long)]
         queue: Option<String>,
+        /// Process only input objects no earlier successful job of this name committed
+        /// (by key and version, from the manifests in `work`): an incremental run.
+        #[arg(long)]
+        since_last: bool,
+    },
+    /// Write a job's report: one self-contained HTML page (timeline, throughput, counts,
+    /// reject reasons, partitions and files, cost).
+    Report {
+        /// Job id.
+        job_id: String,
+        /// Work location of the job.
+        #[arg(long, env = "FANOUT_WORK", default_value = "out/_fanout/")]
+        work: String,
+        /// Output file (default: `<job id>.html`).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Print the report's data as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan 1,000,000 (or N) synthetic objects in memory and print the time (benchmark).
+    #[command(hide = true)]
+    BenchPlan {
+        /// Objects listed.
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: u64,
+    },
+    /// Merge 100,000 (or N) synthetic chunk records into a manifest and print the time (benchmark).
+    #[command(hide = true)]
+    BenchReduce {
+        /// Chunk records.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
     },
     /// A long-polling worker on an SQS queue, for a fleet (ECS, EC2, Kubernetes).
     Worker {
@@ -98,6 +169,11 @@ enum Command {
         /// List every chunk.
         #[arg(long)]
         chunks: bool,
+        /// Estimate the cost and duration on AWS Lambda.
+        #[arg(long)]
+        estimate: bool,
+        #[command(flatten)]
+        model: EstimateArgs,
     },
     /// Planned / committed / failed / dead-lettered chunks of a job.
     Status {
@@ -224,6 +300,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             workers,
             job_id,
             queue,
+            since_last,
         } => {
             let mut job = load(&spec)?;
             if job_id.is_some() {
@@ -231,6 +308,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let uses_aws = queue.is_some() || spec_uses_s3(&job);
             let (env, metrics) = env_for(uses_aws).await;
+            if since_last {
+                let done = fanout::planner::committed_inputs(&env, &job).await?;
+                let before = done.len();
+                job = job.with_skipped(done);
+                let input = env.store(&job.input.location)?;
+                let fresh = fanout::planner::list_input(input.as_ref(), &job).await?;
+                if fresh.is_empty() {
+                    println!(
+                        "nothing new since the last run: every selected input object was committed by an earlier `{}` job ({before} objects)",
+                        job.name
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!(
+                    "since the last run: {} new or changed object(s); {before} committed before are skipped",
+                    fresh.len()
+                );
+            }
             fanout::lookup::preflight(&env, &job, &spec.display().to_string()).await?;
             let mut opts = RunOptions::default();
             if let Some(url) = &queue {
@@ -313,11 +408,77 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("  rows    {}", cols.join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { spec, chunks } => {
+        Command::Plan {
+            spec,
+            chunks,
+            estimate,
+            model: m,
+        } => {
             let job = load(&spec)?;
             let (env, _) = env_for(spec_uses_s3(&job)).await;
             let plan = fanout::planner::compute_plan(&env, &job).await?;
             print_plan(&plan, chunks);
+            if estimate {
+                anyhow::ensure!(m.throughput_mb_s > 0.0, "--throughput-mb-s must be above 0");
+                let model = fanout::cost::Model {
+                    memory_mb: m.memory_mb,
+                    bytes_per_s: m.throughput_mb_s * 1e6,
+                    overhead_s: m.overhead_s,
+                    max_concurrency: m.concurrency,
+                };
+                let prices = fanout::cost::Prices {
+                    lambda_gb_s: m.price_lambda_gb_s,
+                    lambda_request: m.price_lambda_request,
+                    s3_get: m.price_s3_get,
+                    s3_put: m.price_s3_put,
+                    s3_list: m.price_s3_list,
+                    sqs_request: m.price_sqs,
+                };
+                let e = fanout::planner::estimate_chunks(
+                    &job,
+                    &plan.chunks,
+                    plan.summary.objects,
+                    m.files_per_chunk,
+                    &model,
+                    &prices,
+                );
+                print_estimate(&plan, &e);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            job_id,
+            work,
+            output,
+            json,
+        } => {
+            let work = Location::parse(&work).map_err(anyhow::Error::msg)?;
+            let (env, _) = env_for(matches!(work, Location::S3 { .. })).await;
+            let data = fanout::report::collect(&env, &work, &job_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("{job_id}.html")));
+            std::fs::write(&path, fanout::report::render(&data))
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("report: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchPlan { objects } => {
+            let (what, secs) = fanout::bench::plan(objects).await?;
+            println!(
+                "{}",
+                serde_json::json!({"what": what, "n": objects, "seconds": secs})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchReduce { records } => {
+            let (what, secs) = fanout::bench::reduce(records).await?;
+            println!(
+                "{}",
+                serde_json::json!({"what": what, "n": records, "seconds": secs})
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { job_id, work, json } => {
@@ -475,6 +636,46 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{n} B")
     }
+}
+
+fn print_estimate(plan: &PlannedJob, e: &fanout::cost::Estimate) {
+    let u = &e.priced.usage;
+    let usd = &e.priced.usd;
+    println!(
+        "\nestimate ({} MB workers at {:.0} MB/s, {:.1} s per chunk overhead; us-east-1 prices unless overridden)",
+        e.model.memory_mb,
+        e.model.bytes_per_s / 1e6,
+        e.model.overhead_s
+    );
+    println!(
+        "  input            {}",
+        human_bytes(plan.summary.input_bytes)
+    );
+    println!("  chunks           {}", plan.summary.chunks);
+    println!(
+        "  Lambda           {:>12.1} GB-s  {:>8} invocations   ${:.4}",
+        u.lambda_gb_s, u.lambda_requests, usd.lambda
+    );
+    println!(
+        "  S3 requests      {:>8} GET  {:>6} PUT  {:>4} LIST     ${:.4}",
+        u.s3_get, u.s3_put, u.s3_list, usd.s3
+    );
+    println!(
+        "  SQS requests     {:>8}                               ${:.4}",
+        u.sqs_requests, usd.sqs
+    );
+    println!(
+        "  total                                                ${:.4}",
+        usd.total
+    );
+    println!(
+        "  duration         {:.1} s at up to {} concurrent workers (SQS scaling: 5 at first, +300/min, at most {})",
+        e.duration_s,
+        e.concurrency,
+        e.model
+            .max_concurrency
+            .min(fanout::cost::SQS_MAX_CONCURRENCY)
+    );
 }
 
 fn print_plan(plan: &PlannedJob, all: bool) {

@@ -73,4 +73,10 @@ pub mod names {
     pub const CHUNK_DURATION: &str = "ChunkDuration";
     /// Files written.
     pub const FILES_WRITTEN: &str = "FilesWritten";
+    /// A finalized job's measured cost in USD (reducer).
+    pub const JOB_COST: &str = "JobCost";
+    /// A finalized job's Lambda GB-seconds (reducer).
+    pub const JOB_LAMBDA_GB_SECONDS: &str = "JobLambdaGbSeconds";
+    /// Plan to finalize, milliseconds (reducer).
+    pub const JOB_DURATION: &str = "JobDuration";
 }

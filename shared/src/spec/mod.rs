@@ -356,6 +356,8 @@ pub struct JobSpec {
     pub sse: crate::store::Sse,
     /// Input restricted to these keys (set by an upload event), else every selected object.
     pub only_keys: Option<Vec<String>>,
+    /// Input objects (key, version) left out: committed by earlier jobs (`--since-last`).
+    pub skip_objects: Option<std::collections::HashSet<(String, String)>>,
 }
 
 impl JobSpec {
@@ -434,6 +436,12 @@ impl JobSpec {
     /// event plans a job over exactly the objects it names.
     pub fn with_only_keys(mut self, keys: Vec<String>) -> Self {
         self.only_keys = Some(keys);
+        self
+    }
+
+    /// Leaves out these input objects (key, version): what earlier jobs committed.
+    pub fn with_skipped(mut self, objects: std::collections::HashSet<(String, String)>) -> Self {
+        self.skip_objects = Some(objects);
         self
     }
 
@@ -851,6 +859,7 @@ impl Checker<'_> {
             source: Arc::new(yaml::Document::default()),
             sse,
             only_keys: None,
+            skip_objects: None,
         })
     }
 

@@ -1,0 +1,293 @@
+//! `fanout report` rendered in headless Chromium, the cost estimate against the measured
+//! cost, and incremental runs (`--since-last`), all through the real binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{fanout_bin, python, repo, run_ok};
+use serde_json::{Value, json};
+
+fn generate(root: &Path) {
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/orders_e2e.py"))
+            .arg("generate")
+            .arg(root),
+    );
+}
+
+fn jobs(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("work/jobs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn manifest(root: &Path, job: &str) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(root.join(format!("work/jobs/{job}/_manifest.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn the_report_renders_in_chromium_with_the_jobs_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(root.join("job.yaml")),
+    );
+    let job = jobs(root).pop().unwrap();
+    let work = format!("{}/work/", root.display());
+    let html = root.join("report.html");
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["report", &job, "--work", &work, "-o"])
+            .arg(&html),
+    );
+    let data: Value = serde_json::from_str(&run_ok(
+        Command::new(fanout_bin()).args(["report", &job, "--work", &work, "--json"]),
+    ))
+    .unwrap();
+    let m = manifest(root, &job);
+
+    // The data agrees with the manifest.
+    let t = &data["totals"];
+    for k in ["read", "valid", "rejected", "written"] {
+        assert_eq!(t[format!("rows_{k}")], m["counts"][k], "{k}");
+    }
+    assert_eq!(t["chunks"], m["chunks"]);
+    assert_eq!(
+        t["files"].as_u64().unwrap() as usize,
+        m["files"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        data["partitions"].as_array().unwrap().len(),
+        m["partitions"].as_array().unwrap().len()
+    );
+    assert_eq!(data["cost"], m["cost"]);
+    let workers: std::collections::BTreeSet<&str> = data["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["worker"].as_str().unwrap())
+        .collect();
+    assert!(workers.len() <= 2 && !workers.is_empty(), "{workers:?}");
+    let rejected: u64 = data["rejects"]["by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rejected, m["counts"]["rejected"].as_u64().unwrap());
+    assert!(
+        !data["rejects"]["by_rule"][0]["examples"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // What the browser must show: stragglers as the page defines them (over twice the median).
+    let mut elapsed: Vec<u64> = data["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["elapsed_ms"].as_u64().unwrap())
+        .collect();
+    elapsed.sort_unstable();
+    let n = elapsed.len();
+    let median = if n % 2 == 1 {
+        elapsed[n / 2] as f64
+    } else {
+        (elapsed[n / 2 - 1] + elapsed[n / 2]) as f64 / 2.0
+    };
+    let stragglers = elapsed.iter().filter(|e| **e as f64 > 2.0 * median).count();
+    let expect = json!({
+        "chunks": n,
+        "stragglers": stragglers,
+        "numbers": [
+            thousands(m["counts"]["read"].as_u64().unwrap()),
+            thousands(m["counts"]["written"].as_u64().unwrap()),
+            thousands(m["counts"]["rejected"].as_u64().unwrap()),
+        ],
+        "reject_rules": data["rejects"]["by_rule"].as_array().unwrap().iter()
+            .map(|r| r["rule"].clone()).take(3).collect::<Vec<_>>(),
+        "partitions": m["partitions"].as_array().unwrap().len(),
+    });
+    let expect_path = root.join("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).unwrap();
+    let verdict = run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/report_check.py"))
+            .arg(&html)
+            .arg("--expect")
+            .arg(&expect_path)
+            .arg("--screenshot")
+            .arg(root.join("report.png")),
+    );
+    assert!(verdict.contains("every check passed"), "{verdict}");
+}
+
+#[test]
+fn the_estimate_matches_the_measured_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(root.join("job.yaml")),
+    );
+    let job = jobs(root).pop().unwrap();
+    let m = manifest(root, &job);
+    let cost = &m["cost"];
+    let measured = &cost["measured"];
+    let chunks = m["chunks"].as_u64().unwrap();
+    // Planning cannot know how many partitions a chunk's rows fall into: tell it.
+    let files = m["files"].as_array().unwrap().len() as u64;
+    let per_chunk = (files as f64 / chunks as f64).round() as u64;
+    let out = run_ok(
+        Command::new(fanout_bin())
+            .args([
+                "plan",
+                "--estimate",
+                "--files-per-chunk",
+                &per_chunk.to_string(),
+            ])
+            .arg(root.join("job.yaml")),
+    );
+    let line = |label: &str| -> Vec<f64> {
+        let l = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in:\n{out}"));
+        l.split_whitespace()
+            .filter_map(|w| w.trim_start_matches('$').parse::<f64>().ok())
+            .collect()
+    };
+    let lambda = line("Lambda");
+    let s3 = line("S3 requests");
+    let sqs = line("SQS requests");
+    let near = |what: &str, est: f64, got: f64, tol: f64| {
+        assert!(
+            (est - got).abs() <= tol * got.max(1.0),
+            "{what}: estimated {est}, measured {got}\n{out}"
+        );
+    };
+    near(
+        "Lambda invocations",
+        lambda[1],
+        measured["lambda_requests"].as_f64().unwrap(),
+        0.0,
+    );
+    near(
+        "SQS requests",
+        sqs[0],
+        measured["sqs_requests"].as_f64().unwrap(),
+        0.0,
+    );
+    near("S3 GET", s3[0], measured["s3_get"].as_f64().unwrap(), 0.15);
+    near("S3 PUT", s3[1], measured["s3_put"].as_f64().unwrap(), 0.15);
+    near("S3 LIST", s3[2], measured["s3_list"].as_f64().unwrap(), 0.0);
+    // The manifest keeps the planning estimate beside the measurement, priced alike.
+    let est = &cost["estimate"];
+    assert_eq!(est["lambda_requests"], measured["lambda_requests"]);
+    let total = |p: &Value| p["usd"]["total"].as_f64().unwrap();
+    let parts = |p: &Value| {
+        p["usd"]["lambda"].as_f64().unwrap()
+            + p["usd"]["s3"].as_f64().unwrap()
+            + p["usd"]["sqs"].as_f64().unwrap()
+    };
+    assert!((total(measured) - parts(measured)).abs() < 1e-12);
+    assert!(total(measured) > 0.0 && total(est) > 0.0);
+    // Measured Lambda time is the workers' busy time at the configured memory.
+    let busy_s: f64 = std::fs::read_dir(root.join(format!("work/jobs/{job}/chunks")))
+        .unwrap()
+        .map(|e| {
+            let r: Value =
+                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            r["elapsed_ms"].as_f64().unwrap() / 1000.0
+        })
+        .sum();
+    let gb = cost["memory_mb"].as_f64().unwrap() / 1024.0;
+    assert!(measured["lambda_gb_s"].as_f64().unwrap() >= gb * busy_s);
+}
+
+#[test]
+fn since_last_processes_only_what_no_earlier_job_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let job_yaml = root.join("job.yaml");
+    let first = run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--since-last"])
+            .arg(&job_yaml),
+    );
+    assert!(first.contains("outcome        succeeded"), "{first}");
+    let first_job = jobs(root).pop().unwrap();
+    let before = manifest(root, &first_job)["inputs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(before > 5);
+
+    // Nothing new: no job.
+    let again = run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--since-last"])
+            .arg(&job_yaml),
+    );
+    assert!(again.contains("nothing new since the last run"), "{again}");
+    assert_eq!(jobs(root).len(), 1);
+
+    // One new object and one changed object: only those are read.
+    let small = root.join("in/small");
+    std::fs::copy(small.join("part-0.csv"), small.join("part-new.csv")).unwrap();
+    let changed = small.join("part-1.csv");
+    let mut text = std::fs::read_to_string(&changed).unwrap();
+    let last = text.lines().last().unwrap().to_string();
+    text.push_str(&format!("{last}\n"));
+    std::fs::write(&changed, text).unwrap();
+    let third = run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--since-last"])
+            .arg(&job_yaml),
+    );
+    assert!(third.contains("2 new or changed object(s)"), "{third}");
+    let all = jobs(root);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let new_job = all.into_iter().find(|j| *j != first_job).unwrap();
+    let m = manifest(root, &new_job);
+    let keys: Vec<&str> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["small/part-1.csv", "small/part-new.csv"]);
+    // part-0 (150 records) again under a new name, part-1 with one record more.
+    assert_eq!(m["counts"]["read"].as_u64().unwrap(), 150 + 151);
+}
