@@ -179,8 +179,28 @@ pub async fn committed_inputs(
         if !o.key.ends_with("/_manifest.json") {
             continue;
         }
-        let m: crate::reducer::Manifest = get_json(work.as_ref(), &o.key).await?;
-        if m.name == spec.name && m.outcome == "succeeded" {
+        let m: crate::reducer::Manifest = match get_json(work.as_ref(), &o.key).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(manifest = %o.key, error = %e, "unreadable manifest skipped");
+                continue;
+            }
+        };
+        if m.name != spec.name || m.outcome != "succeeded" {
+            continue;
+        }
+        if m.inputs.is_empty() && m.chunks > 0 {
+            // A manifest written before manifests listed their inputs: the plan says.
+            let summary: PlanSummary =
+                get_json(work.as_ref(), &layout::plan_summary(&m.job_id)).await?;
+            for c in load_plan(work.as_ref(), &summary).await? {
+                done.extend(
+                    c.pieces
+                        .iter()
+                        .map(|p| (p.key().to_string(), p.etag().to_string())),
+                );
+            }
+        } else {
             done.extend(m.inputs.into_iter().map(|i| (i.key, i.etag)));
         }
     }

@@ -142,12 +142,14 @@ pub async fn run_local(
 
         let remote = opts.queue.is_some();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut first = Worker::new(env.clone(), format!("local-{}", std::process::id()));
+        if let Some(f) = &opts.faults {
+            first = first.with_faults(f.clone());
+        }
         for n in 1..=opts.workers.max(1) {
-            // One name per worker, so the report's timeline shows each as a lane.
-            let mut worker = Worker::new(env.clone(), format!("local-{}-{n}", std::process::id()));
-            if let Some(f) = &opts.faults {
-                worker = worker.with_faults(f.clone());
-            }
+            // One name per worker, so the report's timeline shows each as a lane; one
+            // cache of specs and lookups for all.
+            let worker = first.named(format!("local-{}-{n}", std::process::id()));
             let (queue, progress) = (queue.clone(), progress.clone());
             let (env, work_loc, job_id) = (env.clone(), spec.work.clone(), job_id.clone());
             let backoff = opts.retry_backoff;

@@ -442,10 +442,19 @@ mod sql {
         }
 
         fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-            let stream = futures::stream::unfold(self.take(), |rx| async move {
-                let mut rx = rx?;
+            let Some(rx) = self.take() else {
+                // Executed again (a recursive query): the rows are gone, say so.
+                let err = datafusion::error::DataFusionError::Execution(
+                    "the chunk's rows can be read once; this query reads `input` again".into(),
+                );
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(async move { Err(err) }),
+                ));
+            };
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
                 let b = rx.recv().await?;
-                Some((Ok(b), Some(rx)))
+                Some((Ok(b), rx))
             });
             Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
         }

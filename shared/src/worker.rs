@@ -74,6 +74,9 @@ struct JobContext {
     headers: HeaderCache,
 }
 
+/// Loaded jobs by (work location, job id).
+type JobCache = tokio::sync::Mutex<HashMap<(String, String), Arc<JobContext>>>;
+
 /// What reading a chunk found.
 #[derive(Debug, Default)]
 struct ReadState {
@@ -89,7 +92,7 @@ pub struct Worker {
     env: Env,
     name: String,
     faults: Option<Arc<dyn Faults>>,
-    jobs: tokio::sync::Mutex<HashMap<(String, String), Arc<JobContext>>>,
+    jobs: Arc<JobCache>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -107,7 +110,18 @@ impl Worker {
             env,
             name: name.into(),
             faults: None,
-            jobs: tokio::sync::Mutex::new(HashMap::new()),
+            jobs: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Another worker named `name` sharing this one's per-job cache (spec, lookups): local
+    /// workers load a job's lookups once, yet each shows as its own lane in the report.
+    pub fn named(&self, name: impl Into<String>) -> Self {
+        Worker {
+            env: self.env.clone(),
+            name: name.into(),
+            faults: self.faults.clone(),
+            jobs: self.jobs.clone(),
         }
     }
 
@@ -194,7 +208,7 @@ impl Worker {
             None => None,
         };
         let consumer = tokio::spawn(async move {
-            let (agg_tx, agg_task) = match aggregate {
+            let (mut agg_tx, agg_task) = match aggregate {
                 Some((tx, task)) => (Some(tx), Some(task)),
                 None => (None, None),
             };
@@ -203,10 +217,11 @@ impl Worker {
                 let t = Instant::now();
                 writer.write(&b)?;
                 encode += t.elapsed();
+                // A failed aggregate reports its error when awaited; the rows still get written.
                 if let Some(tx) = &agg_tx
                     && tx.send(b).await.is_err()
                 {
-                    break;
+                    agg_tx = None;
                 }
             }
             drop(agg_tx);

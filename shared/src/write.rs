@@ -117,6 +117,11 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
 /// still writes the same bytes every time.
 pub const ROW_GROUP_BUDGET_BYTES: usize = 32 * 1024 * 1024;
 
+/// Staged files a chunk keeps open at most (file descriptors are limited: 1,024 in
+/// Lambda): past it the file opened first is closed, and its partition's next rows start
+/// a new file. Decided by the data alone, as every file boundary.
+pub const MAX_OPEN_FILES: usize = 256;
+
 struct Open {
     writer: ArrowWriter<std::fs::File>,
     rows: u64,
@@ -146,6 +151,8 @@ pub struct PartitionedWriter {
     parts: BTreeMap<String, PartitionFiles>,
     keys: Option<RowConverter>,
     rows: u64,
+    /// Partitions with an open file, oldest first.
+    open_order: std::collections::VecDeque<String>,
 }
 
 impl std::fmt::Debug for PartitionedWriter {
@@ -217,6 +224,7 @@ impl PartitionedWriter {
             parts: BTreeMap::new(),
             keys,
             rows: 0,
+            open_order: std::collections::VecDeque::new(),
         })
     }
 
@@ -320,12 +328,26 @@ impl PartitionedWriter {
         values: Vec<(String, Option<String>)>,
         sub: &RecordBatch,
     ) -> Result<()> {
-        let p = self.parts.entry(path).or_insert_with(|| PartitionFiles {
-            values,
-            open: None,
-            next: 0,
-            done: Vec::new(),
-        });
+        let opening = self.parts.get(&path).is_none_or(|p| p.open.is_none());
+        if opening
+            && self.open_order.len() >= MAX_OPEN_FILES
+            && let Some(oldest) = self.open_order.pop_front()
+            && let Some(p) = self.parts.get_mut(&oldest)
+        {
+            close(p, &self.chunk_id)?;
+        }
+        if opening {
+            self.open_order.push_back(path.clone());
+        }
+        let p = self
+            .parts
+            .entry(path.clone())
+            .or_insert_with(|| PartitionFiles {
+                values,
+                open: None,
+                next: 0,
+                done: Vec::new(),
+            });
         if p.open.is_none() {
             let file = self
                 .staging
@@ -353,6 +375,7 @@ impl PartitionedWriter {
                 >= self.max_file_bytes
             {
                 close(p, &self.chunk_id)?;
+                self.open_order.retain(|q| *q != path);
             }
         }
         Ok(())
@@ -450,4 +473,26 @@ fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
         p.next += 1;
     }
     Ok(())
+}
+
+/// Removes chunk staging folders (`fanout-chunk-*` in the temp folder) older than `age`:
+/// leftovers of a process killed mid-chunk (a Lambda timeout keeps `/tmp`). A Lambda
+/// worker calls it with zero at start (one process per execution environment); a fleet
+/// worker sharing a host with others passes a margin above its longest chunk.
+pub fn remove_stale_staging(age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with("fanout-chunk-")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= age);
+        if stale && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }

@@ -9,6 +9,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    // Staged output of a chunk killed by a timeout stays in /tmp with the environment.
+    fanout::write::remove_stale_staging(std::time::Duration::ZERO);
     let settings = Settings {
         max_receive_count: fanout::config::parsed(
             "FANOUT_MAX_RECEIVE_COUNT",

@@ -536,6 +536,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             visibility_s,
             grace_s,
         } => {
+            // Staging left by a killed worker on this host (older than a day: others may
+            // be running beside this one).
+            fanout::write::remove_stale_staging(Duration::from_secs(24 * 3600));
             let clients = fanout::env::AwsClients::load().await;
             let namespace =
                 std::env::var("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|_| "Fanout".into());

@@ -318,9 +318,16 @@ pub(crate) fn decode(
         };
         // A record is one line here: a quote across lines, or left open at the end,
         // is the general path's to reject.
+        // A quote left open in the text's last record runs to its end (the text ends at a
+        // line end, so csv-core returns it with the newline inside the field); anywhere
+        // else an open quote swallows a line end, caught just above. A lone CR (not CRLF)
+        // ends a record without a `\n`: line numbers are the general path's to count.
+        let lone_cr = raw.last() == Some(&b'\r') && text.get(pos) != Some(&b'\n');
         if memchr::memchr(b'\n', body).is_some()
-            || (raw.last() == Some(&b'\r'))
-            || (body.len() == raw.len() && super::csv::unbalanced_quotes(body, opts))
+            || lone_cr
+            || (pos >= text.len()
+                && memchr::memchr(opts.quote, raw).is_some()
+                && super::csv::unbalanced_quotes(raw, opts))
         {
             return None;
         }
@@ -389,6 +396,40 @@ mod tests {
         for bad in [&b"1."[..], b".5", b"+1", b" 1", b"1e3", b"", b"-"] {
             assert_eq!(decimal(bad, 15, 2), None, "{bad:?}");
         }
+    }
+
+    fn fast(text: &[u8]) -> Option<Decoded> {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let at = Records {
+            start: 0,
+            first_line: 0,
+            map: &[0, 1],
+            expected: 2,
+        };
+        decode(text, at, &CsvOptions::default(), &schema, "t.csv")
+    }
+
+    #[test]
+    fn clean_records_are_read_and_anything_else_goes_the_general_way() {
+        let d = fast(b"1,\"a,b\"\r\n\n2,\"say \"\"hi\"\"\"\r\n3,\n").unwrap();
+        assert_eq!(d.batch.num_rows(), 3);
+        assert_eq!(
+            d.origins
+                .iter()
+                .map(|o| (o.start, o.line))
+                .collect::<Vec<_>>(),
+            [(0, 0), (10, 2), (26, 3)]
+        );
+        // A quote left open in the last record (the text ends at a line end).
+        assert!(fast(b"1,ok\n2,\"open\n").is_none());
+        // A quote across lines, a wrong field count, a value with padding, a lone CR.
+        assert!(fast(b"1,\"a\nb\"\n").is_none());
+        assert!(fast(b"1,a,b\n").is_none());
+        assert!(fast(b" 1,a\n").is_none());
+        assert!(fast(b"1,a\r2,b\r").is_none());
     }
 
     #[test]
