@@ -63,13 +63,14 @@ fn spec(root: &std::path::Path) -> Result<JobSpec> {
     Ok(JobSpec::parse("bench.yaml", &yaml)?)
 }
 
-/// Sizes from 1 KB to about 1 GB, deterministic.
+/// Sizes from 1 KB to about 118 MB, deterministic.
 fn size(i: u64) -> u64 {
     1_000 + (i.wrapping_mul(2_654_435_761) % 1_000) * (i % 7 + 1).pow(6)
 }
 
-/// Plans `n` listed objects: filter the listing, derive the job id, split, chunk and
-/// serialize the plan shards and the chunk messages — everything but the store's I/O.
+/// Plans `n` listed objects: filter the listing, derive the job id, split, chunk, estimate
+/// the cost and serialize the plan shards and the chunk messages — everything
+/// `compute_plan` and `plan_job` do but the store's I/O.
 pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
     let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
     let spec = spec(dir.path())?;
@@ -106,13 +107,22 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
             max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
         },
     );
-    let mut bytes = 0usize;
+    // The cost estimate kept in the plan summary, as the planner makes it.
+    let estimate = crate::planner::estimate_chunks(
+        &spec,
+        &chunks,
+        n,
+        1,
+        &crate::cost::Model::default(),
+        &crate::cost::Prices::default(),
+    );
+    let mut bytes = crate::store::to_json_bytes(&estimate).len();
     for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
         let shard = PlanShard {
             shard: i as u64,
             chunks: part.to_vec(),
         };
-        bytes += crate::store::to_json_bytes(&shard).len();
+        bytes += crate::store::to_compact_json_bytes(&shard).len();
     }
     for c in &chunks {
         let task = ChunkTask {
@@ -169,7 +179,7 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
         };
         write(
             layout::plan_shard(&job_id, i as u64),
-            crate::store::to_json_bytes(&shard),
+            crate::store::to_compact_json_bytes(&shard),
         )?;
     }
     write(

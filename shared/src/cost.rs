@@ -159,15 +159,19 @@ pub struct ChunkShape {
 /// planned version?), one GET per segment, and for a CSV range not at the object's start
 /// one more for the header.
 pub fn reads_of(piece: &crate::plan::Piece, input: &crate::spec::InputSpec) -> u64 {
-    let header = match piece {
-        crate::plan::Piece::Range { start, .. }
-            if *start > 0 && input.format == crate::spec::Format::Csv && input.csv.header =>
-        {
-            1
+    use crate::plan::Piece;
+    let seg = crate::read::SEGMENT_BYTES;
+    let (segments, header) = match piece {
+        Piece::Range { start, end, .. } => (
+            (end - start).div_ceil(seg).max(1),
+            *start > 0 && input.format == crate::spec::Format::Csv && input.csv.header,
+        ),
+        Piece::Object { key, size, .. } if crate::read::splits_by_lines(input, key) => {
+            (size.div_ceil(seg).max(1), false)
         }
-        _ => 0,
+        _ => (1, false),
     };
-    1 + crate::read::segments(piece, input, crate::read::SEGMENT_BYTES).len() as u64 + header
+    1 + segments + u64::from(header)
 }
 
 /// Requests a worker makes for a chunk that writes `files` files: the HEAD of its commit
@@ -238,37 +242,41 @@ pub fn estimate(
 /// scaling allows (5 at first, +300 per minute, at most `max` and 1,250); and the most
 /// running at once. Tasks start in order, each as soon as a slot is free.
 pub fn schedule(seconds: &[f64], max: u32) -> (f64, u32) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let cap = max.clamp(1, SQS_MAX_CONCURRENCY);
-    let allowed = |t: f64| -> u32 {
-        let grown = f64::from(SQS_START_CONCURRENCY) + f64::from(SQS_SCALE_PER_MINUTE) * t / 60.0;
-        (grown.floor() as u32).clamp(1, cap)
+    // Whole microseconds: a heap of end times needs a total order.
+    let us = |s: f64| (s * 1e6).round().max(0.0) as u64;
+    // When scaling allows `n` concurrent workers.
+    let slot_at = |n: u32| -> u64 {
+        if n <= SQS_START_CONCURRENCY {
+            0
+        } else {
+            us(f64::from(n - SQS_START_CONCURRENCY) * 60.0 / f64::from(SQS_SCALE_PER_MINUTE))
+        }
     };
-    // Running tasks' end times, kept sorted descending so the earliest is last.
-    let mut running: Vec<f64> = Vec::new();
-    let (mut now, mut end, mut peak) = (0.0f64, 0.0f64, 0u32);
+    let mut running: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
+    let (mut now, mut end, mut peak) = (0u64, 0u64, 0u32);
     for &d in seconds {
         loop {
-            running.retain(|&e| e > now);
-            if (running.len() as u32) < allowed(now) {
+            while running.peek().is_some_and(|Reverse(e)| *e <= now) {
+                running.pop();
+            }
+            let n = running.len() as u32;
+            if n < cap && slot_at(n + 1) <= now {
                 break;
             }
             // Wait for a task to end or for scaling to add a slot, whichever is first.
-            let next_end = running.iter().copied().fold(f64::INFINITY, f64::min);
-            let next_slot =
-                (f64::from(running.len() as u32 + 1) - f64::from(SQS_START_CONCURRENCY)) * 60.0
-                    / f64::from(SQS_SCALE_PER_MINUTE);
-            let next_slot = if running.len() as u32 >= cap || next_slot <= now {
-                f64::INFINITY
-            } else {
-                next_slot
-            };
+            let next_end = running.peek().map_or(u64::MAX, |Reverse(e)| *e);
+            let next_slot = if n < cap { slot_at(n + 1) } else { u64::MAX };
             now = next_end.min(next_slot);
         }
-        running.push(now + d);
-        end = end.max(now + d);
+        let e = now + us(d);
+        running.push(Reverse(e));
+        end = end.max(e);
         peak = peak.max(running.len() as u32);
     }
-    (end, peak)
+    (end as f64 / 1e6, peak)
 }
 
 /// A job's measured cost from its chunk records: the workers' busy time at `memory_mb`,

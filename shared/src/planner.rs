@@ -76,7 +76,13 @@ pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&spec.resolved).unwrap_or_default());
     for o in listing {
-        h.update(format!("\n{}\t{}\t{}", o.key, o.etag, o.size).as_bytes());
+        // The bytes of "\n{key}\t{etag}\t{size}", without formatting a string per object.
+        h.update(b"\n");
+        h.update(o.key.as_bytes());
+        h.update(b"\t");
+        h.update(o.etag.as_bytes());
+        h.update(b"\t");
+        h.update(o.size.to_string().as_bytes());
     }
     let d = h.finalize();
     let hex: String = d.iter().take(6).map(|b| format!("{b:02x}")).collect();
@@ -243,7 +249,7 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         };
         work.put(
             &layout::plan_shard(&job_id, i as u64),
-            to_json_bytes(&shard),
+            crate::store::to_compact_json_bytes(&shard),
         )
         .await?;
     }

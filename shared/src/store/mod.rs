@@ -122,6 +122,13 @@ pub async fn get_json_opt<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Serialises to compact JSON with a trailing newline (plan shards: large, machine-read).
+pub fn to_compact_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut v = serde_json::to_vec(value).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
 /// Serialises to pretty JSON with a trailing newline (stable bytes for the same value).
 pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
     let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
