@@ -320,7 +320,15 @@ class FunctionsTest(unittest.TestCase):
             env("PlannerFunction"),
         )
         self.assertEqual({**common, "FANOUT_MAX_RECEIVE_COUNT": {"Ref": "MaxReceiveCount"}}, env("WorkerFunction"))
-        self.assertEqual({**common, "FANOUT_DLQ_URL": {"Ref": "ChunkDeadLetterQueue"}}, env("ReducerFunction"))
+        self.assertEqual(
+            {
+                **common,
+                "FANOUT_DLQ_URL": {"Ref": "ChunkDeadLetterQueue"},
+                # The measured cost prices the workers' busy time at their memory.
+                "FANOUT_WORKER_MEMORY_MB": {"Ref": "WorkerMemorySize"},
+            },
+            env("ReducerFunction"),
+        )
 
     def test_worker_event_source(self):
         events = RES["WorkerFunction"]["Properties"]["Events"]
