@@ -60,6 +60,9 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+/// Data and dictionary page size of the output files.
+pub const PAGE_BYTES: usize = 256 * 1024;
+
 /// Writer properties for the output spec (also used for the aggregate table).
 pub fn writer_properties(
     compression: OutputCompression,
@@ -75,6 +78,11 @@ pub fn writer_properties(
     Ok(WriterProperties::builder()
         .set_compression(c)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        // Each open column buffers a page (and a dictionary) before compressing it; with
+        // a chunk's partitions open at once, 1 MiB pages made that the largest part of a
+        // worker's memory. 256 KiB pages keep it small at little cost in size.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_dictionary_page_size_limit(PAGE_BYTES)
         .set_created_by(format!("fanout version {}", env!("CARGO_PKG_VERSION")))
         .build())
 }
