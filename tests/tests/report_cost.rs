@@ -19,6 +19,17 @@ fn generate(root: &Path) {
     );
 }
 
+/// Generates the orders data under `root`, runs its job on two workers, returns the job id.
+fn generate_and_run(root: &Path) -> String {
+    generate(root);
+    run_ok(
+        Command::new(fanout_bin())
+            .args(["run", "--workers", "2"])
+            .arg(root.join("job.yaml")),
+    );
+    jobs(root).pop().unwrap()
+}
+
 fn jobs(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root.join("work/jobs"))
         .map(|d| {
@@ -53,13 +64,7 @@ fn thousands(n: u64) -> String {
 fn the_report_renders_in_chromium_with_the_jobs_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    generate(root);
-    run_ok(
-        Command::new(fanout_bin())
-            .args(["run", "--workers", "2"])
-            .arg(root.join("job.yaml")),
-    );
-    let job = jobs(root).pop().unwrap();
+    let job = generate_and_run(root);
     let work = format!("{}/work/", root.display());
     let html = root.join("report.html");
     run_ok(
@@ -154,13 +159,7 @@ fn the_report_renders_in_chromium_with_the_jobs_numbers() {
 fn the_estimate_matches_the_measured_requests() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    generate(root);
-    run_ok(
-        Command::new(fanout_bin())
-            .args(["run", "--workers", "2"])
-            .arg(root.join("job.yaml")),
-    );
-    let job = jobs(root).pop().unwrap();
+    let job = generate_and_run(root);
     let m = manifest(root, &job);
     let cost = &m["cost"];
     let measured = &cost["measured"];
