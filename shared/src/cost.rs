@@ -184,6 +184,21 @@ fn chunk_requests(c: &ChunkShape, files: u64) -> RequestCounts {
     }
 }
 
+/// The planner's and the reducer's S3 requests for a job over `objects` objects in
+/// `chunks` chunks, by what they do (the estimate and the measured cost use the same
+/// figures; counted, they would differ between a first finalize and a re-run, which must
+/// write the same manifest). The planner lists the input and writes the spec, the plan
+/// shards and the summary; the reducer lists and reads the chunk records and the plan,
+/// and writes the manifest, the aggregates and `_SUCCESS`.
+pub fn coordinator_requests(objects: u64, chunks: u64) -> RequestCounts {
+    let shards = chunks.div_ceil(crate::records::SHARD_CHUNKS);
+    RequestCounts {
+        get: chunks + 2 + shards,
+        put: 3 + shards + 4,
+        list: objects.div_ceil(1000).max(1) + chunks.div_ceil(1000).max(1),
+    }
+}
+
 /// SQS requests of a job of `chunks` chunks: sends in batches of 10, one receive and one
 /// delete per chunk.
 fn sqs_requests(chunks: u64) -> u64 {
@@ -204,23 +219,10 @@ pub fn estimate(
         .map(|c| c.bytes as f64 / model.bytes_per_s.max(1.0) + model.overhead_s)
         .collect();
     let gb = f64::from(model.memory_mb) / 1024.0;
-    let mut req = RequestCounts {
-        // The planner lists the input; writes the spec, plan shards and summary.
-        list: objects.div_ceil(1000).max(1),
-        put: 3 + (chunks.len() as u64).div_ceil(crate::records::SHARD_CHUNKS),
-        get: 0,
-    };
+    let mut req = coordinator_requests(objects, chunks.len() as u64);
     for c in chunks {
         req += chunk_requests(c, files_per_chunk);
     }
-    // The reducer lists and reads the chunk records and the plan, writes the manifest,
-    // aggregates and _SUCCESS.
-    let shards = (chunks.len() as u64).div_ceil(crate::records::SHARD_CHUNKS);
-    req += RequestCounts {
-        get: chunks.len() as u64 + 2 + shards,
-        put: 4,
-        list: (chunks.len() as u64).div_ceil(1000).max(1),
-    };
     let (duration_s, concurrency) = schedule(&seconds, model.max_concurrency);
     let usage = Usage {
         lambda_gb_s: gb * (seconds.iter().sum::<f64>() + 2.0 * model.overhead_s),

@@ -392,16 +392,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     inputs.dedup();
     let prices = crate::cost::Prices::default();
     let memory_mb = worker_memory_mb();
-    // The planner's and the reducer's requests, by what they do (counted, they would
-    // differ between a first finalize and a re-run, which must write the same manifest):
-    // the listing, the spec, plan shards and summary; the chunk records' listing and reads,
-    // the plan, the manifest, aggregates and _SUCCESS.
-    let chunks = records.len() as u64;
-    let extra = crate::store::RequestCounts {
-        get: chunks + 2 + summary.shards,
-        put: 3 + summary.shards + 4,
-        list: summary.objects.div_ceil(1000).max(1) + chunks.div_ceil(1000).max(1),
-    };
+    let extra = crate::cost::coordinator_requests(summary.objects, records.len() as u64);
     let cost = crate::cost::JobCost {
         currency: "USD".into(),
         prices,
