@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod alloc;
 #[cfg(feature = "sql")]
 pub mod bench;
 pub mod config;

@@ -6,8 +6,16 @@ use fanout::worker::Worker;
 use fanout_worker::{DEFAULT_MIN_REMAINING, Settings, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // Before the runtime's threads start: see `one_arena`.
+    fanout::alloc::one_arena();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // Staged output of a chunk killed by a timeout stays in /tmp with the environment.
     fanout::write::remove_stale_staging(std::time::Duration::ZERO);

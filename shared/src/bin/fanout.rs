@@ -217,6 +217,7 @@ const EXIT_JOB_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 fn main() -> ExitCode {
+    fanout::alloc::one_arena();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

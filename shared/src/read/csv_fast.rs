@@ -157,7 +157,7 @@ impl Column {
             ),
             DataType::Date32 => Column::Date(Date32Builder::with_capacity(capacity)),
             DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(capacity)),
-            _ => Column::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+            _ => Column::Text(StringBuilder::with_capacity(capacity, capacity * 8)),
         }
     }
 
@@ -255,7 +255,8 @@ pub(crate) fn decode(
         expected,
     } = at;
     let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
-    let capacity = (text.len() - start) / 64 + 16;
+    // One record per line on this path: the line count bounds the rows exactly.
+    let capacity = memchr::memchr_iter(b'\n', &text[start..]).count() + 1;
     let mut columns: Vec<Column> = schema
         .fields()
         .iter()
