@@ -107,24 +107,51 @@ impl Piece {
         }
     }
 
-    fn identity(&self) -> String {
+    /// Feeds what identifies the piece to `h`: its kind, key, version and what it reads,
+    /// NUL-separated, numbers in decimal (the bytes every chunk id has been made of).
+    fn hash_identity(&self, h: &mut Sha256) {
+        use std::io::Write;
+        let mut n = Vec::with_capacity(24);
+        let mut number = |h: &mut Sha256, v: u64| {
+            n.clear();
+            let _ = write!(n, "{v}");
+            h.update(b"\0");
+            h.update(&n);
+        };
         match self {
-            Piece::Object { key, etag, .. } => format!("object\0{key}\0{etag}"),
+            Piece::Object { key, etag, .. } => {
+                h.update(b"object\0");
+                h.update(key.as_bytes());
+                h.update(b"\0");
+                h.update(etag.as_bytes());
+            }
             Piece::Range {
                 key,
                 etag,
                 start,
                 end,
                 ..
-            } => format!("range\0{key}\0{etag}\0{start}\0{end}"),
+            } => {
+                h.update(b"range\0");
+                h.update(key.as_bytes());
+                h.update(b"\0");
+                h.update(etag.as_bytes());
+                number(h, *start);
+                number(h, *end);
+            }
             Piece::RowGroups {
                 key,
                 etag,
                 row_groups,
                 ..
             } => {
+                h.update(b"row_groups\0");
+                h.update(key.as_bytes());
+                h.update(b"\0");
+                h.update(etag.as_bytes());
+                h.update(b"\0");
                 let rg: Vec<String> = row_groups.iter().map(ToString::to_string).collect();
-                format!("row_groups\0{key}\0{etag}\0{}", rg.join(","))
+                h.update(rg.join(",").as_bytes());
             }
         }
     }
@@ -165,10 +192,16 @@ pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> String {
     h.update(job_id.as_bytes());
     for p in pieces {
         h.update(b"\n");
-        h.update(p.identity().as_bytes());
+        p.hash_identity(&mut h);
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = h.finalize();
-    d.iter().take(10).map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(20);
+    for b in &d[..10] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 /// Cuts `objects` into chunks.
@@ -198,9 +231,9 @@ pub fn plan_chunks(job_id: &str, mut objects: Vec<PlanObject>, sizing: Sizing) -
         }
     };
     for o in objects {
-        let whole = Piece::Object {
-            key: o.key.clone(),
-            etag: o.etag.clone(),
+        let whole = |o: PlanObject| Piece::Object {
+            key: o.key,
+            etag: o.etag,
             size: o.size,
         };
         match &o.split {
@@ -251,13 +284,13 @@ pub fn plan_chunks(job_id: &str, mut objects: Vec<PlanObject>, sizing: Sizing) -
                     }]);
                 }
             }
-            _ if o.size >= target => out.push(vec![whole]),
+            _ if o.size >= target => out.push(vec![whole(o)]),
             _ => {
                 if pack_bytes + o.size > target || pack.len() >= sizing.max_objects_per_chunk {
                     flush(&mut pack, &mut pack_bytes, &mut out);
                 }
                 pack_bytes += o.size;
-                pack.push(whole);
+                pack.push(whole(o));
             }
         }
     }
@@ -285,6 +318,35 @@ mod tests {
             size,
             split: Split::Lines,
         }
+    }
+
+    #[test]
+    fn chunk_ids_hash_the_pieces_as_they_always_have() {
+        // Computed independently: Python's hashlib.sha256 of
+        // b'job\nobject\x00a.csv\x00"e1"\nrange\x00b.csv\x00e2\x00100\x00250\n'
+        // b'row_groups\x00c.parquet\x00e3\x000,2,11', the first 10 bytes in hex. Output keys derive from chunk ids, so they must not move.
+        let pieces = vec![
+            Piece::Object {
+                key: "a.csv".into(),
+                etag: "\"e1\"".into(),
+                size: 7,
+            },
+            Piece::Range {
+                key: "b.csv".into(),
+                etag: "e2".into(),
+                size: 999,
+                start: 100,
+                end: 250,
+            },
+            Piece::RowGroups {
+                key: "c.parquet".into(),
+                etag: "e3".into(),
+                size: 5,
+                row_groups: vec![0, 2, 11],
+                first_row: 0,
+            },
+        ];
+        assert_eq!(chunk_id("job", &pieces), "99ef8d5bc54e32f0a146");
     }
 
     #[test]
