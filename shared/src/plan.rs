@@ -112,10 +112,10 @@ impl Piece {
     fn hash_identity(&self, h: &mut Sha256) {
         use std::io::Write;
         let mut n = Vec::with_capacity(24);
-        let mut number = |h: &mut Sha256, v: u64| {
+        let mut number = |h: &mut Sha256, before: &[u8], v: u64| {
             n.clear();
             let _ = write!(n, "{v}");
-            h.update(b"\0");
+            h.update(before);
             h.update(&n);
         };
         match self {
@@ -136,8 +136,8 @@ impl Piece {
                 h.update(key.as_bytes());
                 h.update(b"\0");
                 h.update(etag.as_bytes());
-                number(h, *start);
-                number(h, *end);
+                number(h, b"\0", *start);
+                number(h, b"\0", *end);
             }
             Piece::RowGroups {
                 key,
@@ -149,9 +149,12 @@ impl Piece {
                 h.update(key.as_bytes());
                 h.update(b"\0");
                 h.update(etag.as_bytes());
-                h.update(b"\0");
-                let rg: Vec<String> = row_groups.iter().map(ToString::to_string).collect();
-                h.update(rg.join(",").as_bytes());
+                for (i, g) in row_groups.iter().enumerate() {
+                    number(h, if i == 0 { b"\0" } else { b"," }, *g as u64);
+                }
+                if row_groups.is_empty() {
+                    h.update(b"\0");
+                }
             }
         }
     }
@@ -324,7 +327,8 @@ mod tests {
     fn chunk_ids_hash_the_pieces_as_they_always_have() {
         // Computed independently: Python's hashlib.sha256 of
         // b'job\nobject\x00a.csv\x00"e1"\nrange\x00b.csv\x00e2\x00100\x00250\n'
-        // b'row_groups\x00c.parquet\x00e3\x000,2,11', the first 10 bytes in hex. Output keys derive from chunk ids, so they must not move.
+        // b'row_groups\x00c.parquet\x00e3\x000,2,11', the first 10 bytes in hex.
+        // Output keys derive from chunk ids, so they must not move.
         let pieces = vec![
             Piece::Object {
                 key: "a.csv".into(),

@@ -66,10 +66,10 @@ pub struct FileEntry {
 /// Data page size of the output files.
 pub const PAGE_BYTES: usize = 256 * 1024;
 
-/// Dictionary size past which a column chunk falls back to plain encoding. Parquet's
-/// usual 1 MiB kept a dictionary per open column that was mostly the high-cardinality
-/// columns' (keys, prices, comments), which fall back anyway; 64 KiB still holds a few
-/// thousand distinct values, and on TPC-H lineitem gave smaller files in less CPU time.
+/// Dictionary size past which a column chunk falls back to plain encoding. At 256 KiB
+/// (the page size) each open column's dictionary was mostly the high-cardinality columns'
+/// (keys, prices, comments), which fall back anyway; 64 KiB still holds a few thousand
+/// distinct values, and on TPC-H lineitem gave smaller files in less CPU time.
 pub const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
 
 /// Writer properties for the output spec (also used for the aggregate table).
@@ -130,20 +130,25 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
 }
 
 /// Memory the open files of one chunk may hold for row groups not yet flushed (column
-/// encoders, and data pages waiting for their column's dictionary; finished pages wait in
-/// a spill file, see [`Spill`]): past it the open file holding the most is flushed early.
-/// Decided from the data alone, so a chunk still writes the same bytes every time.
+/// encoders with their page buffers and dictionaries; finished pages wait in a spill file,
+/// see [`Spill`]): past it the open file holding the most is flushed early. Decided from
+/// the data alone, so a chunk still writes the same bytes every time.
 pub const ROW_GROUP_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+
+/// Rows a row group needs before the memory budget may flush it early.
+pub const MIN_EARLY_ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Staged files a chunk keeps open at most (file descriptors are limited: 1,024 in
 /// Lambda): past it the file opened first is closed, and its partition's next rows start
 /// a new file. Decided by the data alone, as every file boundary.
 pub const MAX_OPEN_FILES: usize = 256;
 
-/// Where an open file's finished pages wait for their row group to be flushed: a spill
-/// file beside it on local disk instead of the heap, so a worker's memory does not grow
-/// with the row group (nor with the partitions open at once). Pages go back in the order
-/// the writer asks, and the spill file is emptied each time the last one is taken.
+/// Where the finished pages of a chunk's open files wait for their row group to be
+/// flushed: one spill file in the chunk's staging folder instead of the heap, so a
+/// worker's memory does not grow with its row groups. Pages go back in the order the
+/// writer asks; the file is emptied whenever no page in it is still waiting, and holds at
+/// most the chunk's compressed output. One file per chunk, not per open file: a chunk
+/// already keeps up to [`MAX_OPEN_FILES`] descriptors open.
 #[derive(Debug)]
 struct Spill {
     inner: std::sync::Mutex<SpillFile>,
@@ -154,7 +159,7 @@ struct Spill {
 struct SpillFile {
     file: std::fs::File,
     end: u64,
-    /// Pages put and not yet taken.
+    /// Pages put and not yet taken (or released).
     held: usize,
 }
 
@@ -180,6 +185,10 @@ impl Spill {
         }))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpillFile> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn io_error(&self, what: &str, e: std::io::Error) -> parquet::errors::ParquetError {
         parquet::errors::ParquetError::External(Box::new(std::io::Error::new(
             e.kind(),
@@ -188,49 +197,81 @@ impl Spill {
     }
 }
 
-/// One column chunk's pages in a [`Spill`].
+impl SpillFile {
+    /// One page fewer is waiting; with none left the file starts over, empty.
+    fn release(&mut self, spill: &Spill) -> parquet::errors::Result<()> {
+        self.held = self.held.saturating_sub(1);
+        if self.held == 0 && self.end > 0 {
+            self.file
+                .set_len(0)
+                .map_err(|e| spill.io_error("emptying", e))?;
+            self.end = 0;
+        }
+        Ok(())
+    }
+}
+
+/// One column chunk's pages in the chunk's [`Spill`].
 struct SpilledPages {
     spill: Arc<Spill>,
-    /// (offset, length) of each page put, by key.
-    pages: Vec<(u64, usize)>,
+    /// (offset, length) of each page put, by key; `None` once taken.
+    pages: Vec<Option<(u64, usize)>>,
 }
 
 impl PageStore for SpilledPages {
     fn put(&mut self, value: Bytes) -> parquet::errors::Result<PageKey> {
-        use std::os::unix::fs::FileExt;
-        let mut f = self.spill.inner.lock().unwrap_or_else(|p| p.into_inner());
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = self.spill.lock();
+        let at = f.end;
         f.file
-            .write_all_at(&value, f.end)
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| f.file.write_all(&value))
             .map_err(|e| self.spill.io_error("writing to", e))?;
-        self.pages.push((f.end, value.len()));
+        self.pages.push(Some((at, value.len())));
         f.end += value.len() as u64;
         f.held += 1;
         Ok(PageKey::new(self.pages.len() as u64 - 1))
     }
 
     fn take(&mut self, key: PageKey) -> parquet::errors::Result<Bytes> {
-        use std::os::unix::fs::FileExt;
-        let &(offset, len) = self.pages.get(key.get() as usize).ok_or_else(|| {
-            parquet::errors::ParquetError::General(format!("no spilled page {}", key.get()))
-        })?;
+        use std::io::{Read, Seek, SeekFrom};
+        let (offset, len) = self
+            .pages
+            .get_mut(key.get() as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "page {} of a column chunk is not in the spill file {}",
+                    key.get(),
+                    self.spill.path.display()
+                ))
+            })?;
         let mut buf = vec![0u8; len];
-        let mut f = self.spill.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.spill.lock();
         f.file
-            .read_exact_at(&mut buf, offset)
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| f.file.read_exact(&mut buf))
             .map_err(|e| self.spill.io_error("reading", e))?;
-        f.held -= 1;
-        if f.held == 0 {
-            // Every page put has been taken: the row group is in its file, start over.
-            f.file
-                .set_len(0)
-                .map_err(|e| self.spill.io_error("emptying", e))?;
-            f.end = 0;
-        }
+        f.release(&self.spill)?;
         Ok(Bytes::from(buf))
     }
 }
 
-/// Hands each column chunk of one file a view of that file's [`Spill`].
+impl Drop for SpilledPages {
+    /// A column chunk dropped before its pages were taken (a failed write) gives them up,
+    /// so the spill file can still be emptied.
+    fn drop(&mut self) {
+        let waiting = self.pages.iter().filter(|p| p.is_some()).count();
+        if waiting > 0 {
+            let mut f = self.spill.lock();
+            for _ in 0..waiting {
+                let _ = f.release(&self.spill);
+            }
+        }
+    }
+}
+
+/// Hands each column chunk of a chunk's files a view of the chunk's [`Spill`].
 #[derive(Debug)]
 struct SpillFactory(Arc<Spill>);
 
@@ -247,7 +288,6 @@ struct Open {
     writer: ArrowWriter<std::fs::File>,
     rows: u64,
     path: std::path::PathBuf,
-    spill: Arc<Spill>,
 }
 
 struct PartitionFiles {
@@ -269,6 +309,7 @@ pub struct PartitionedWriter {
     max_file_bytes: u64,
     chunk_id: String,
     staging: tempfile::TempDir,
+    spill: Arc<SpillFactory>,
     staged: usize,
     parts: BTreeMap<String, PartitionFiles>,
     keys: Option<RowConverter>,
@@ -333,6 +374,9 @@ impl PartitionedWriter {
                 context: format!("creating a folder in {}", std::env::temp_dir().display()),
                 source: e,
             })?;
+        let spill = Arc::new(SpillFactory(Spill::create(
+            staging.path().join("pages.spill"),
+        )?));
         Ok(PartitionedWriter {
             schema: schema.clone(),
             file_schema,
@@ -342,6 +386,7 @@ impl PartitionedWriter {
             max_file_bytes: output.max_file_bytes,
             chunk_id: chunk_id.to_string(),
             staging,
+            spill,
             staged: 0,
             parts: BTreeMap::new(),
             keys,
@@ -480,15 +525,13 @@ impl PartitionedWriter {
                 context: format!("creating {}", file.display()),
                 source: e,
             })?;
-            let spill = Spill::create(file.with_extension("spill"))?;
             let options = ArrowWriterOptions::new()
                 .with_properties(self.props.clone())
-                .with_page_store_factory(Arc::new(SpillFactory(spill.clone())));
+                .with_page_store_factory(self.spill.clone());
             p.open = Some(Open {
                 writer: ArrowWriter::try_new_with_options(f, self.file_schema.clone(), options)?,
                 rows: 0,
                 path: file,
-                spill,
             });
         }
         if let Some(o) = p.open.as_mut() {
@@ -504,7 +547,11 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    /// Flushes the largest open row groups while they hold more than the budget.
+    /// Flushes the open row groups holding the most memory while the files hold more than
+    /// the budget. A row group is flushed early only once it has
+    /// [`MIN_EARLY_ROW_GROUP_ROWS`]: an open file's encoders take about the same memory
+    /// again as soon as it gets rows, so flushing smaller ones would only cut the files
+    /// into small row groups.
     fn keep_within_budget(&mut self) -> Result<()> {
         loop {
             let mut total = 0usize;
@@ -513,7 +560,9 @@ impl PartitionedWriter {
                 if let Some(o) = p.open.as_mut() {
                     let n = o.writer.memory_size();
                     total += n;
-                    if largest.as_ref().is_none_or(|(_, m)| n > *m) {
+                    if o.writer.in_progress_rows() >= MIN_EARLY_ROW_GROUP_ROWS
+                        && largest.as_ref().is_none_or(|(_, m)| n > *m)
+                    {
                         largest = Some((o, n));
                     }
                 }
@@ -588,7 +637,6 @@ pub async fn write_partitioned(
 fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
     if let Some(o) = p.open.take() {
         o.writer.close()?;
-        let _ = std::fs::remove_file(&o.spill.path);
         p.done.push((
             format!("part-{chunk_id}-{:05}.parquet", p.next),
             o.path,
@@ -677,6 +725,93 @@ mod tests {
         assert_eq!(written, in_memory.to_vec());
     }
 
+    #[tokio::test]
+    async fn row_groups_sharing_the_spill_file_give_the_bytes_of_an_in_memory_writer() {
+        let (schema, batches) = rows();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::FsStore::new(dir.path());
+        let output = OutputSpec {
+            location: crate::location::Location::parse(&dir.path().display().to_string())
+                .expect("location"),
+            partition_by: vec![],
+            compression: OutputCompression::Zstd(1),
+            row_group_rows: 30_000,
+            max_file_bytes: u64::MAX,
+        };
+        let files = write_partitioned(&store, &output, "c1", &schema, &batches, &|_| Ok(()))
+            .await
+            .expect("write");
+        let written = std::fs::read(dir.path().join(&files[0].key)).expect("read");
+        let props = writer_properties(OutputCompression::Zstd(1), 30_000).expect("props");
+        let in_memory = encode_parquet(&schema, &batches, props).expect("encode");
+        // Seven row groups: the spill file was emptied after each and used again.
+        let meta = parquet::file::reader::SerializedFileReader::new(Bytes::from(written.clone()))
+            .expect("parquet");
+        use parquet::file::reader::FileReader;
+        assert_eq!(meta.metadata().num_row_groups(), 7);
+        assert_eq!(written, in_memory.to_vec());
+    }
+
+    #[tokio::test]
+    async fn many_partitions_open_at_once_keep_whole_row_groups() {
+        // 60 partitions of 16 columns each get rows from every batch: their encoders
+        // together hold more than the budget, which must not cut their files into
+        // row groups of a few rows.
+        let mut fields = vec![Field::new("p", DataType::Int64, false)];
+        fields.extend((0..15).map(|c| Field::new(format!("c{c}"), DataType::Utf8, false)));
+        let schema = Arc::new(Schema::new(fields));
+        let batches: Vec<RecordBatch> = (0..10)
+            .map(|b| {
+                let ids: Vec<i64> = (b * 30_000..(b + 1) * 30_000).collect();
+                let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+                    ids.iter().map(|i| i % 60),
+                ))];
+                for c in 0..15 {
+                    cols.push(Arc::new(StringArray::from_iter_values(
+                        ids.iter().map(|i| format!("value {c}-{i}")),
+                    )));
+                }
+                RecordBatch::try_new(schema.clone(), cols).expect("batch")
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::FsStore::new(dir.path());
+        let output = OutputSpec {
+            location: crate::location::Location::parse(&dir.path().display().to_string())
+                .expect("location"),
+            partition_by: vec!["p".into()],
+            compression: OutputCompression::Zstd(1),
+            row_group_rows: 1_000_000,
+            max_file_bytes: u64::MAX,
+        };
+        let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
+        let mut peak = 0;
+        for b in &batches {
+            w.write(b).expect("write");
+            let held: usize = w
+                .parts
+                .values()
+                .filter_map(|p| p.open.as_ref())
+                .map(|o| o.writer.memory_size())
+                .sum();
+            peak = peak.max(held);
+        }
+        // Flushing early would have kept this under the budget, in row groups of 500 rows.
+        assert!(
+            peak > ROW_GROUP_BUDGET_BYTES,
+            "the case needs {peak} > the budget"
+        );
+        let files = w.finish(&store, &|_| Ok(())).await.expect("finish");
+        assert_eq!(files.len(), 60);
+        use parquet::file::reader::FileReader;
+        for f in &files {
+            let bytes = Bytes::from(std::fs::read(dir.path().join(&f.key)).expect("read"));
+            let r = parquet::file::reader::SerializedFileReader::new(bytes).expect("parquet");
+            assert_eq!(f.rows, 5_000);
+            assert_eq!(r.metadata().num_row_groups(), 1, "{}", f.key);
+        }
+    }
+
     #[test]
     fn a_spill_file_returns_pages_by_key_and_is_emptied_by_the_last_take() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -704,5 +839,15 @@ mod tests {
         assert_eq!(size(), 5);
         assert_eq!(&b.take(b1).expect("take")[..], b"again");
         assert!(a.take(PageKey::new(7)).is_err());
+        assert!(a.take(a0).is_err(), "a page is taken once");
+        // A column chunk dropped with pages still waiting gives them up.
+        let mut c = SpilledPages {
+            spill: spill.clone(),
+            pages: Vec::new(),
+        };
+        c.put(Bytes::from_static(b"never taken")).expect("put");
+        assert_eq!(size(), 11);
+        drop(c);
+        assert_eq!(size(), 0);
     }
 }

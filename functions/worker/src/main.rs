@@ -7,8 +7,8 @@ use fanout_worker::{DEFAULT_MIN_REMAINING, Settings, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 fn main() -> Result<(), Error> {
-    // Before the runtime's threads start: see `one_arena`.
-    fanout::alloc::one_arena();
+    // Before the runtime's threads start: see `limit_arenas`.
+    fanout::alloc::limit_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

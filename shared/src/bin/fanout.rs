@@ -217,7 +217,7 @@ const EXIT_JOB_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 fn main() -> ExitCode {
-    fanout::alloc::one_arena();
+    fanout::alloc::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

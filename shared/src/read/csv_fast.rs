@@ -137,7 +137,7 @@ fn date(s: &[u8]) -> Option<i32> {
 }
 
 impl Column {
-    fn new(t: &DataType, capacity: usize) -> Column {
+    fn new(t: &DataType, capacity: usize, text_bytes: usize) -> Column {
         match t {
             DataType::Int8 => Column::I8(Int8Builder::with_capacity(capacity)),
             DataType::Int16 => Column::I16(Int16Builder::with_capacity(capacity)),
@@ -157,7 +157,7 @@ impl Column {
             ),
             DataType::Date32 => Column::Date(Date32Builder::with_capacity(capacity)),
             DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(capacity)),
-            _ => Column::Text(StringBuilder::with_capacity(capacity, capacity * 8)),
+            _ => Column::Text(StringBuilder::with_capacity(capacity, text_bytes)),
         }
     }
 
@@ -255,8 +255,16 @@ pub(crate) fn decode(
         expected,
     } = at;
     let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
-    // One record per line on this path: the line count bounds the rows exactly.
+    // One record per line on this path: the line count bounds the rows exactly. Text
+    // columns start at 8 bytes a row, all of them together at most the segment's size.
     let capacity = memchr::memchr_iter(b'\n', &text[start..]).count() + 1;
+    let text_columns = schema
+        .fields()
+        .iter()
+        .filter(|f| !parses(f.data_type()))
+        .count()
+        .max(1);
+    let text_bytes = (capacity * 8).min((text.len() - start) / text_columns);
     let mut columns: Vec<Column> = schema
         .fields()
         .iter()
@@ -266,7 +274,7 @@ pub(crate) fn decode(
             } else {
                 &DataType::Utf8
             };
-            Column::new(t, capacity)
+            Column::new(t, capacity, text_bytes)
         })
         .collect();
     let mut rdr = ReaderBuilder::new()
