@@ -579,6 +579,7 @@ mod sql {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let task_ctx = Arc::new(df.task_ctx());
             let plan = df.create_physical_plan().await?;
+            tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "the chunk's SQL");
             let task = if streaming_scans(plan.as_ref()) == 1 {
                 tokio::spawn(forward(execute_stream(plan, task_ctx)?, out_tx))
             } else {
