@@ -230,6 +230,24 @@ pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result
     Ok(records)
 }
 
+/// The transformed rows' schema for a job no chunk reported one for (no input object
+/// matched): the SQL planned against the input schema, as the pre-flight does, so the
+/// empty aggregate has the columns and types a run with rows would give. A build without
+/// the `sql` feature has only the input schema.
+async fn schema_without_rows(
+    env: &Env,
+    spec: &crate::spec::JobSpec,
+) -> Result<arrow::datatypes::Schema> {
+    #[cfg(feature = "sql")]
+    if spec.transform.sql.is_some() {
+        let transformer = crate::lookup::load_transformer(env, spec).await?;
+        let out = transformer.output_schema(spec.input.schema.clone()).await?;
+        return Ok(out.as_ref().clone());
+    }
+    let _ = env;
+    Ok(spec.input.schema.as_ref().clone())
+}
+
 /// Merges a finished job into its manifest, aggregates and `_SUCCESS`.
 ///
 /// Fails (and writes no `_SUCCESS`) when chunks are missing; writes a `failed` manifest
@@ -354,7 +372,10 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
             job_id
         ));
     }
-    let schema = schema.unwrap_or_else(|| spec.input.schema.as_ref().clone());
+    let schema = match schema {
+        Some(s) => s,
+        None => schema_without_rows(env, &spec).await?,
+    };
     let aggregate = match &spec.aggregate {
         Some(a) => {
             let merged: Partial =

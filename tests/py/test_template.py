@@ -194,6 +194,8 @@ class IamTest(unittest.TestCase):
                 ("logs:CreateLogStream", "ReducerLogGroup"), ("logs:PutLogEvents", "ReducerLogGroup"),
                 ("s3:ListBucket", "WorkBucket"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"), ("s3:DeleteObject", "WorkBucket/jobs/*"),
+                # A job with no input rows plans its SQL, lookups included, for its aggregate's columns.
+                ("s3:GetObject", "WorkBucket/lookups/*"),
                 ("sqs:GetQueueAttributes", "ChunkDeadLetterQueue"),
                 ("cloudwatch:PutMetricData", "*"),
             },

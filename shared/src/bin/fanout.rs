@@ -356,8 +356,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         .chunks
                         .iter()
                         .filter(|c| report.run_ids.contains(&c.id))
-                        .map(|c| c.bytes as f64)
-                        .sum::<f64>()
+                        .map(|c| c.bytes)
+                        .sum::<u64>() as f64
                         / 1e6;
                     let rate = if secs > 0.0 { input / secs } else { 0.0 };
                     println!(
