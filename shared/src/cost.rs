@@ -189,11 +189,11 @@ fn chunk_requests(c: &ChunkShape, files: u64) -> RequestCounts {
 /// figures; counted, they would differ between a first finalize and a re-run, which must
 /// write the same manifest). The planner lists the input and writes the spec, the plan
 /// shards and the summary; the reducer lists and reads the chunk records and the plan,
-/// and writes the manifest, the aggregates and `_SUCCESS`.
+/// looks for an earlier `_SUCCESS`, and writes the manifest, the aggregates and `_SUCCESS`.
 pub fn coordinator_requests(objects: u64, chunks: u64) -> RequestCounts {
     let shards = chunks.div_ceil(crate::records::SHARD_CHUNKS);
     RequestCounts {
-        get: chunks + 2 + shards,
+        get: chunks + 3 + shards,
         put: 3 + shards + 4,
         list: objects.div_ceil(1000).max(1) + chunks.div_ceil(1000).max(1),
     }

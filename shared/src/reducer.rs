@@ -466,23 +466,28 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
             message: problems.join("; "),
         });
     }
+    // A finalize run again (a retried reducer, `fanout finalize`) rewrites the same
+    // manifest; the job's cost and duration were already counted by the first.
+    let first_success = store.head(&layout::success(job_id)).await?.is_none();
     store
         .put(&layout::success(job_id), bytes::Bytes::new())
         .await?;
     let m = &env.metrics;
-    m.record(
-        &spec.name,
-        names::JOB_COST,
-        cost.measured.usd.total,
-        Unit::None,
-    );
-    m.record(
-        &spec.name,
-        names::JOB_LAMBDA_GB_SECONDS,
-        cost.measured.usage.lambda_gb_s,
-        Unit::None,
-    );
-    if summary.planned_ms > 0 {
+    if first_success {
+        m.record(
+            &spec.name,
+            names::JOB_COST,
+            cost.measured.usd.total,
+            Unit::None,
+        );
+        m.record(
+            &spec.name,
+            names::JOB_LAMBDA_GB_SECONDS,
+            cost.measured.usage.lambda_gb_s,
+            Unit::None,
+        );
+    }
+    if first_success && summary.planned_ms > 0 {
         m.record(
             &spec.name,
             names::JOB_DURATION,

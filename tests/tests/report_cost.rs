@@ -290,3 +290,43 @@ fn since_last_processes_only_what_no_earlier_job_committed() {
     // part-0 (150 records) again under a new name, part-1 with one record more.
     assert_eq!(m["counts"]["read"].as_u64().unwrap(), 150 + 151);
 }
+
+#[tokio::test]
+async fn a_finalize_run_again_does_not_count_the_jobs_cost_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let job = generate_and_run(root);
+    let work =
+        fanout::location::Location::parse(&root.join("work/").display().to_string()).unwrap();
+    let metrics = std::sync::Arc::new(fanout::metrics::MemoryMetrics::new());
+    let env = fanout::env::Env::embedded(metrics.clone());
+    let before = manifest(root, &job);
+    fanout::reducer::finalize_job(&env, &work, &job)
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        manifest(root, &job),
+        "a re-finalize rewrites the same manifest"
+    );
+    let counted = metrics.snapshot();
+    for name in ["JobCost", "JobLambdaGbSeconds", "JobDuration"] {
+        assert!(
+            !counted.contains_key(name),
+            "{name} counted again: {counted:?}"
+        );
+    }
+    // Without `_SUCCESS` (a finalize that failed after writing the manifest) it counts.
+    std::fs::remove_file(root.join(format!("work/jobs/{job}/_SUCCESS"))).unwrap();
+    fanout::reducer::finalize_job(&env, &work, &job)
+        .await
+        .unwrap();
+    let counted = metrics.snapshot();
+    for name in ["JobCost", "JobLambdaGbSeconds", "JobDuration"] {
+        assert_eq!(
+            counted.get(name).map(|s| s.count),
+            Some(1),
+            "{name}: {counted:?}"
+        );
+    }
+}
