@@ -533,6 +533,42 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "—"
 
 
+def median_run(runs: list[EngineRun], label: str) -> EngineRun:
+    """The run with the median CPU time (a failed run, if any, so the failure shows)."""
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        return failed[0]
+    run = sorted(runs, key=lambda r: r.cpu_s)[len(runs) // 2]
+    run.label = label
+    return run
+
+
+def spread_table(every: dict[str, list[EngineRun]], with_fanout: bool) -> str:
+    """CPU and wall seconds of every run, per engine, and fanout's CPU over each peer's."""
+    fanout = every.get("fanout", []) if with_fanout else []
+    rows = []
+    for engine, runs in every.items():
+        ok = [r for r in runs if r.ok]
+        if not ok:
+            continue
+        cpu = sorted(r.cpu_s for r in ok)
+        wall = sorted(r.wall_s for r in ok)
+        ratio = "—"
+        if engine != "fanout" and fanout and all(r.ok for r in fanout):
+            # Round by round: fanout's run and this engine's ran next to each other.
+            rs = sorted(f.cpu_s / r.cpu_s for f, r in zip(fanout, runs) if r.ok and r.cpu_s > 0)
+            ratio = f"{rs[0]:.2f}–{rs[-1]:.2f} (median {statistics.median(rs):.2f})"
+        rows.append(
+            [
+                engine,
+                " ".join(f2(c) for c in cpu),
+                " ".join(f2(w) for w in wall),
+                ratio,
+            ]
+        )
+    return table(["engine", "CPU s, each run", "wall s, each run", "CPU fanout/peer by round"], rows)
+
+
 def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = True) -> str:
     headers = [
         "engine",
@@ -609,10 +645,24 @@ class Bench:
             f"Job: bench/lineitem.yaml on TPC-H lineitem SF {data.scale:g} "
             f"({data.mb:,.1f} MB CSV), {threads} threads"
         )
-        runs = [self.runner.engine(e, data, threads, name=e) for e in engines]
+        repeat = max(1, self.args.repeat)
+        # Rounds interleave the engines, so a slow spell of the machine hits them alike.
+        every: dict[str, list[EngineRun]] = {e: [] for e in engines}
+        for i in range(repeat):
+            for e in engines:
+                name = e if repeat == 1 else f"{e}-{i + 1}"
+                every[e].append(self.runner.engine(e, data, threads, name=name))
+        for e in engines:
+            self.check_runs(every[e])
+        runs = [median_run(every[e], e) for e in engines]
         fanout = next((r for r in runs if r.engine == "fanout"), None)
         self.check_runs(runs)
+        if repeat > 1:
+            print(f"Each engine ran {repeat} times, interleaved; the run with the median CPU time is shown.\n")
         print(engine_table(runs, fanout))
+        if repeat > 1:
+            print()
+            print(spread_table(every, fanout is not None))
         if all(r.ok for r in runs) and not self.problems:
             ref = runs[0]
             print(
@@ -621,6 +671,8 @@ class Bench:
                 f"Q1 sums exact, averages within 1e-6."
             )
         self.record["job"] = [as_record(r) for r in runs]
+        if repeat > 1:
+            self.record["job_runs"] = {e: [as_record(r) for r in rs] for e, rs in every.items()}
         return runs
 
     def plain(self, data: Dataset, engines: list[str]) -> None:
@@ -1007,6 +1059,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Sections: see BENCHMARKS.md. Example: bench/run --scale 1 --threads 2 --all",
     )
     p.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (default 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each engine in the job section, interleaved; the median is shown (default 1)",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for every engine (fanout -w N); default 2"
     )
