@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions,
-    StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch,
+    RecordBatchOptions, StringArray, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use csv_core::{ReadRecordResult, ReaderBuilder};
@@ -60,7 +60,8 @@ enum Column {
     Dec(Decimal128Builder, u8, i8),
     Date(Date32Builder),
     Bool(BooleanBuilder),
-    Text(StringBuilder),
+    /// Raw bytes, checked as UTF-8 once for the whole column when finished.
+    Text(BinaryBuilder),
 }
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
@@ -157,7 +158,7 @@ impl Column {
             ),
             DataType::Date32 => Column::Date(Date32Builder::with_capacity(capacity)),
             DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(capacity)),
-            _ => Column::Text(StringBuilder::with_capacity(capacity, text_bytes)),
+            _ => Column::Text(BinaryBuilder::with_capacity(capacity, text_bytes)),
         }
     }
 
@@ -201,12 +202,14 @@ impl Column {
                 b"false" => Some(false),
                 _ => None,
             }),
-            Column::Text(b) => put!(b, |v| std::str::from_utf8(v).ok()),
+            Column::Text(b) => put!(b, Some),
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
+    /// The column's array; `None` when a text column is not valid UTF-8 (the general path
+    /// rejects those records one by one).
+    fn finish(&mut self) -> Option<ArrayRef> {
+        Some(match self {
             Column::I8(b) => Arc::new(b.finish()),
             Column::I16(b) => Arc::new(b.finish()),
             Column::I32(b) => Arc::new(b.finish()),
@@ -220,8 +223,9 @@ impl Column {
             Column::Dec(b, _, _) => Arc::new(b.finish()),
             Column::Date(b) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
-            Column::Text(b) => Arc::new(b.finish()),
-        }
+            // One check of the whole column is much cheaper than one per value.
+            Column::Text(b) => Arc::new(StringArray::try_from_binary(b.finish()).ok()?),
+        })
     }
 }
 
@@ -372,7 +376,10 @@ pub(crate) fn decode(
             Field::new(f.name(), t, true)
         })
         .collect();
-    let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter_mut()
+        .map(Column::finish)
+        .collect::<Option<_>>()?;
     let batch = RecordBatch::try_new_with_options(
         Arc::new(Schema::new(fields)),
         arrays,
