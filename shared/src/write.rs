@@ -700,8 +700,9 @@ mod tests {
         (schema, batches)
     }
 
-    #[tokio::test]
-    async fn pages_spilled_to_disk_give_the_bytes_of_an_in_memory_writer() {
+    /// Writes `rows()` through a [`PartitionedWriter`] (pages spilled to disk) with
+    /// `row_group_rows`, and encodes them in memory with the same properties.
+    async fn spilled_and_in_memory(row_group_rows: usize) -> (Vec<u8>, Vec<u8>) {
         let (schema, batches) = rows();
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::FsStore::new(dir.path());
@@ -710,7 +711,7 @@ mod tests {
                 .expect("location"),
             partition_by: vec![],
             compression: OutputCompression::Zstd(1),
-            row_group_rows: 1_000_000,
+            row_group_rows,
             max_file_bytes: u64::MAX,
         };
         let files = write_partitioned(&store, &output, "c1", &schema, &batches, &|_| Ok(()))
@@ -718,38 +719,28 @@ mod tests {
             .expect("write");
         assert_eq!(files.len(), 1);
         let written = std::fs::read(dir.path().join(&files[0].key)).expect("read");
-        let props = writer_properties(OutputCompression::Zstd(1), 1_000_000).expect("props");
+        let props = writer_properties(OutputCompression::Zstd(1), row_group_rows).expect("props");
         let in_memory = encode_parquet(&schema, &batches, props).expect("encode");
+        (written, in_memory.to_vec())
+    }
+
+    #[tokio::test]
+    async fn pages_spilled_to_disk_give_the_bytes_of_an_in_memory_writer() {
         // 200,000 rows in pages of at most 20,000: each column went through the spill
         // file page by page, and came back in order.
-        assert_eq!(written, in_memory.to_vec());
+        let (written, in_memory) = spilled_and_in_memory(1_000_000).await;
+        assert_eq!(written, in_memory);
     }
 
     #[tokio::test]
     async fn row_groups_sharing_the_spill_file_give_the_bytes_of_an_in_memory_writer() {
-        let (schema, batches) = rows();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::FsStore::new(dir.path());
-        let output = OutputSpec {
-            location: crate::location::Location::parse(&dir.path().display().to_string())
-                .expect("location"),
-            partition_by: vec![],
-            compression: OutputCompression::Zstd(1),
-            row_group_rows: 30_000,
-            max_file_bytes: u64::MAX,
-        };
-        let files = write_partitioned(&store, &output, "c1", &schema, &batches, &|_| Ok(()))
-            .await
-            .expect("write");
-        let written = std::fs::read(dir.path().join(&files[0].key)).expect("read");
-        let props = writer_properties(OutputCompression::Zstd(1), 30_000).expect("props");
-        let in_memory = encode_parquet(&schema, &batches, props).expect("encode");
+        let (written, in_memory) = spilled_and_in_memory(30_000).await;
         // Seven row groups: the spill file was emptied after each and used again.
+        use parquet::file::reader::FileReader;
         let meta = parquet::file::reader::SerializedFileReader::new(Bytes::from(written.clone()))
             .expect("parquet");
-        use parquet::file::reader::FileReader;
         assert_eq!(meta.metadata().num_row_groups(), 7);
-        assert_eq!(written, in_memory.to_vec());
+        assert_eq!(written, in_memory);
     }
 
     #[tokio::test]
