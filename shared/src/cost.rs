@@ -323,6 +323,29 @@ pub struct JobCost {
     pub estimate: Option<Estimate>,
 }
 
+impl JobCost {
+    /// A job's cost at today's default prices and the workers' memory
+    /// (`FANOUT_WORKER_MEMORY_MB`): the chunk records' measured usage plus the planner's
+    /// and reducer's own (`coordinator`: seconds and requests; none for a job not
+    /// finalized yet), beside the estimate made at planning time.
+    pub fn measure(
+        records: &[ChunkRecord],
+        coordinator: Option<(f64, RequestCounts)>,
+        estimate: Option<Estimate>,
+    ) -> JobCost {
+        let prices = Prices::default();
+        let memory_mb = crate::reducer::worker_memory_mb();
+        let (seconds, requests) = coordinator.unwrap_or_default();
+        JobCost {
+            currency: "USD".into(),
+            prices,
+            memory_mb,
+            measured: measured(records, memory_mb, seconds, requests, &prices),
+            estimate,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

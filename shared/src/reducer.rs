@@ -411,24 +411,16 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         .collect();
     inputs.sort();
     inputs.dedup();
-    let prices = crate::cost::Prices::default();
-    let memory_mb = worker_memory_mb();
-    let extra = crate::cost::coordinator_requests(summary.objects, records.len() as u64);
-    let cost = crate::cost::JobCost {
-        currency: "USD".into(),
-        prices,
-        memory_mb,
-        measured: crate::cost::measured(
-            &records,
-            memory_mb,
+    let cost = crate::cost::JobCost::measure(
+        &records,
+        Some((
             // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
             // rewrites the same manifest).
             2.0 * crate::cost::Model::default().overhead_s,
-            extra,
-            &prices,
-        ),
-        estimate: summary.estimate,
-    };
+            crate::cost::coordinator_requests(summary.objects, records.len() as u64),
+        )),
+        summary.estimate,
+    );
     let manifest = Manifest {
         job_id: job_id.to_string(),
         name: spec.name.clone(),

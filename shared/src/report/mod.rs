@@ -148,21 +148,11 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
         Some(c) => serde_json::to_value(c).unwrap_or(Value::Null),
         None => {
             // Not finalized yet: measured so far.
-            let prices = crate::cost::Prices::default();
-            let memory_mb = crate::reducer::worker_memory_mb();
-            serde_json::to_value(crate::cost::JobCost {
-                currency: "USD".into(),
-                prices,
-                memory_mb,
-                measured: crate::cost::measured(
-                    &records,
-                    memory_mb,
-                    0.0,
-                    crate::store::RequestCounts::default(),
-                    &prices,
-                ),
-                estimate: summary.estimate,
-            })
+            serde_json::to_value(crate::cost::JobCost::measure(
+                &records,
+                None,
+                summary.estimate,
+            ))
             .unwrap_or(Value::Null)
         }
     };
