@@ -52,6 +52,11 @@ COLUMNS: list[tuple[str, str]] = [
     ("l_comment", "string"),
 ]
 DECIMAL_PRECISION, DECIMAL_SCALE = 15, 2
+# The derived columns' (precision, scale): exact products of decimal(15,2) values, in the
+# 8-byte decimals DuckDB's type rules give them. The job states them, so every engine
+# writes the same schema whatever its own rules would widen the products to.
+DISC_PRICE_TYPE = (18, 4)
+CHARGE_TYPE = (18, 6)
 
 SHIP_DATE_MAX = dt.date(1998, 9, 2)
 DISCOUNT_MAX = Decimal("0.10")

@@ -9,7 +9,8 @@ only the two checked columns).
 
 Polars' decimal product keeps the larger operand scale (decimal(15,2) * decimal(15,2) is
 scale 2, rounded), so the operands are widened first to keep the SQL result exact:
-disc_price at scale 4, charge at scale 6, as in SQL engines.
+disc_price at scale 4, charge at scale 6, as in SQL engines; then cast to the job's
+decimal(18,4) and (18,6).
 
 Threads: POLARS_MAX_THREADS is read when polars is imported; the harness sets it and this
 script sets it too, before the import.
@@ -25,10 +26,12 @@ import os
 from decimal import Decimal
 
 from common import (
+    CHARGE_TYPE,
     COLUMNS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
     DISCOUNT_MAX,
+    DISC_PRICE_TYPE,
     PARTITION_COLUMN,
     SHIP_DATE_MAX,
     ZSTD_LEVEL,
@@ -83,11 +86,16 @@ def main() -> None:
     transformed = (
         source.filter(valid & (pl.col("l_shipdate") <= SHIP_DATE_MAX))
         .with_columns(
-            disc_price=pl.col("l_extendedprice").cast(pl.Decimal(38, 4))
-            * (1 - pl.col("l_discount")),
+            disc_price=(
+                pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * (1 - pl.col("l_discount"))
+            ).cast(pl.Decimal(*DISC_PRICE_TYPE)),
             **{PARTITION_COLUMN: pl.col("l_shipdate").dt.year().cast(pl.Int32)},
         )
-        .with_columns(charge=pl.col("disc_price").cast(pl.Decimal(38, 6)) * (1 + pl.col("l_tax")))
+        .with_columns(
+            charge=(pl.col("disc_price").cast(pl.Decimal(38, 6)) * (1 + pl.col("l_tax"))).cast(
+                pl.Decimal(*CHARGE_TYPE)
+            )
+        )
         .select([name for name, _ in COLUMNS] + ["disc_price", "charge", PARTITION_COLUMN])
     )
     sink = transformed.sink_parquet(

@@ -9,9 +9,9 @@ batches do not become tiny row groups). The writer encodes on Arrow's thread poo
 generator reads the next batch. Q1 is kept as exact per-group partial sums (a `group_by` per
 batch, merged as Python Decimals); the averages are those sums divided by the count.
 
-Decimal products widen their precision (p1 + p2 + 1): disc_price is decimal(32,4); to stay
-within 38 digits, disc_price is narrowed to decimal(21,4) (a checked cast: it fails rather
-than overflow) before the product that makes charge decimal(38,6).
+Decimal products widen their precision (p1 + p2 + 1): disc_price is decimal(32,4), narrowed
+to the job's decimal(18,4) (a checked cast: it fails rather than overflow) before the
+product that makes charge decimal(34,6), narrowed to decimal(18,6).
 
 Threads: `pa.set_cpu_count(N)` and `pa.set_io_thread_count(N)`.
 
@@ -31,10 +31,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 
 from common import (
+    CHARGE_TYPE,
     COLUMNS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
     DISCOUNT_MAX,
+    DISC_PRICE_TYPE,
     GROUP_BY,
     PARTITION_COLUMN,
     SHIP_DATE_MAX,
@@ -59,8 +61,8 @@ TYPES = {
 }
 SCHEMA = pa.schema([(name, TYPES[kind]) for name, kind in COLUMNS])
 OUT_SCHEMA = (
-    SCHEMA.append(pa.field("disc_price", pa.decimal128(32, 4)))
-    .append(pa.field("charge", pa.decimal128(38, 6)))
+    SCHEMA.append(pa.field("disc_price", pa.decimal128(*DISC_PRICE_TYPE)))
+    .append(pa.field("charge", pa.decimal128(*CHARGE_TYPE)))
     .append(pa.field(PARTITION_COLUMN, pa.int32()))
 )
 
@@ -112,8 +114,12 @@ class Job:
             kept = batch.filter(pc.and_(valid, pc.less_equal(batch["l_shipdate"], SHIP_DATE_MAX_S)))
             if kept.num_rows == 0:
                 continue
-            disc_price = pc.multiply(kept["l_extendedprice"], pc.subtract(ONE, kept["l_discount"]))
-            charge = pc.multiply(disc_price.cast(pa.decimal128(21, 4)), pc.add(ONE, kept["l_tax"]))
+            disc_price = pc.multiply(
+                kept["l_extendedprice"], pc.subtract(ONE, kept["l_discount"])
+            ).cast(pa.decimal128(*DISC_PRICE_TYPE))
+            charge = pc.multiply(disc_price, pc.add(ONE, kept["l_tax"])).cast(
+                pa.decimal128(*CHARGE_TYPE)
+            )
             year = pc.year(kept["l_shipdate"]).cast(pa.int32())
             out = pa.RecordBatch.from_arrays(
                 kept.columns + [disc_price, charge, year], schema=OUT_SCHEMA

@@ -29,10 +29,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from common import (
+    CHARGE_TYPE,
     COLUMNS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
     DISCOUNT_MAX,
+    DISC_PRICE_TYPE,
     PARTITION_COLUMN,
     SHIP_DATE_MAX,
     ZSTD_LEVEL,
@@ -57,8 +59,9 @@ VALID = (
 )
 TRANSFORM = f"""
     SELECT *,
-           l_extendedprice * (1 - l_discount) AS disc_price,
-           l_extendedprice * (1 - l_discount) * (1 + l_tax) AS charge,
+           CAST(l_extendedprice * (1 - l_discount) AS DECIMAL{DISC_PRICE_TYPE}) AS disc_price,
+           CAST(l_extendedprice * (1 - l_discount) * (1 + l_tax) AS DECIMAL{CHARGE_TYPE})
+               AS charge,
            CAST(year(l_shipdate) AS INT) AS {PARTITION_COLUMN}
     FROM lineitem
     WHERE {VALID} AND l_shipdate <= DATE '{SHIP_DATE_MAX.isoformat()}'
