@@ -685,7 +685,9 @@ mod tests {
     }
 
     #[test]
-    fn every_date_of_years_0_to_9999_as_chrono_reads_it() {
+    fn dates_of_years_0_to_9999_as_chrono_reads_them() {
+        // Every month of every year: its first, middle and last days, and the days just
+        // past its end (leap years included), as well as day 0 and month 13.
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
         for y in 0..=9999 {
             for m in 1..=13u32 {

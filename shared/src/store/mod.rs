@@ -103,9 +103,33 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     store: &dyn ObjectStore,
     key: &str,
 ) -> Result<T> {
-    let bytes = store.get(key).await?;
+    let bytes = get_record(store, key).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::record(format!("{}{key}", store.describe()), e))
+}
+
+/// Tries of a record read ([`get_json`], [`get_json_opt`]) that fails with a retryable
+/// error, and the wait before the second (doubled before each next).
+pub const RECORD_READ_TRIES: u32 = 3;
+const RECORD_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Reads a small record (plan, chunk and failure records, specs, manifests), trying again
+/// on a retryable error (a throttled or unavailable store): a reducer reads one record per
+/// chunk, and one transient error among thousands of reads should not fail the job.
+async fn get_record(store: &dyn ObjectStore, key: &str) -> Result<Bytes> {
+    let mut wait = RECORD_READ_BACKOFF;
+    let mut tries = 1;
+    loop {
+        match store.get(key).await {
+            Err(e) if e.is_retryable() && tries < RECORD_READ_TRIES => {
+                tracing::debug!(key, error = %e, "record read failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Reads and parses a JSON object, `None` when absent.
@@ -113,7 +137,7 @@ pub async fn get_json_opt<T: serde::de::DeserializeOwned>(
     store: &dyn ObjectStore,
     key: &str,
 ) -> Result<Option<T>> {
-    match store.get(key).await {
+    match get_record(store, key).await {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::record(format!("{}{key}", store.describe()), e)),
@@ -231,5 +255,89 @@ impl ObjectStore for Counted {
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A store whose `get` fails `failures` times (retryable or not) before reading.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: FsStore,
+        failures: u32,
+        retryable: bool,
+        gets: AtomicU32,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+            self.inner.head(key).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            if self.gets.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(Error::Store {
+                    op: "get",
+                    key: key.into(),
+                    message: "503 SlowDown".into(),
+                    retryable: self.retryable,
+                    source: None,
+                });
+            }
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
+            self.inner.put_if_absent(key, data).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn record_reads_try_again_on_retryable_errors_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flaky = |failures, retryable| Flaky {
+            inner: FsStore::new(dir.path()),
+            failures,
+            retryable,
+            gets: AtomicU32::new(0),
+        };
+        let s = flaky(0, true);
+        s.put("r.json", Bytes::from_static(b"{\"n\": 7}\n"))
+            .await
+            .expect("put");
+        let read = |s: Flaky| async move {
+            let r = get_json::<serde_json::Value>(&s, "r.json").await;
+            (r.map(|v| v["n"].as_i64()), s.gets.load(Ordering::SeqCst))
+        };
+        let (r, gets) = read(flaky(RECORD_READ_TRIES - 1, true)).await;
+        assert_eq!(
+            (r.expect("read after retries"), gets),
+            (Some(7), RECORD_READ_TRIES)
+        );
+        let (r, gets) = read(flaky(RECORD_READ_TRIES, true)).await;
+        assert!(r.is_err_and(|e| e.is_retryable()));
+        assert_eq!(gets, RECORD_READ_TRIES);
+        let (r, gets) = read(flaky(1, false)).await;
+        assert!(r.is_err());
+        assert_eq!(gets, 1, "a permanent error is not tried again");
+        let missing = get_json_opt::<serde_json::Value>(&flaky(0, true), "absent.json").await;
+        assert!(missing.expect("absent").is_none());
     }
 }
