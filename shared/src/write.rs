@@ -868,19 +868,26 @@ mod tests {
         }
     }
 
+    /// A spill file in `dir` keeping at most `memory_limit` bytes of pages on the heap.
+    fn spill_in(dir: &tempfile::TempDir, memory_limit: usize) -> Arc<Spill> {
+        let spill = Spill::create(dir.path().join("0.spill")).expect("spill");
+        spill.lock().memory_limit = memory_limit;
+        spill
+    }
+
+    /// A column chunk's view of `spill`.
+    fn pages_of(spill: &Arc<Spill>) -> SpilledPages {
+        SpilledPages {
+            spill: spill.clone(),
+            pages: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_spill_file_returns_pages_by_key_and_is_emptied_by_the_last_take() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spill = Spill::create(dir.path().join("0.spill")).expect("spill");
-        spill.lock().memory_limit = 0;
-        let mut a = SpilledPages {
-            spill: spill.clone(),
-            pages: Vec::new(),
-        };
-        let mut b = SpilledPages {
-            spill: spill.clone(),
-            pages: Vec::new(),
-        };
+        let spill = spill_in(&dir, 0);
+        let (mut a, mut b) = (pages_of(&spill), pages_of(&spill));
         let a0 = a.put(Bytes::from_static(b"first page of a")).expect("put");
         let b0 = b.put(Bytes::from_static(b"b")).expect("put");
         let a1 = a.put(Bytes::from_static(b"second page of a")).expect("put");
@@ -898,10 +905,7 @@ mod tests {
         assert!(a.take(PageKey::new(7)).is_err());
         assert!(a.take(a0).is_err(), "a page is taken once");
         // A column chunk dropped with pages still waiting gives them up.
-        let mut c = SpilledPages {
-            spill: spill.clone(),
-            pages: Vec::new(),
-        };
+        let mut c = pages_of(&spill);
         c.put(Bytes::from_static(b"never taken")).expect("put");
         assert_eq!(size(), 11);
         drop(c);
@@ -911,12 +915,8 @@ mod tests {
     #[test]
     fn pages_wait_on_the_heap_up_to_its_limit_and_in_the_file_past_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spill = Spill::create(dir.path().join("0.spill")).expect("spill");
-        spill.lock().memory_limit = 20;
-        let mut a = SpilledPages {
-            spill: spill.clone(),
-            pages: Vec::new(),
-        };
+        let spill = spill_in(&dir, 20);
+        let mut a = pages_of(&spill);
         let size = || std::fs::metadata(&spill.path).expect("metadata").len();
         let a0 = a.put(Bytes::from_static(b"sixteen bytes...")).expect("put");
         let a1 = a.put(Bytes::from_static(b"five!")).expect("put");

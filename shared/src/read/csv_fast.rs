@@ -597,7 +597,8 @@ mod tests {
         }
     }
 
-    fn fast(text: &[u8]) -> Option<Decoded> {
+    /// `text` as records of (id int64, s text), split by hand where it can when `split`.
+    fn decoded(text: &[u8], opts: &CsvOptions, split: bool) -> Option<Decoded> {
         let schema = Schema::new(vec![
             Field::new("id", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
@@ -608,7 +609,11 @@ mod tests {
             map: &[0, 1],
             expected: 2,
         };
-        decode(text, at, &CsvOptions::default(), &schema, "t.csv")
+        decode_with(text, at, opts, &schema, "t.csv", split)
+    }
+
+    fn fast(text: &[u8]) -> Option<Decoded> {
+        decoded(text, &CsvOptions::default(), true)
     }
 
     #[test]
@@ -703,16 +708,6 @@ mod tests {
 
     #[test]
     fn lines_split_as_csv_core_splits_them() {
-        let schema = Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("s", DataType::Utf8, true),
-        ]);
-        let at = Records {
-            start: 0,
-            first_line: 0,
-            map: &[0, 1],
-            expected: 2,
-        };
         let escaping = CsvOptions {
             escape: Some(b'\\'),
             ..CsvOptions::default()
@@ -747,8 +742,8 @@ mod tests {
         };
         for opts in [&CsvOptions::default(), &escaping] {
             for text in texts {
-                let split = key(decode_with(text, at, opts, &schema, "t.csv", true));
-                let core = key(decode_with(text, at, opts, &schema, "t.csv", false));
+                let split = key(decoded(text, opts, true));
+                let core = key(decoded(text, opts, false));
                 assert_eq!(split, core, "{:?}", String::from_utf8_lossy(text));
             }
         }
