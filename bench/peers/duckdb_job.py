@@ -7,9 +7,10 @@ that parses only the three checked columns, and Q1 is SQL over the written Parqu
 columns only). Measured at SF 0.1, this costs the same CPU as parsing the CSV once into an
 in-memory table and querying that, with a bounded footprint instead of one growing with
 the input. DuckDB's decimal arithmetic is exact (decimal(15,2) products keep scale 4 and 6,
-in the decimal(18,4) and (18,6) the job states, so the casts cost nothing), sums stay decimal; `avg` is a double. `preserve_insertion_order = false`, as DuckDB's docs
-advise for bulk exports whose row order does not matter (fanout's output has no global
-order either).
+in the decimal(18,4) and (18,6) the job states, so its casts change nothing), sums stay
+decimal; `avg` is a double. `preserve_insertion_order = false`, as DuckDB's docs advise
+for bulk exports whose row order does not matter (fanout's output has no global order
+either).
 
 Plain path (`--plain`): one `COPY (SELECT * FROM read_csv(...)) TO 'lineitem.parquet'`.
 

@@ -11,7 +11,7 @@ batch, merged as Python Decimals); the averages are those sums divided by the co
 
 Decimal products widen their precision (p1 + p2 + 1): disc_price is decimal(32,4), narrowed
 to the job's decimal(18,4) (a checked cast: it fails rather than overflow) before the
-product that makes charge decimal(34,6), narrowed to decimal(18,6).
+product that makes charge decimal(35,6), narrowed to decimal(18,6).
 
 Threads: `pa.set_cpu_count(N)` and `pa.set_io_thread_count(N)`.
 
