@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::aggregate::{Group, Partial, Scalar, State};
-use crate::plan::{PlanObject, Sizing, Split, plan_chunks};
-use crate::records::{
+use crate::job::{
     ChunkRecord, ChunkTask, Counts, PlanShard, PlanSummary, SHARD_CHUNKS, layout,
+    to_compact_json_bytes, to_json_bytes,
 };
+use crate::plan::{PlanObject, Sizing, Split, plan_chunks};
 use crate::spec::JobSpec;
-use crate::store::{ObjectMeta, ObjectStore, PutOutcome, RequestCounts};
+use crate::store::{ObjectMeta, ObjectStore, PutOutcome, RequestCounts, StoreError};
 use crate::write::FileEntry;
 use crate::{Error, Result};
 
@@ -27,25 +28,29 @@ impl ObjectStore for Listing {
     fn describe(&self) -> String {
         "synthetic listing".into()
     }
-    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>> {
+    async fn list(&self, _prefix: &str) -> crate::store::Result<Vec<ObjectMeta>> {
         Ok(self.0.clone())
     }
-    async fn head(&self, _key: &str) -> Result<Option<ObjectMeta>> {
+    async fn head(&self, _key: &str) -> crate::store::Result<Option<ObjectMeta>> {
         Ok(None)
     }
-    async fn get(&self, key: &str) -> Result<Bytes> {
-        Err(Error::NotFound { key: key.into() })
+    async fn get(&self, key: &str) -> crate::store::Result<Bytes> {
+        Err(StoreError::NotFound { key: key.into() })
     }
-    async fn get_range(&self, key: &str, _range: std::ops::Range<u64>) -> Result<Bytes> {
-        Err(Error::NotFound { key: key.into() })
+    async fn get_range(
+        &self,
+        key: &str,
+        _range: std::ops::Range<u64>,
+    ) -> crate::store::Result<Bytes> {
+        Err(StoreError::NotFound { key: key.into() })
     }
-    async fn put(&self, _key: &str, _data: Bytes) -> Result<()> {
+    async fn put(&self, _key: &str, _data: Bytes) -> crate::store::Result<()> {
         Ok(())
     }
-    async fn put_if_absent(&self, _key: &str, _data: Bytes) -> Result<PutOutcome> {
+    async fn put_if_absent(&self, _key: &str, _data: Bytes) -> crate::store::Result<PutOutcome> {
         Ok(PutOutcome::Created)
     }
-    async fn delete(&self, _key: &str) -> Result<()> {
+    async fn delete(&self, _key: &str) -> crate::store::Result<()> {
         Ok(())
     }
 }
@@ -72,7 +77,10 @@ fn size(i: u64) -> u64 {
 /// the cost and serialize the plan shards and the chunk messages — everything
 /// `compute_plan` and `plan_job` do but the store's I/O.
 pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|source| Error::Staging {
+        context: "creating a temporary directory".into(),
+        source,
+    })?;
     let spec = spec(dir.path())?;
     let listing = Listing(
         (0..n)
@@ -116,13 +124,13 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
         &crate::cost::Model::default(),
         &crate::cost::Prices::default(),
     );
-    let mut bytes = crate::store::to_json_bytes(&estimate).len();
+    let mut bytes = to_json_bytes("cost estimate", &estimate)?.len();
     for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
         let shard = PlanShard {
             shard: i as u64,
             chunks: part.to_vec(),
         };
-        bytes += crate::store::to_compact_json_bytes(&shard).len();
+        bytes += to_compact_json_bytes("plan shard", &shard)?.len();
     }
     for c in &chunks {
         let task = ChunkTask {
@@ -141,7 +149,10 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
 /// times the reducer finalizing it: read every commit record, merge counts, files,
 /// partitions and partial aggregates, write the manifest and aggregates.
 pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|source| Error::Staging {
+        context: "creating a temporary directory".into(),
+        source,
+    })?;
     let spec = spec(dir.path())?;
     let job_id = "bench-reduce".to_string();
     let objects: Vec<PlanObject> = (0..n)
@@ -164,13 +175,19 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
     let write = |key: String, body: Bytes| -> Result<()> {
         let p = work.join(key);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Config(e.to_string()))?;
+            std::fs::create_dir_all(parent).map_err(|source| Error::Staging {
+                context: format!("creating {}", parent.display()),
+                source,
+            })?;
         }
-        std::fs::write(&p, &body).map_err(|e| Error::Config(e.to_string()))
+        std::fs::write(&p, &body).map_err(|source| Error::Staging {
+            context: format!("writing {}", p.display()),
+            source,
+        })
     };
     write(
         layout::spec(&job_id),
-        crate::store::to_json_bytes(&spec.resolved),
+        to_json_bytes("spec", &spec.resolved)?,
     )?;
     for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
         let shard = PlanShard {
@@ -179,22 +196,25 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
         };
         write(
             layout::plan_shard(&job_id, i as u64),
-            crate::store::to_compact_json_bytes(&shard),
+            to_compact_json_bytes("plan shard", &shard)?,
         )?;
     }
     write(
         layout::plan_summary(&job_id),
-        crate::store::to_json_bytes(&PlanSummary {
-            job_id: job_id.clone(),
-            name: spec.name.clone(),
-            chunks: chunks.len() as u64,
-            shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
-            objects: n,
-            input_bytes: n * 1_000,
-            target_bytes: 1_000,
-            planned_ms: 0,
-            estimate: None,
-        }),
+        to_json_bytes(
+            "plan summary",
+            &PlanSummary {
+                job_id: job_id.clone(),
+                name: spec.name.clone(),
+                chunks: chunks.len() as u64,
+                shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
+                objects: n,
+                input_bytes: n * 1_000,
+                target_bytes: 1_000,
+                planned_ms: 0,
+                estimate: None,
+            },
+        )?,
     )?;
     let schema = arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("k", arrow::datatypes::DataType::Utf8, true),
@@ -241,7 +261,7 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
         };
         write(
             layout::chunk(&job_id, &c.id),
-            crate::store::to_json_bytes(&record),
+            to_json_bytes("commit record", &record)?,
         )?;
     }
     let env = crate::env::Env::embedded(Arc::new(crate::metrics::MemoryMetrics::default()));

@@ -43,3 +43,13 @@ pub fn location(name: &str) -> Result<Option<Location>> {
         })
         .transpose()
 }
+
+/// The worker function's memory in MB (`FANOUT_WORKER_MEMORY_MB`, set by the template):
+/// what a job's measured Lambda cost assumes. Unset: the cost model's default.
+pub fn worker_memory_mb() -> Result<u32> {
+    parsed(
+        "FANOUT_WORKER_MEMORY_MB",
+        crate::cost::Model::default().memory_mb,
+        "the worker function's memory in MB, a whole number",
+    )
+}

@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::ChunkRecord;
 use crate::store::RequestCounts;
 
 /// Prices in USD.
@@ -191,7 +190,7 @@ fn chunk_requests(c: &ChunkShape, files: u64) -> RequestCounts {
 /// shards and the summary; the reducer lists and reads the chunk records and the plan,
 /// looks for an earlier `_SUCCESS`, and writes the manifest, the aggregates and `_SUCCESS`.
 pub fn coordinator_requests(objects: u64, chunks: u64) -> RequestCounts {
-    let shards = chunks.div_ceil(crate::records::SHARD_CHUNKS);
+    let shards = chunks.div_ceil(crate::plan::SHARD_CHUNKS);
     RequestCounts {
         get: chunks + 3 + shards,
         put: 3 + shards + 4,
@@ -281,10 +280,19 @@ pub fn schedule(seconds: &[f64], max: u32) -> (f64, u32) {
     (end as f64 / 1e6, peak)
 }
 
-/// A job's measured cost from its chunk records: the workers' busy time at `memory_mb`,
+/// What one chunk's committed attempt used (from its commit record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkUsage {
+    /// Processing time.
+    pub elapsed_ms: u64,
+    /// Requests it made to the object store.
+    pub requests: RequestCounts,
+}
+
+/// A job's measured cost from its chunks' usage: the workers' busy time at `memory_mb`,
 /// their counted S3 requests, plus the planner's and reducer's (`extra`).
 pub fn measured(
-    records: &[ChunkRecord],
+    records: &[ChunkUsage],
     memory_mb: u32,
     planner_and_reducer_s: f64,
     extra: RequestCounts,
@@ -324,17 +332,17 @@ pub struct JobCost {
 }
 
 impl JobCost {
-    /// A job's cost at today's default prices and the workers' memory
-    /// (`FANOUT_WORKER_MEMORY_MB`): the chunk records' measured usage plus the planner's
-    /// and reducer's own (`coordinator`: seconds and requests; none for a job not
-    /// finalized yet), beside the estimate made at planning time.
+    /// A job's cost at today's default prices and the workers' memory (`memory_mb`, the
+    /// worker function's setting): the chunks' measured usage plus the planner's and
+    /// reducer's own (`coordinator`: seconds and requests; none for a job not finalized
+    /// yet), beside the estimate made at planning time.
     pub fn measure(
-        records: &[ChunkRecord],
+        records: &[ChunkUsage],
+        memory_mb: u32,
         coordinator: Option<(f64, RequestCounts)>,
         estimate: Option<Estimate>,
     ) -> JobCost {
         let prices = Prices::default();
-        let memory_mb = crate::reducer::worker_memory_mb();
         let (seconds, requests) = coordinator.unwrap_or_default();
         JobCost {
             currency: "USD".into(),

@@ -1,11 +1,12 @@
-//! The ports a use case runs with, chosen once at start-up.
+//! The ports a use case runs with, chosen once at start-up, and the run settings that
+//! come from outside the domain (the worker function's memory).
 
 use std::sync::Arc;
 
-use crate::Result;
-use crate::location::Location;
+use crate::location::{Location, Sse};
 use crate::metrics::{MemoryMetrics, Metrics};
-use crate::store::{DynStore, Sse};
+use crate::store::{DynStore, FsStore};
+use crate::{Error, Result};
 
 /// Opens the store rooted at a location, writing with the given encryption.
 pub type OpenStore = Arc<dyn Fn(&Location, &Sse) -> Result<DynStore> + Send + Sync>;
@@ -17,23 +18,49 @@ pub struct Env {
     pub open_store: OpenStore,
     /// Metrics sink.
     pub metrics: Arc<dyn Metrics>,
+    /// Memory of the worker function, MB: what the measured Lambda cost assumes.
+    pub worker_memory_mb: u32,
+}
+
+/// Opens a local store; other schemes need the AWS adapters ([`Env::aws`]).
+pub fn open_local_store(location: &Location, _sse: &Sse) -> Result<DynStore> {
+    match location {
+        Location::Local(path) => Ok(Arc::new(FsStore::new(path))),
+        Location::S3 { .. } => Err(Error::Config(format!(
+            "`{location}`: S3 needs the AWS adapters (`Env::aws`); this process runs the embedded default"
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Env")
             .field("metrics", &self.metrics)
+            .field("worker_memory_mb", &self.worker_memory_mb)
             .finish_non_exhaustive()
     }
 }
 
 impl Env {
+    /// Ports from a store factory and a metrics sink; the worker memory the measured cost
+    /// assumes is the cost model's default until [`Env::with_worker_memory_mb`].
+    pub fn new(open_store: OpenStore, metrics: Arc<dyn Metrics>) -> Env {
+        Env {
+            open_store,
+            metrics,
+            worker_memory_mb: crate::cost::Model::default().memory_mb,
+        }
+    }
+
     /// The embedded default: local directories, in-memory metrics.
     pub fn embedded(metrics: Arc<MemoryMetrics>) -> Env {
-        Env {
-            open_store: Arc::new(crate::store::open),
-            metrics,
-        }
+        Env::new(Arc::new(open_local_store), metrics)
+    }
+
+    /// The same ports, with the worker function's memory (MB) the measured cost assumes.
+    pub fn with_worker_memory_mb(mut self, mb: u32) -> Env {
+        self.worker_memory_mb = mb;
+        self
     }
 
     /// Opens a queue: `local` is not allowed here (the local runner owns its queue);
@@ -41,7 +68,7 @@ impl Env {
     #[cfg(feature = "aws")]
     pub fn sqs_queue(clients: &AwsClients, url: &str) -> Result<Arc<dyn crate::queue::Queue>> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(crate::Error::Config(format!(
+            return Err(Error::Config(format!(
                 "`{url}` is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
             )));
         }
@@ -63,18 +90,18 @@ impl Env {
     #[cfg(feature = "aws")]
     pub fn aws_with_clients(clients: &AwsClients, metrics: Arc<dyn Metrics>) -> Env {
         let s3 = clients.s3.clone();
-        Env {
-            open_store: Arc::new(move |location: &Location, sse: &Sse| -> Result<DynStore> {
+        Env::new(
+            Arc::new(move |location: &Location, sse: &Sse| -> Result<DynStore> {
                 match location {
                     Location::S3 { bucket, prefix } => Ok(Arc::new(
                         crate::store::S3Store::new(s3.clone(), bucket, prefix)
                             .with_sse(sse.clone()),
                     )),
-                    local => crate::store::open(local, sse),
+                    local => open_local_store(local, sse),
                 }
             }),
             metrics,
-        }
+        )
     }
 
     /// Opens a store (writes use the bucket's default encryption).

@@ -1,11 +1,44 @@
-//! The crate's error type, classified retryable vs permanent.
+//! The crate's error type, and the one error model every part follows.
 //!
-//! The classification drives the worker's response to a failed chunk: a retryable error
-//! leaves the message on the queue (it comes back after its visibility timeout and is
-//! dead-lettered after the queue's maximum receive count); a permanent error is recorded
-//! as a failure at once, because retrying it would only burn receives.
+//! # The error model
+//!
+//! Each port has its own error, naming nothing of the domain: [`StoreError`],
+//! [`QueueError`], [`MetricsError`]. The domain's [`Error`] wraps them (and the spec's,
+//! arrow's, parquet's, DataFusion's and serde's errors) with the source kept, so
+//! `Error::source()` walks down to the SDK or I/O error that started it.
+//!
+//! Every error is either **retryable** — the same call may succeed later: throttling, an
+//! S3/SQS 5xx or timeout, a full or failing local staging disk, an injected crash — or
+//! **permanent**: no retry alone can help (a refused spec, an object that changed or
+//! vanished since planning, a corrupt object, a failing SQL transform, a record that does
+//! not parse). [`Error::is_retryable`] is the classification, [`Error::kind`] its stable
+//! name (a Lambda `errorType`, a failure record's `error_kind`).
+//!
+//! What each part does with an error:
+//!
+//! - **Record reads** (plans, commit records, manifests) try a retryable error again, three
+//!   times with a short backoff, so one throttled GET among thousands does not fail a
+//!   reducer; a permanent one is returned at once.
+//! - **The worker** deletes a message whose body is not a chunk task (no attempt could ever
+//!   process it). Any other failure of a chunk, retryable **or permanent**, is recorded (a
+//!   failure record with the kind, the message, `permanent` and `last_attempt`) and the
+//!   message is left on the queue: it comes back after its visibility timeout and, after
+//!   the queue's `maxReceiveCount` receives, moves to the dead-letter queue. Permanent errors
+//!   are retried too, deliberately: their causes (a missing lookup, a corrupt object) are
+//!   fixed by an operator, who then redrives the dead-lettered messages into the same job
+//!   (RUNBOOK.md); a message deleted on its first permanent error would need a new job
+//!   instead. The failure record says whether a retry alone can help, and `status` and the
+//!   report show it.
+//! - **The planner and reducer** return the error to their caller: the Lambda runtime
+//!   reports it with [`Error::kind`] as `errorType`, where the Step Functions workflow's
+//!   retry policy retries only the retryable kinds; the CLI prints it and exits non-zero.
+//!   Both are idempotent, so a retry redoes the same work.
 
+use crate::ids::IdError;
+use crate::metrics::MetricsError;
+use crate::queue::QueueError;
 use crate::spec::SpecError;
+use crate::store::StoreError;
 
 /// A boxed error source kept for `Error::source()` chains.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -17,21 +50,21 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
 
+    /// An id (job, chunk) given on a command line, in an event or a message is malformed.
+    #[error(transparent)]
+    Id(#[from] IdError),
+
     /// An object store call failed.
-    #[error("object store {op} `{key}`: {message}")]
-    Store {
-        /// The store operation (`get`, `put`, `list`, …).
-        op: &'static str,
-        /// The key (or prefix) involved.
-        key: String,
-        /// What failed.
-        message: String,
-        /// Whether trying again may succeed.
-        retryable: bool,
-        /// The underlying error.
-        #[source]
-        source: Option<BoxError>,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// A queue call failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+
+    /// Sending metrics failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 
     /// The worker's local staging disk (output files before upload) failed.
     #[error("local staging: {context}: {source}")]
@@ -43,29 +76,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// An object that must exist does not.
-    #[error("object `{key}` not found")]
-    NotFound {
-        /// The missing key.
-        key: String,
-    },
-
-    /// A queue call failed.
-    #[error("queue {op}: {message}")]
-    Queue {
-        /// The queue operation.
-        op: &'static str,
-        /// What failed.
-        message: String,
-        /// Whether trying again may succeed.
-        retryable: bool,
-    },
-
     /// A queue message body is not a chunk task.
     #[error("malformed chunk message: {message}")]
     Message {
         /// What was wrong with the body.
         message: String,
+        /// The parse error, when there was one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// An input object cannot be read as a whole (corrupt compression, unreadable footer).
@@ -85,11 +103,27 @@ pub enum Error {
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 
-    /// The SQL transform or aggregate failed.
+    /// The transform or aggregate failed (a step of fanout's own: an overflowing sum, a
+    /// missing column, a task that died).
     #[error("transform: {message}")]
     Transform {
-        /// What failed, as DataFusion reported it.
+        /// What failed.
         message: String,
+    },
+
+    /// DataFusion failed running the SQL transform or planning the aggregate.
+    #[cfg(feature = "sql")]
+    #[error("transform: {0}")]
+    Sql(#[from] datafusion::error::DataFusionError),
+
+    /// A task of the chunk pipeline (writer, aggregate) panicked or was cancelled.
+    #[error("transform: {what} failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// The join error.
+        #[source]
+        source: tokio::task::JoinError,
     },
 
     /// A persisted record (plan, commit record, manifest) could not be read.
@@ -99,6 +133,19 @@ pub enum Error {
         key: String,
         /// What was wrong.
         message: String,
+        /// The parse error, when there was one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A value could not be serialized (a record, a reject, a message body).
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        /// What was being serialized.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
     },
 
     /// The job as a whole failed (chunks failed for good, reject ratio exceeded, …).
@@ -118,22 +165,40 @@ pub enum Error {
     #[error("injected fault at {point:?}")]
     Injected {
         /// Where.
-        point: crate::worker::FaultPoint,
+        point: FaultPoint,
     },
+}
+
+/// Points of the chunk protocol where a test can simulate a crash
+/// ([`crate::worker::Worker::with_faults`]); a worker has no faults by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// After reading and transforming, before the first output file.
+    BeforeFirstOutput,
+    /// After some output files, before the next.
+    BetweenOutputs,
+    /// After every output file and the rejects, before the commit record.
+    BeforeCommit,
+    /// After the commit record, before the message is acknowledged.
+    AfterCommit,
 }
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether the operation may succeed if tried again (throttling, I/O hiccups).
+    /// Whether the operation may succeed if tried again (see the module's error model).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Store { retryable, .. } | Error::Queue { retryable, .. } => *retryable,
+            Error::Store(e) => e.is_retryable(),
+            Error::Queue(e) => e.retryable,
+            // A crash is what the queue's retry exists for.
             Error::Injected { .. } => true,
             // A full or failing /tmp is this container's; another attempt may run elsewhere.
             Error::Staging { .. } => true,
+            // The Parquet writer's sink is the staging disk.
             Error::Parquet(parquet::errors::ParquetError::External(_)) => true,
+            Error::Metrics(_) => true,
             _ => false,
         }
     }
@@ -142,35 +207,92 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Spec(_) => "SpecError",
-            Error::Store { .. } => "StoreError",
-            Error::Staging { .. } => "StagingError",
-            Error::NotFound { .. } => "NotFound",
-            Error::Queue { .. } => "QueueError",
+            Error::Id(_) => "InvalidId",
+            Error::Store(StoreError::NotFound { .. }) => "NotFound",
+            Error::Store(StoreError::Staging { .. }) | Error::Staging { .. } => "StagingError",
+            Error::Store(StoreError::Request { .. }) => "StoreError",
+            Error::Queue(_) => "QueueError",
+            Error::Metrics(_) => "MetricsError",
             Error::Message { .. } => "MalformedMessage",
             Error::Input { .. } => "InputError",
             Error::Arrow(_) => "ArrowError",
             Error::Parquet(_) => "ParquetError",
-            Error::Transform { .. } => "TransformError",
+            Error::Transform { .. } | Error::Task { .. } => "TransformError",
+            #[cfg(feature = "sql")]
+            Error::Sql(_) => "TransformError",
             Error::Record { .. } => "RecordError",
+            Error::Serialize { .. } => "SerializeError",
             Error::Job { .. } => "JobFailed",
             Error::Config(_) => "ConfigError",
             Error::Injected { .. } => "InjectedFault",
         }
     }
 
-    pub(crate) fn record(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+    /// A record that is wrong in itself (no underlying error).
+    pub(crate) fn record(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Record {
             key: key.into(),
-            message: message.to_string(),
+            message: message.into(),
+            source: None,
         }
+    }
+
+    /// A record that does not parse.
+    pub(crate) fn unreadable_record(key: impl Into<String>, e: serde_json::Error) -> Self {
+        Error::Record {
+            key: key.into(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// An object store call answered "not found" (the object vanished or never existed).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Store(StoreError::NotFound { .. }))
     }
 }
 
-#[cfg(feature = "sql")]
-impl From<datafusion::error::DataFusionError> for Error {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        Error::Transform {
-            message: e.to_string(),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn port_errors_keep_their_kind_retryability_and_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow disk");
+        let e = Error::from(StoreError::Request {
+            op: "get",
+            key: "k".into(),
+            message: "timed out".into(),
+            retryable: true,
+            source: Some(Box::new(io)),
+        });
+        assert!(e.is_retryable());
+        assert_eq!(e.kind(), "StoreError");
+        assert_eq!(e.to_string(), "object store get `k`: timed out");
+        let source = e.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("slow disk"));
+
+        let gone = Error::from(StoreError::NotFound { key: "k".into() });
+        assert!(!gone.is_retryable() && gone.is_not_found());
+        assert_eq!(gone.kind(), "NotFound");
+
+        let q = Error::from(QueueError {
+            op: "send",
+            message: "throttled".into(),
+            retryable: true,
+            source: None,
+        });
+        assert!(q.is_retryable());
+        assert_eq!(q.to_string(), "queue send: throttled");
+    }
+
+    #[test]
+    fn unreadable_records_keep_the_parse_error() {
+        let parse = serde_json::from_str::<u32>("x").unwrap_err();
+        let e = Error::unreadable_record("jobs/j/_manifest.json", parse);
+        assert_eq!(e.kind(), "RecordError");
+        assert!(!e.is_retryable());
+        assert!(e.source().is_some());
     }
 }

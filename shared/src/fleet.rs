@@ -161,15 +161,12 @@ pub async fn redrive(
         if let Some(env) = env {
             for task in bodies
                 .iter()
-                .filter_map(|b| crate::records::ChunkTask::from_body(b).ok())
+                .filter_map(|b| crate::job::ChunkTask::from_body(b).ok())
             {
                 let work =
                     crate::location::Location::parse(&task.work).map_err(crate::Error::Config)?;
                 env.store(&work)?
-                    .delete(&crate::records::layout::failure(
-                        &task.job_id,
-                        &task.chunk.id,
-                    ))
+                    .delete(&crate::job::layout::failure(&task.job_id, &task.chunk.id))
                     .await?;
             }
         }

@@ -11,10 +11,8 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::env::Env;
+use crate::job::{Manifest, get_json_opt, layout};
 use crate::location::Location;
-use crate::records::layout;
-use crate::reducer::Manifest;
-use crate::store::get_json_opt;
 use crate::{Error, Result};
 
 /// What a collection found (and deleted unless it was a dry run).
@@ -46,7 +44,7 @@ pub async fn collect_garbage(
     dry_run: bool,
 ) -> Result<Garbage> {
     let store = env.store(work)?;
-    let (_, spec, plan) = crate::planner::load_job(store.as_ref(), work, job_id).await?;
+    let (_, spec, plan) = crate::job::load_job(store.as_ref(), work, job_id).await?;
     let manifest: Option<Manifest> =
         get_json_opt(store.as_ref(), &layout::manifest(job_id)).await?;
     if manifest.is_none() && !abandoned {

@@ -33,6 +33,7 @@ pub mod aggregate;
 pub mod alloc;
 #[cfg(feature = "sql")]
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod env;
@@ -40,6 +41,8 @@ pub mod error;
 #[cfg(feature = "sql")]
 pub mod fleet;
 pub mod gc;
+pub mod ids;
+pub mod job;
 pub mod location;
 #[cfg(feature = "sql")]
 pub mod lookup;
@@ -48,7 +51,6 @@ pub mod plan;
 pub mod planner;
 pub mod queue;
 pub mod read;
-pub mod records;
 pub mod reducer;
 pub mod report;
 #[cfg(feature = "sql")]

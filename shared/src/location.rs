@@ -169,6 +169,19 @@ impl fmt::Display for Location {
     }
 }
 
+/// Server-side encryption of objects written to S3 (a property of where objects are
+/// written, chosen by the spec's `sse`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sse {
+    /// Whatever the bucket's default encryption says.
+    #[default]
+    BucketDefault,
+    /// SSE-S3 (AES256).
+    S3,
+    /// SSE-KMS with this key id or ARN.
+    Kms(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,7 +148,9 @@ pub async fn preflight(env: &Env, spec: &JobSpec, source_name: &str) -> Result<S
     };
     let transformer = match load_transformer(env, spec).await {
         Ok(t) => t,
-        Err(e @ (Error::Input { .. } | Error::NotFound { .. })) => {
+        Err(
+            e @ (Error::Input { .. } | Error::Store(crate::store::StoreError::NotFound { .. })),
+        ) => {
             return Err(problem("transform.lookups", e.to_string()));
         }
         Err(e) => return Err(e),

@@ -14,6 +14,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Chunks per plan shard: a plan of 100k+ chunks is written as many small objects, so no
+/// reader holds one huge JSON document.
+pub const SHARD_CHUNKS: u64 = 1000;
+
 /// How an object may be split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Split {

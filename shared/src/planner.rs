@@ -1,18 +1,19 @@
 //! `plan_job`: list the input, cut chunks, write the plan; `enqueue`: one message per chunk.
 
-use std::collections::HashSet;
-
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::env::Env;
+use crate::job::{
+    ChunkTask, Manifest, PlanShard, PlanSummary, SHARD_CHUNKS, committed_ids, get_json,
+    get_json_opt, layout, load_plan, to_compact_json_bytes, to_json_bytes,
+};
 use crate::location::Location;
 use crate::plan::{Chunk, PlanObject, Sizing, Split, plan_chunks};
 use crate::queue::Queue;
-use crate::records::{ChunkTask, PlanShard, PlanSummary, SHARD_CHUNKS, layout};
 use crate::spec::{Format, JobSpec};
-use crate::store::{ObjectMeta, ObjectStore, get_json, get_json_opt, to_json_bytes};
+use crate::store::{ObjectMeta, ObjectStore};
 use crate::{Error, Result};
 
 /// A planned job.
@@ -39,7 +40,7 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
     }
     b.build()
         .map(Some)
-        .map_err(|e| Error::Config(e.to_string()))
+        .map_err(|e| Error::Config(format!("bad glob set {patterns:?}: {e}")))
 }
 
 /// Lists the input objects a spec selects, sorted by key.
@@ -139,7 +140,7 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         objects: listing.len() as u64,
         input_bytes: listing.iter().map(|o| o.size).sum(),
         target_bytes: spec.chunking.target_bytes,
-        planned_ms: crate::records::now_ms(),
+        planned_ms: crate::clock::now_ms(),
         estimate: Some(estimate),
     };
     Ok(PlannedJob {
@@ -185,7 +186,7 @@ pub async fn committed_inputs(
         if !o.key.ends_with("/_manifest.json") {
             continue;
         }
-        let m: crate::reducer::Manifest = match get_json(work.as_ref(), &o.key).await {
+        let m: Manifest = match get_json(work.as_ref(), &o.key).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(manifest = %o.key, error = %e, "unreadable manifest skipped");
@@ -240,8 +241,11 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
             reused: true,
         });
     }
-    work.put(&layout::spec(&job_id), to_json_bytes(&spec.resolved))
-        .await?;
+    work.put(
+        &layout::spec(&job_id),
+        to_json_bytes("spec", &spec.resolved)?,
+    )
+    .await?;
     for (i, part) in planned.chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
         let shard = PlanShard {
             shard: i as u64,
@@ -249,77 +253,18 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         };
         work.put(
             &layout::plan_shard(&job_id, i as u64),
-            crate::store::to_compact_json_bytes(&shard),
+            to_compact_json_bytes("plan shard", &shard)?,
         )
         .await?;
     }
     let summary = &planned.summary;
-    work.put(&layout::plan_summary(&job_id), to_json_bytes(summary))
-        .await?;
+    work.put(
+        &layout::plan_summary(&job_id),
+        to_json_bytes("plan summary", summary)?,
+    )
+    .await?;
     info!(job_id = %job_id, chunks = summary.chunks, objects = summary.objects, input_bytes = summary.input_bytes, "job planned");
     Ok(planned)
-}
-
-/// Reads a planned job's resolved spec (`spec.json`), validated again as any spec is.
-pub async fn load_spec(
-    work_store: &dyn ObjectStore,
-    work: &Location,
-    job_id: &str,
-) -> Result<JobSpec> {
-    let key = layout::spec(job_id);
-    let resolved: serde_json::Value = get_json(work_store, &key).await?;
-    Ok(JobSpec::parse(
-        &format!("{work}{key}"),
-        &resolved.to_string(),
-    )?)
-}
-
-/// Reads a planned job: its plan summary, resolved spec and chunks.
-pub async fn load_job(
-    work_store: &dyn ObjectStore,
-    work: &Location,
-    job_id: &str,
-) -> Result<(PlanSummary, JobSpec, Vec<Chunk>)> {
-    let summary: PlanSummary = get_json(work_store, &layout::plan_summary(job_id)).await?;
-    let spec = load_spec(work_store, work, job_id).await?;
-    let chunks = load_plan(work_store, &summary).await?;
-    Ok((summary, spec, chunks))
-}
-
-/// Reads every shard of a plan.
-pub async fn load_plan(work: &dyn ObjectStore, summary: &PlanSummary) -> Result<Vec<Chunk>> {
-    let mut chunks = Vec::with_capacity(summary.chunks as usize);
-    for s in 0..summary.shards {
-        let shard: PlanShard = get_json(work, &layout::plan_shard(&summary.job_id, s)).await?;
-        chunks.extend(shard.chunks);
-    }
-    if chunks.len() as u64 != summary.chunks {
-        return Err(Error::record(
-            layout::plan_summary(&summary.job_id),
-            format!(
-                "the plan lists {} chunks but its shards hold {}",
-                summary.chunks,
-                chunks.len()
-            ),
-        ));
-    }
-    Ok(chunks)
-}
-
-/// Ids of the chunks already committed.
-pub async fn committed_ids(work: &dyn ObjectStore, job_id: &str) -> Result<HashSet<String>> {
-    let prefix = layout::chunks(job_id);
-    Ok(work
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            o.key
-                .strip_prefix(&prefix)?
-                .strip_suffix(".json")
-                .map(str::to_string)
-        })
-        .collect())
 }
 
 /// Sends one message per chunk not yet committed; returns how many were sent.
@@ -340,7 +285,10 @@ pub async fn enqueue(
                 work: work.to_string(),
                 chunk: c.clone(),
             })
-            .map_err(|e| Error::Config(e.to_string()))
+            .map_err(|source| Error::Serialize {
+                what: "chunk task",
+                source,
+            })
         })
         .collect::<Result<_>>()?;
     queue.send(&bodies).await?;

@@ -5,7 +5,6 @@
 //! complete or does not reconcile.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -13,16 +12,14 @@ use tracing::info;
 
 use crate::aggregate::{self, Partial};
 use crate::env::Env;
+use crate::job::{
+    AggregateResult, Counts, FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary,
+    PlanSummary, READ_CONCURRENCY, chunk_records, committed_ids, get_json, get_json_opt, layout,
+    load_job, to_json_bytes,
+};
 use crate::location::Location;
 use crate::metrics::{Unit, names};
-use crate::records::{ChunkRecord, Counts, FailureRecord, PlanSummary, RejectFile, layout};
-use crate::spec::AggregateSpec;
-use crate::store::{ObjectStore, get_json, get_json_opt, to_json_bytes};
-use crate::write::FileEntry;
 use crate::{Error, Result};
-
-/// Concurrent record reads (S3 GETs) while merging.
-const READ_CONCURRENCY: usize = 32;
 
 /// Where a job stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +62,7 @@ pub async fn job_status(env: &Env, work: &Location, job_id: &str) -> Result<JobS
             job_id: job_id.to_string(),
             message: format!("no plan under {work}: is the job id or the work location wrong?"),
         })?;
-    let committed = crate::planner::committed_ids(store.as_ref(), job_id).await?;
+    let committed = committed_ids(store.as_ref(), job_id).await?;
     let prefix = layout::failures(job_id);
     let failure_keys: Vec<String> = store
         .list(&prefix)
@@ -104,132 +101,6 @@ pub async fn job_status(env: &Env, work: &Location, job_id: &str) -> Result<JobS
     })
 }
 
-/// One output file in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestFile {
-    /// The file.
-    #[serde(flatten)]
-    pub file: FileEntry,
-    /// Chunk that wrote it.
-    pub chunk_id: String,
-}
-
-/// Totals of one partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionSummary {
-    /// Hive path (`col=value/…`), empty when unpartitioned.
-    pub path: String,
-    /// Files.
-    pub files: u64,
-    /// Rows.
-    pub rows: u64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-/// The aggregate result in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AggregateResult {
-    /// What was computed.
-    pub spec: AggregateSpec,
-    /// Rows (also in `aggregates.json` and `aggregates.parquet`).
-    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// The job manifest: the only way to read a job's output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Job id.
-    pub job_id: String,
-    /// Job name.
-    pub name: String,
-    /// `succeeded` or `failed`.
-    pub outcome: String,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-    /// Output location.
-    pub output: String,
-    /// Rejects location.
-    pub rejects_location: String,
-    /// Chunks.
-    pub chunks: u64,
-    /// Input objects.
-    pub objects: u64,
-    /// Input bytes.
-    pub input_bytes: u64,
-    /// Row counts.
-    pub counts: Counts,
-    /// Rejected / read.
-    pub reject_ratio: f64,
-    /// Output bytes.
-    pub output_bytes: u64,
-    /// Schema of the output rows (partition columns included).
-    pub schema: arrow::datatypes::Schema,
-    /// Partitions.
-    pub partitions: Vec<PartitionSummary>,
-    /// Files, sorted by key.
-    pub files: Vec<ManifestFile>,
-    /// Rejects files.
-    pub rejects: Vec<RejectFile>,
-    /// Rejected records per rule.
-    #[serde(default)]
-    pub reject_rules: BTreeMap<String, u64>,
-    /// Aggregate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<AggregateResult>,
-    /// Every input object the job read (key and version): `--since-last` skips them.
-    #[serde(default)]
-    pub inputs: Vec<InputObject>,
-    /// What the job cost: measured from its records, beside the planning estimate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<crate::cost::JobCost>,
-}
-
-/// An input object a job read.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct InputObject {
-    /// Key below the input location.
-    pub key: String,
-    /// Version tag it had.
-    pub etag: String,
-}
-
-/// Worker memory the measured Lambda cost assumes, MB: the worker function's setting
-/// (`FANOUT_WORKER_MEMORY_MB`, set by the template), else the estimate's default.
-pub fn worker_memory_mb() -> u32 {
-    crate::config::optional("FANOUT_WORKER_MEMORY_MB")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::cost::Model::default().memory_mb)
-}
-
-impl Manifest {
-    /// Whether the job succeeded.
-    pub fn succeeded(&self) -> bool {
-        self.outcome == "succeeded"
-    }
-}
-
-/// Reads every commit record of a job.
-pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result<Vec<ChunkRecord>> {
-    let keys: Vec<String> = store
-        .list(&layout::chunks(job_id))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    let mut records: Vec<ChunkRecord> = stream::iter(keys)
-        .map(|k| {
-            let store = store.clone();
-            async move { get_json::<ChunkRecord>(store.as_ref(), &k).await }
-        })
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await?;
-    records.sort_by_key(|r| r.index);
-    Ok(records)
-}
-
 /// The transformed rows' schema for a job no chunk reported one for (no input object
 /// matched): the SQL planned against the input schema, as the pre-flight does, so the
 /// empty aggregate has the columns and types a run with rows would give. A build without
@@ -254,7 +125,7 @@ async fn schema_without_rows(
 /// and fails when the job does not reconcile or its reject ratio is too high.
 pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
     let store = env.store(work)?;
-    let (summary, spec, plan) = crate::planner::load_job(store.as_ref(), work, job_id).await?;
+    let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
     let records = chunk_records(&store, job_id).await?;
     let planned: HashSet<&str> = plan.iter().map(|c| c.id.as_str()).collect();
     let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
@@ -383,7 +254,10 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
             let table = aggregate::finish(a, &schema, &merged)?;
             let rows = aggregate::to_json_rows(&table);
             store
-                .put(&layout::aggregates_json(job_id), to_json_bytes(&rows))
+                .put(
+                    &layout::aggregates_json(job_id),
+                    to_json_bytes("aggregate rows", &rows)?,
+                )
                 .await?;
             let props = crate::write::writer_properties(
                 crate::spec::OutputCompression::Zstd(3),
@@ -411,8 +285,10 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         .collect();
     inputs.sort();
     inputs.dedup();
+    let usage: Vec<_> = records.iter().map(|r| r.usage()).collect();
     let cost = crate::cost::JobCost::measure(
-        &records,
+        &usage,
+        env.worker_memory_mb,
         Some((
             // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
             // rewrites the same manifest).
@@ -449,7 +325,10 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         cost: Some(cost.clone()),
     };
     store
-        .put(&layout::manifest(job_id), to_json_bytes(&manifest))
+        .put(
+            &layout::manifest(job_id),
+            to_json_bytes("manifest", &manifest)?,
+        )
         .await?;
     if !problems.is_empty() {
         store.delete(&layout::success(job_id)).await?;
@@ -483,7 +362,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         m.record(
             &spec.name,
             names::JOB_DURATION,
-            crate::records::now_ms().saturating_sub(summary.planned_ms) as f64,
+            crate::clock::now_ms().saturating_sub(summary.planned_ms) as f64,
             Unit::Milliseconds,
         );
     }
@@ -501,7 +380,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
 /// Reads a job's manifest.
 pub async fn read_manifest(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
     let store = env.store(work)?;
-    get_json_opt(store.as_ref(), &layout::manifest(job_id))
+    crate::job::read_manifest_opt(store.as_ref(), job_id)
         .await?
         .ok_or_else(|| Error::Job {
             job_id: job_id.to_string(),

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
 use crate::env::Env;
+use crate::job::{ChunkRecord, Manifest, layout};
 use crate::planner::{PlannedJob, enqueue, plan_job};
 use crate::queue::{LocalQueue, Queue};
-use crate::records::{ChunkRecord, layout};
-use crate::reducer::{JobStatus, Manifest, finalize_job, job_status};
+use crate::reducer::{JobStatus, finalize_job, job_status};
 use crate::spec::JobSpec;
 use crate::worker::{Disposition, Worker, retry_backoff};
 use crate::{Error, Result};
@@ -123,7 +123,7 @@ pub async fn run_local(
                 )
             }
         };
-        let done_before = crate::planner::committed_ids(work.as_ref(), &job_id).await?;
+        let done_before = crate::job::committed_ids(work.as_ref(), &job_id).await?;
         let run_ids: std::collections::HashSet<String> = plan
             .chunks
             .iter()

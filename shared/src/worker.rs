@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::clock::now_ms;
 use crate::env::Env;
+pub use crate::error::FaultPoint;
+use crate::job::{
+    ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, load_spec, to_json_bytes,
+};
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::queue::Message;
 use crate::read::{HeaderCache, LinesBefore, SEGMENT_BYTES, count_lines_in, read_piece, segments};
-use crate::records::{ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, now_ms};
 use crate::spec::JobSpec;
-use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, to_json_bytes};
+use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, StoreError};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
 use crate::write::PartitionedWriter;
 use crate::{Error, Result};
@@ -42,19 +46,6 @@ pub enum Disposition {
     Retry(Error),
     /// Delete it: the body is not a chunk task, no attempt can ever process it.
     Reject(Error),
-}
-
-/// Points of the chunk protocol where a test can simulate a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaultPoint {
-    /// After reading and transforming, before the first output file.
-    BeforeFirstOutput,
-    /// After some output files, before the next.
-    BetweenOutputs,
-    /// After every output file and the rejects, before the commit record.
-    BeforeCommit,
-    /// After the commit record, before the message is acknowledged.
-    AfterCommit,
 }
 
 /// Decides whether a simulated crash happens (test-only; a worker has none by default).
@@ -151,10 +142,11 @@ impl Worker {
         }
         let work_loc = Location::parse(work).map_err(|m| Error::Message {
             message: format!("work location: {m}"),
+            source: None,
         })?;
         let work_store = self.env.store(&work_loc)?;
         // Commit records are written with the job's encryption once the spec is known.
-        let spec = crate::planner::load_spec(work_store.as_ref(), &work_loc, job_id).await?;
+        let spec = load_spec(work_store.as_ref(), &work_loc, job_id).await?;
         let transformer = crate::lookup::load_transformer(&self.env, &spec).await?;
         let ctx = Arc::new(JobContext {
             input: self.env.store(&spec.input.location)?,
@@ -226,8 +218,9 @@ impl Worker {
             }
             drop(agg_tx);
             let partial = match agg_task {
-                Some(t) => Some(t.await.map_err(|e| Error::Transform {
-                    message: format!("the aggregate task failed: {e}"),
+                Some(t) => Some(t.await.map_err(|source| Error::Task {
+                    what: "the aggregate task",
+                    source,
                 })??),
                 None => None,
             };
@@ -238,8 +231,9 @@ impl Worker {
             .produce(&job, input.as_ref(), chunk, &in_tx, &mut read)
             .await;
         drop(in_tx);
-        let consumed = consumer.await.map_err(|e| Error::Transform {
-            message: format!("the writer task failed: {e}"),
+        let consumed = consumer.await.map_err(|source| Error::Task {
+            what: "the writer task",
+            source,
         });
         let transformed = transform.wait().await;
         produced?;
@@ -289,7 +283,10 @@ impl Worker {
             let key = layout::rejects(&task.job_id, &chunk.id);
             let mut body = Vec::new();
             for r in &rejects {
-                serde_json::to_writer(&mut body, r).map_err(|e| Error::Config(e.to_string()))?;
+                serde_json::to_writer(&mut body, r).map_err(|source| Error::Serialize {
+                    what: "reject",
+                    source,
+                })?;
                 body.push(b'\n');
             }
             rejects_store.put(&key, body.into()).await?;
@@ -341,7 +338,7 @@ impl Worker {
         };
         self.crash_at(FaultPoint::BeforeCommit, &chunk.id)?;
         let outcome = work
-            .put_if_absent(&record_key, to_json_bytes(&record))
+            .put_if_absent(&record_key, to_json_bytes("commit record", &record)?)
             .await?;
         if outcome == PutOutcome::Created {
             // Committed, but the message is not acknowledged: it will be delivered again.
@@ -441,9 +438,10 @@ impl Worker {
                     });
                 }
                 None => {
-                    return Err(Error::NotFound {
+                    return Err(StoreError::NotFound {
                         key: piece.key().to_string(),
-                    });
+                    }
+                    .into());
                 }
             }
             for segment in segments(piece, &spec.input, SEGMENT_BYTES) {
@@ -554,9 +552,10 @@ impl Worker {
         };
         work.put(
             &layout::failure(&task.job_id, &task.chunk.id),
-            to_json_bytes(&rec),
+            to_json_bytes("failure record", &rec)?,
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 

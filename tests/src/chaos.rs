@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fanout::queue::{Message, Queue, QueueDepth};
+use fanout::queue::{Message, Queue, QueueDepth, QueueError};
 use fanout::sample::SplitMix;
-use fanout::store::{DynStore, ObjectMeta, ObjectStore, PutOutcome};
+use fanout::store::{DynStore, ObjectMeta, ObjectStore, PutOutcome, StoreError};
 use fanout::worker::{FaultPoint, Faults};
 
 /// Probabilities of each fault, per opportunity.
@@ -108,8 +108,8 @@ impl Injector {
     }
 }
 
-fn injected(op: &'static str, key: &str) -> fanout::Error {
-    fanout::Error::Store {
+fn injected(op: &'static str, key: &str) -> StoreError {
+    StoreError::Request {
         op,
         key: key.to_string(),
         message: "503 SlowDown (injected)".into(),
@@ -132,7 +132,7 @@ impl ObjectStore for FaultyStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    async fn list(&self, prefix: &str) -> fanout::Result<Vec<ObjectMeta>> {
+    async fn list(&self, prefix: &str) -> fanout::store::Result<Vec<ObjectMeta>> {
         if self
             .inj
             .roll(self.inj.rates.store_error / 2.0, "store.list")
@@ -141,25 +141,25 @@ impl ObjectStore for FaultyStore {
         }
         self.inner.list(prefix).await
     }
-    async fn head(&self, key: &str) -> fanout::Result<Option<ObjectMeta>> {
+    async fn head(&self, key: &str) -> fanout::store::Result<Option<ObjectMeta>> {
         if self.inj.roll(self.inj.rates.store_error, "store.head") {
             return Err(injected("head", key));
         }
         self.inner.head(key).await
     }
-    async fn get(&self, key: &str) -> fanout::Result<Bytes> {
+    async fn get(&self, key: &str) -> fanout::store::Result<Bytes> {
         if self.inj.roll(self.inj.rates.store_error, "store.get") {
             return Err(injected("get", key));
         }
         self.inner.get(key).await
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::store::Result<Bytes> {
         if self.inj.roll(self.inj.rates.store_error, "store.get_range") {
             return Err(injected("get_range", key));
         }
         self.inner.get_range(key, range).await
     }
-    async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
+    async fn put(&self, key: &str, data: Bytes) -> fanout::store::Result<()> {
         if self.inj.roll(self.inj.rates.store_error, "store.put") {
             return Err(injected("put", key));
         }
@@ -172,7 +172,7 @@ impl ObjectStore for FaultyStore {
         }
         Ok(())
     }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::Result<PutOutcome> {
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::store::Result<PutOutcome> {
         if self
             .inj
             .roll(self.inj.rates.store_error, "store.put_if_absent")
@@ -197,7 +197,7 @@ impl ObjectStore for FaultyStore {
         }
         Ok(out)
     }
-    async fn delete(&self, key: &str) -> fanout::Result<()> {
+    async fn delete(&self, key: &str) -> fanout::store::Result<()> {
         self.inner.delete(key).await
     }
 }
@@ -213,7 +213,7 @@ pub struct FaultyQueue {
 
 #[async_trait]
 impl Queue for FaultyQueue {
-    async fn send(&self, bodies: &[String]) -> fanout::Result<()> {
+    async fn send(&self, bodies: &[String]) -> fanout::queue::Result<()> {
         if bodies.len() > 1
             && self
                 .inj
@@ -221,7 +221,7 @@ impl Queue for FaultyQueue {
         {
             let half = bodies.len() / 2;
             self.inner.send(&bodies[..half]).await?;
-            return Err(fanout::Error::Queue {
+            return Err(QueueError {
                 op: "send",
                 message: format!(
                     "{} of {} entries failed (injected)",
@@ -229,11 +229,12 @@ impl Queue for FaultyQueue {
                     bodies.len()
                 ),
                 retryable: true,
+                source: None,
             });
         }
         self.inner.send(bodies).await
     }
-    async fn receive(&self, max: usize, wait: Duration) -> fanout::Result<Vec<Message>> {
+    async fn receive(&self, max: usize, wait: Duration) -> fanout::queue::Result<Vec<Message>> {
         let msgs = self.inner.receive(max, wait).await?;
         for m in &msgs {
             if self
@@ -245,13 +246,17 @@ impl Queue for FaultyQueue {
         }
         Ok(msgs)
     }
-    async fn delete(&self, receipt: &str) -> fanout::Result<()> {
+    async fn delete(&self, receipt: &str) -> fanout::queue::Result<()> {
         self.inner.delete(receipt).await
     }
-    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> fanout::Result<()> {
+    async fn change_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> fanout::queue::Result<()> {
         self.inner.change_visibility(receipt, timeout).await
     }
-    async fn depth(&self) -> fanout::Result<QueueDepth> {
+    async fn depth(&self) -> fanout::queue::Result<QueueDepth> {
         self.inner.depth().await
     }
 }

@@ -12,7 +12,7 @@ pub async fn store_suite(store: &dyn ObjectStore, prefix: &str) {
     assert!(store.head(&k("a/missing.txt")).await.unwrap().is_none());
     assert!(matches!(
         store.get(&k("a/missing.txt")).await,
-        Err(fanout::Error::NotFound { .. })
+        Err(fanout::store::StoreError::NotFound { .. })
     ));
 
     store

@@ -65,10 +65,10 @@ async fn cloudwatch_metrics_are_batched_with_their_dimension_and_sum_up() {
     );
     let _ = DimensionFilter::builder();
     let now = aws_sdk_cloudwatch::primitives::DateTime::from_millis(
-        fanout::records::now_ms() as i64 + 60_000,
+        fanout::clock::now_ms() as i64 + 60_000,
     );
     let start = aws_sdk_cloudwatch::primitives::DateTime::from_millis(
-        fanout::records::now_ms() as i64 - 600_000,
+        fanout::clock::now_ms() as i64 - 600_000,
     );
     let mut sum = 0.0;
     for _ in 0..20 {

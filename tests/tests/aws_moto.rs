@@ -11,9 +11,10 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use fanout::env::{AwsClients, Env};
 use fanout::location::Location;
+use fanout::location::Sse;
 use fanout::metrics::MemoryMetrics;
 use fanout::queue::{Queue, SqsQueue};
-use fanout::store::{ObjectStore, S3Store, Sse};
+use fanout::store::{ObjectStore, S3Store};
 use fanout_tests::conformance::{queue_suite, store_suite};
 
 fn require_moto() {
@@ -219,7 +220,7 @@ async fn a_malformed_body_on_sqs_is_a_clear_error_not_a_panic() {
         .unwrap()
         .pop()
         .unwrap();
-    let err = fanout::records::ChunkTask::from_body(&m.body).unwrap_err();
+    let err = fanout::job::ChunkTask::from_body(&m.body).unwrap_err();
     assert!(
         err.to_string().starts_with("malformed chunk message"),
         "{err}"
@@ -271,7 +272,7 @@ async fn upload_dir(clients: &AwsClients, bucket: &str, prefix: &str, dir: &std:
     }
 }
 
-fn parquet_bytes(m: &fanout::reducer::Manifest, read: impl Fn(&str) -> Vec<u8>) -> Vec<Vec<u8>> {
+fn parquet_bytes(m: &fanout::job::Manifest, read: impl Fn(&str) -> Vec<u8>) -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = m.files.iter().map(|f| read(&f.file.key)).collect();
     v.sort();
     v

@@ -102,17 +102,17 @@ async fn chaos_run(
     let inj = Injector::new(seed ^ 0x5eed, Rates::default());
     let metrics = Arc::new(MemoryMetrics::new());
     let (o2, i2) = (open.clone(), inj.clone());
-    let env = Env {
-        open_store: Arc::new(
-            move |loc: &Location, _sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
+    let env = Env::new(
+        Arc::new(
+            move |loc: &Location, _sse: &fanout::location::Sse| -> fanout::Result<DynStore> {
                 Ok(Arc::new(FaultyStore {
                     inner: o2(loc),
                     inj: i2.clone(),
                 }))
             },
         ),
-        metrics: metrics.clone(),
-    };
+        metrics.clone(),
+    );
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -145,14 +145,14 @@ async fn chaos_run(
     }
     inj.disable();
     let faults = inj.total();
-    let clean = Env {
-        open_store: Arc::new(move |loc: &Location, _: &fanout::store::Sse| Ok(open(loc))),
-        metrics: Arc::new(MemoryMetrics::new()),
-    };
+    let clean = Env::new(
+        Arc::new(move |loc: &Location, _: &fanout::location::Sse| Ok(open(loc))),
+        Arc::new(MemoryMetrics::new()),
+    );
     let work = spec.work.clone();
     let plan = fanout::planner::compute_plan(&clean, &spec).await.unwrap();
     let job_id = plan.summary.job_id.clone();
-    let stored = fanout::planner::load_plan(clean.store(&work).unwrap().as_ref(), &plan.summary)
+    let stored = fanout::job::load_plan(clean.store(&work).unwrap().as_ref(), &plan.summary)
         .await
         .unwrap();
     assert_eq!(
@@ -161,7 +161,7 @@ async fn chaos_run(
     );
 
     // Every planned chunk committed, each exactly once.
-    let records = fanout::reducer::chunk_records(&clean.store(&work).unwrap(), &job_id)
+    let records = fanout::job::chunk_records(&clean.store(&work).unwrap(), &job_id)
         .await
         .unwrap();
     let planned: HashSet<&str> = stored.iter().map(|c| c.id.as_str()).collect();
@@ -205,14 +205,14 @@ async fn chaos_run(
     );
     let work_store = clean.store(&work).unwrap();
     let before = work_store
-        .get(&fanout::records::layout::manifest(&job_id))
+        .get(&fanout::job::layout::manifest(&job_id))
         .await
         .unwrap();
     fanout::reducer::finalize_job(&clean, &work, &job_id)
         .await
         .unwrap();
     let after = work_store
-        .get(&fanout::records::layout::manifest(&job_id))
+        .get(&fanout::job::layout::manifest(&job_id))
         .await
         .unwrap();
     assert_eq!(
@@ -293,7 +293,7 @@ fn base_seed() -> u64 {
     std::env::var("FANOUT_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(fanout::records::now_ms)
+        .unwrap_or_else(fanout::clock::now_ms)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +307,7 @@ async fn at_least_a_thousand_faults_on_the_embedded_default_lose_and_duplicate_n
         let dir = tempfile::tempdir().unwrap();
         let base = format!("{}/", dir.path().display());
         let open: Arc<dyn Fn(&Location) -> DynStore + Send + Sync> = Arc::new(|l: &Location| {
-            fanout::store::open(l, &fanout::store::Sse::BucketDefault).unwrap()
+            fanout::env::open_local_store(l, &fanout::location::Sse::BucketDefault).unwrap()
         });
         // A short visibility timeout: slow chunks are taken by a second worker (backup tasks).
         let queue = || -> Arc<dyn Queue> {
@@ -358,7 +358,10 @@ async fn at_least_a_hundred_faults_against_moto_lose_and_duplicate_nothing() {
                 Location::S3 { bucket, prefix } => {
                     Arc::new(fanout::store::S3Store::new(s3.clone(), bucket, prefix)) as DynStore
                 }
-                other => fanout::store::open(other, &fanout::store::Sse::BucketDefault).unwrap(),
+                other => {
+                    fanout::env::open_local_store(other, &fanout::location::Sse::BucketDefault)
+                        .unwrap()
+                }
             });
         let sqs = clients.sqs.clone();
         let n = std::sync::atomic::AtomicU32::new(0);

@@ -130,7 +130,7 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
         min_remaining: std::time::Duration::from_secs(30),
     };
     let mut ctx = Context::default();
-    ctx.deadline = fanout::records::now_ms() + 900_000;
+    ctx.deadline = fanout::clock::now_ms() + 900_000;
     let resp = fanout_worker::handle(
         &worker,
         &settings,
@@ -147,7 +147,7 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     );
 
     // Too little time left: every message is handed back untouched.
-    ctx.deadline = fanout::records::now_ms() + 5_000;
+    ctx.deadline = fanout::clock::now_ms() + 5_000;
     let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(sqs.clone(), ctx)).await;
     assert_eq!(resp.batch_item_failures.len(), sqs.records.len());
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fanout::env::Env;
+use fanout::job::ChunkTask;
 use fanout::location::Location;
 use fanout::metrics::MemoryMetrics;
-use fanout::records::ChunkTask;
 use fanout::runner::{RunOptions, Silent, run_local};
 use fanout::spec::JobSpec;
 use fanout::store::{DynStore, FsStore, ObjectMeta, ObjectStore, PutOutcome};
@@ -32,10 +32,10 @@ struct InputStore {
 }
 
 impl InputStore {
-    async fn before_read(&self, key: &str) -> fanout::Result<()> {
+    async fn before_read(&self, key: &str) -> fanout::store::Result<()> {
         if self.armed.load(Ordering::SeqCst) && key.contains(&self.poison) {
             self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(fanout::Error::Store {
+            return Err(fanout::store::StoreError::Request {
                 op: "get",
                 key: key.to_string(),
                 message: "503 Slow Down (injected)".into(),
@@ -53,27 +53,27 @@ impl ObjectStore for InputStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    async fn list(&self, prefix: &str) -> fanout::Result<Vec<ObjectMeta>> {
+    async fn list(&self, prefix: &str) -> fanout::store::Result<Vec<ObjectMeta>> {
         self.inner.list(prefix).await
     }
-    async fn head(&self, key: &str) -> fanout::Result<Option<ObjectMeta>> {
+    async fn head(&self, key: &str) -> fanout::store::Result<Option<ObjectMeta>> {
         self.inner.head(key).await
     }
-    async fn get(&self, key: &str) -> fanout::Result<Bytes> {
+    async fn get(&self, key: &str) -> fanout::store::Result<Bytes> {
         self.before_read(key).await?;
         self.inner.get(key).await
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::Result<Bytes> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::store::Result<Bytes> {
         self.before_read(key).await?;
         self.inner.get_range(key, range).await
     }
-    async fn put(&self, key: &str, data: Bytes) -> fanout::Result<()> {
+    async fn put(&self, key: &str, data: Bytes) -> fanout::store::Result<()> {
         self.inner.put(key, data).await
     }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::Result<PutOutcome> {
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::store::Result<PutOutcome> {
         self.inner.put_if_absent(key, data).await
     }
-    async fn delete(&self, key: &str) -> fanout::Result<()> {
+    async fn delete(&self, key: &str) -> fanout::store::Result<()> {
         self.inner.delete(key).await
     }
 }
@@ -88,9 +88,9 @@ fn env_with_input(
 ) -> Env {
     let input_root = root.join("in");
     let poison = poison.to_string();
-    Env {
-        open_store: Arc::new(
-            move |loc: &Location, sse: &fanout::store::Sse| -> fanout::Result<DynStore> {
+    Env::new(
+        Arc::new(
+            move |loc: &Location, sse: &fanout::location::Sse| -> fanout::Result<DynStore> {
                 match loc {
                     Location::Local(p) if p == &input_root => Ok(Arc::new(InputStore {
                         inner: FsStore::new(p),
@@ -99,12 +99,12 @@ fn env_with_input(
                         failures: failures.clone(),
                         read_delay,
                     })),
-                    other => fanout::store::open(other, sse),
+                    other => fanout::env::open_local_store(other, sse),
                 }
             },
         ),
-        metrics: Arc::new(MemoryMetrics::new()),
-    }
+        Arc::new(MemoryMetrics::new()),
+    )
 }
 
 fn spec(root: &Path, format: &str, extra_input: &str, target: &str) -> JobSpec {
@@ -292,7 +292,7 @@ fn common_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-async fn run(root: &Path, spec: &JobSpec) -> fanout::reducer::Manifest {
+async fn run(root: &Path, spec: &JobSpec) -> fanout::job::Manifest {
     let env = Env::embedded(Arc::new(MemoryMetrics::new()));
     let report = run_local(&env, spec, &fast(), Arc::new(Silent))
         .await
@@ -301,7 +301,7 @@ async fn run(root: &Path, spec: &JobSpec) -> fanout::reducer::Manifest {
     report.result.unwrap()
 }
 
-fn sum_ids(m: &fanout::reducer::Manifest) -> String {
+fn sum_ids(m: &fanout::job::Manifest) -> String {
     m.aggregate.as_ref().unwrap().rows[0]["total"].to_string()
 }
 
@@ -607,10 +607,9 @@ async fn a_fleet_worker_keeps_a_long_chunk_invisible_and_releases_it_on_stop() {
         (report.acknowledged, report.retried, report.released),
         (1, 0, 0)
     );
-    let record =
-        fanout::reducer::chunk_records(&env.store(&spec.work).unwrap(), &plan.summary.job_id)
-            .await
-            .unwrap();
+    let record = fanout::job::chunk_records(&env.store(&spec.work).unwrap(), &plan.summary.job_id)
+        .await
+        .unwrap();
     assert_eq!(
         record[0].attempt, 1,
         "the message was received again while its chunk ran"

@@ -139,7 +139,7 @@ async fn read_spec(env: &Env, location: &str) -> Result<JobSpec, PlanError> {
         Location::parse(location).map_err(|m| PlanError::Event(format!("spec_location: {m}")))?;
     let (dir, key) = loc.split_object();
     let store = env.store(&dir)?;
-    let text = store.get(&key).await?;
+    let text = store.get(&key).await.map_err(fanout::Error::from)?;
     let text = String::from_utf8(text.to_vec())
         .map_err(|_| PlanError::Event(format!("{location} is not UTF-8 text")))?;
     Ok(JobSpec::parse(location, &text).map_err(fanout::Error::from)?)

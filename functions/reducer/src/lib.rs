@@ -101,8 +101,7 @@ impl From<ReduceError> for lambda_runtime::Diagnostic {
 pub const MAX_FAILED_CHUNKS: usize = 50;
 
 fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
-    let all: Vec<&fanout::records::FailureRecord> =
-        s.dead_lettered.iter().chain(&s.failed).collect();
+    let all: Vec<&fanout::job::FailureRecord> = s.dead_lettered.iter().chain(&s.failed).collect();
     let mut out: Vec<String> = all
         .iter()
         .take(MAX_FAILED_CHUNKS)
@@ -172,7 +171,7 @@ pub async fn handle(
                 rows_rejected: m.counts.rejected,
                 files: m.files.len() as u64,
                 manifest: work
-                    .join(&fanout::records::layout::manifest(&m.job_id))
+                    .join(&fanout::job::layout::manifest(&m.job_id))
                     .to_string(),
             })
         }

@@ -47,8 +47,7 @@ pub async fn handle(
     let deadline_ms = event.context.deadline;
     for record in &event.payload.records {
         let msg = message(record);
-        let remaining =
-            Duration::from_millis(deadline_ms.saturating_sub(fanout::records::now_ms()));
+        let remaining = Duration::from_millis(deadline_ms.saturating_sub(fanout::clock::now_ms()));
         // Lambda sends the deadline in ms since the epoch; a value before 2001 is not one
         // (local emulators send a duration) and is not enforced.
         if deadline_ms > PLAUSIBLE_EPOCH_MS && remaining < settings.min_remaining {

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fanout::env::Env;
+use fanout::job::ChunkRecord;
+use fanout::job::Manifest;
 use fanout::location::Location;
 use fanout::metrics::MemoryMetrics;
 use fanout::planner::PlannedJob;
-use fanout::records::ChunkRecord;
-use fanout::reducer::{JobStatus, Manifest};
+use fanout::reducer::JobStatus;
 use fanout::runner::{Progress, RunOptions, run_local};
 use fanout::spec::JobSpec;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -366,7 +367,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     print_aggregate(m);
                     println!(
                         "\nmanifest: {}",
-                        job.work.join(&fanout::records::layout::manifest(&m.job_id))
+                        job.work.join(&fanout::job::layout::manifest(&m.job_id))
                     );
                     Ok(ExitCode::SUCCESS)
                 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use super::{Metrics, Unit};
-use crate::{Error, Result};
+use super::{MetricsError, Result};
 
 /// PutMetricData accepts at most 1000 data per call.
 const MAX_DATA_PER_CALL: usize = 1000;
@@ -45,7 +45,7 @@ impl Metrics for CloudWatchMetrics {
             .unit(unit)
             .dimensions(Dimension::builder().name("JobName").value(job).build())
             .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_millis(
-                crate::records::now_ms() as i64,
+                crate::clock::now_ms() as i64,
             ))
             .build();
         if let Ok(mut b) = self.buffer.lock() {
@@ -66,11 +66,13 @@ impl Metrics for CloudWatchMetrics {
                 .set_metric_data(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    Error::Config(format!(
+                .map_err(|e| MetricsError {
+                    op: "flush",
+                    message: format!(
                         "CloudWatch PutMetricData: {}",
                         aws_sdk_cloudwatch::error::DisplayErrorContext(&e)
-                    ))
+                    ),
+                    source: Some(Box::new(e)),
                 })?;
         }
         Ok(())

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::Result;
 use super::{Metrics, Unit, unit_name};
-use crate::Result;
 
 /// EMF allows at most 100 metrics per document and 100 values per metric.
 const MAX_METRICS_PER_DOCUMENT: usize = 100;
@@ -59,7 +59,7 @@ impl EmfMetrics {
         for ((job, name), (unit, values)) in taken {
             by_job.entry(job).or_default().push((name, unit, values));
         }
-        let now = crate::records::now_ms();
+        let now = crate::clock::now_ms();
         let mut docs = Vec::new();
         for (job, metrics) in by_job {
             for group in metrics.chunks(MAX_METRICS_PER_DOCUMENT) {

@@ -15,7 +15,21 @@ pub use cloudwatch::CloudWatchMetrics;
 pub use emf::EmfMetrics;
 pub use memory::MemoryMetrics;
 
-use crate::Result;
+/// A metrics call that failed (sending buffered values): the port's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics {op}: {message}")]
+pub struct MetricsError {
+    /// The operation (`flush`).
+    pub op: &'static str,
+    /// What failed.
+    pub message: String,
+    /// The underlying error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The metrics port's result type.
+pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
 /// Metric units (the CloudWatch set fanout uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Message, Queue, QueueDepth};
-use crate::{Error, Result};
+use super::{QueueError, Result};
 
 #[derive(Debug)]
 struct Entry {
@@ -193,10 +193,11 @@ impl Queue for LocalQueue {
             .and_then(|x| x.parse::<u64>().ok())
             .is_none()
         {
-            return Err(Error::Queue {
+            return Err(QueueError {
                 op: "delete",
                 message: format!("`{receipt}` is not a receipt handle of queue {}", self.name),
                 retryable: false,
+                source: None,
             });
         }
         if let Some((seq, _)) = Self::find_by_receipt(&mut s, receipt) {
@@ -216,13 +217,14 @@ impl Queue for LocalQueue {
                 self.notify.notify_waiters();
                 Ok(())
             }
-            None => Err(Error::Queue {
+            None => Err(QueueError {
                 op: "change_visibility",
                 message: format!(
                     "receipt `{receipt}` is no longer current on queue {}",
                     self.name
                 ),
                 retryable: false,
+                source: None,
             }),
         }
     }

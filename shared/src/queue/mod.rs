@@ -18,7 +18,26 @@ pub use local::LocalQueue;
 #[cfg(feature = "aws")]
 pub use sqs::SqsQueue;
 
-use crate::Result;
+/// A boxed error source kept for `Error::source()` chains.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A queue call that failed: the port's own error, naming nothing of the domain.
+#[derive(Debug, thiserror::Error)]
+#[error("queue {op}: {message}")]
+pub struct QueueError {
+    /// The queue operation.
+    pub op: &'static str,
+    /// What failed.
+    pub message: String,
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+    /// The underlying error.
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+/// The queue port's result type.
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 /// SQS's batch limit for send, receive and delete.
 pub const MAX_BATCH: usize = 10;

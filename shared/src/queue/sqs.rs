@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
 };
 
 use super::{MAX_BATCH, Message, Queue, QueueDepth};
-use crate::{Error, Result};
+use super::{QueueError, Result};
 
 /// Attempts at re-sending the entries of a batch that SQS refused.
 const SEND_ATTEMPTS: u32 = 5;
@@ -36,7 +36,7 @@ impl SqsQueue {
     }
 }
 
-fn sdk_error<E>(op: &'static str, e: SdkError<E>) -> Error
+fn sdk_error<E>(op: &'static str, e: SdkError<E>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -58,10 +58,11 @@ where
         Some(c) => format!("{c}: {}", e.message().unwrap_or("")),
         None => aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
     };
-    Error::Queue {
+    QueueError {
         op,
         message,
         retryable,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -86,10 +87,11 @@ impl Queue for SqsQueue {
                             .build()
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::Queue {
+                    .map_err(|e| QueueError {
                         op: "send",
                         message: e.to_string(),
                         retryable: false,
+                        source: Some(Box::new(e)),
                     })?;
                 let out = self
                     .client
@@ -101,7 +103,7 @@ impl Queue for SqsQueue {
                     .map_err(|e| sdk_error("send", e))?;
                 let failed: Vec<_> = out.failed().to_vec();
                 if let Some(f) = failed.iter().find(|f| f.sender_fault) {
-                    return Err(Error::Queue {
+                    return Err(QueueError {
                         op: "send",
                         message: format!(
                             "SQS refused a message: {} {}",
@@ -109,19 +111,21 @@ impl Queue for SqsQueue {
                             f.message().unwrap_or("")
                         ),
                         retryable: false,
+                        source: None,
                     });
                 }
                 // Re-send only the entries that failed on SQS's side.
                 pending.retain(|(id, _)| failed.iter().any(|f| &f.id == id));
                 if !pending.is_empty() {
                     if attempt >= SEND_ATTEMPTS {
-                        return Err(Error::Queue {
+                        return Err(QueueError {
                             op: "send",
                             message: format!(
                                 "{} messages still refused after {attempt} attempts",
                                 pending.len()
                             ),
                             retryable: true,
+                            source: None,
                         });
                     }
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;

@@ -153,7 +153,7 @@ pub(crate) async fn read_piece(
         store
             .head(key)
             .await?
-            .ok_or_else(|| Error::NotFound {
+            .ok_or_else(|| crate::store::StoreError::NotFound {
                 key: key.to_string(),
             })?
             .size

@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 
 use crate::Result;
 use crate::env::Env;
+use crate::job::{ChunkRecord, Manifest};
 use crate::location::Location;
-use crate::records::{ChunkRecord, layout};
-use crate::store::get_json_opt;
 use crate::transform::Reject;
 
 const TEMPLATE: &str = include_str!("template.html");
@@ -46,10 +45,9 @@ pub fn render(data: &Value) -> String {
 /// Reads a job's records and returns the report's data.
 pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> {
     let store = env.store(work)?;
-    let (summary, spec, plan) = crate::planner::load_job(store.as_ref(), work, job_id).await?;
-    let records: Vec<ChunkRecord> = crate::reducer::chunk_records(&store, job_id).await?;
-    let manifest: Option<crate::reducer::Manifest> =
-        get_json_opt(store.as_ref(), &layout::manifest(job_id)).await?;
+    let (summary, spec, plan) = crate::job::load_job(store.as_ref(), work, job_id).await?;
+    let records: Vec<ChunkRecord> = crate::job::chunk_records(&store, job_id).await?;
+    let manifest: Option<Manifest> = crate::job::read_manifest_opt(store.as_ref(), job_id).await?;
 
     let started = records
         .iter()
@@ -67,7 +65,7 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
         None => "running".to_string(),
     };
 
-    let mut totals = crate::records::Counts::default();
+    let mut totals = crate::job::Counts::default();
     let (mut bytes_read, mut bytes_written, mut files) = (0u64, 0u64, Vec::new());
     let mut partitions: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let mut rule_counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -148,8 +146,10 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
         Some(c) => serde_json::to_value(c).unwrap_or(Value::Null),
         None => {
             // Not finalized yet: measured so far.
+            let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
             serde_json::to_value(crate::cost::JobCost::measure(
-                &records,
+                &usage,
+                env.worker_memory_mb,
                 None,
                 summary.estimate,
             ))
@@ -191,7 +191,7 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
         });
 
     Ok(json!({
-        "generated_at_ms": crate::records::now_ms(),
+        "generated_at_ms": crate::clock::now_ms(),
         "job": {
             "id": job_id, "name": spec.name, "spec_name": spec.name, "outcome": outcome,
             "started_ms": started, "finished_ms": finished, "workers": workers.len(),

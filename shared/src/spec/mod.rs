@@ -45,6 +45,23 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A spec file that could not be read, or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecFileError {
+    /// The file could not be read.
+    #[error("cannot read job spec {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec was refused.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+}
+
 /// A refused spec: every problem found.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct SpecError {
@@ -353,7 +370,7 @@ pub struct JobSpec {
     /// The parsed source, for the line of a field found wrong later (pre-flight).
     pub source: Arc<yaml::Document>,
     /// Server-side encryption of everything the job writes to S3.
-    pub sse: crate::store::Sse,
+    pub sse: crate::location::Sse,
     /// Input restricted to these keys (set by an upload event), else every selected object.
     pub only_keys: Option<Vec<String>>,
     /// Input objects (key, version) left out: committed by earlier jobs (`--since-last`).
@@ -418,9 +435,10 @@ impl JobSpec {
     }
 
     /// Reads and validates a spec file.
-    pub fn from_file(path: &std::path::Path) -> Result<JobSpec, crate::Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::Error::Config(format!("cannot read job spec {}: {e}", path.display()))
+    pub fn from_file(path: &std::path::Path) -> Result<JobSpec, SpecFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecFileError::Read {
+            path: path.display().to_string(),
+            source,
         })?;
         Ok(JobSpec::parse(&path.display().to_string(), &text)?)
     }
@@ -787,28 +805,28 @@ impl Checker<'_> {
             raw.storage.sse.as_deref(),
             raw.storage.kms_key_id.as_deref(),
         ) {
-            (None | Some("bucket_default"), None) => crate::store::Sse::BucketDefault,
-            (Some("s3" | "aes256" | "AES256"), None) => crate::store::Sse::S3,
+            (None | Some("bucket_default"), None) => crate::location::Sse::BucketDefault,
+            (Some("s3" | "aes256" | "AES256"), None) => crate::location::Sse::S3,
             (Some("kms" | "aws:kms"), Some(k)) if !k.is_empty() => {
-                crate::store::Sse::Kms(k.to_string())
+                crate::location::Sse::Kms(k.to_string())
             }
             (Some("kms" | "aws:kms"), _) => {
                 self.problem("storage.kms_key_id", "SSE-KMS needs the key id or ARN");
-                crate::store::Sse::BucketDefault
+                crate::location::Sse::BucketDefault
             }
             (None | Some("bucket_default" | "s3" | "aes256" | "AES256"), Some(_)) => {
                 self.problem(
                     "storage.kms_key_id",
                     "a KMS key is only used with `sse: kms`",
                 );
-                crate::store::Sse::BucketDefault
+                crate::location::Sse::BucketDefault
             }
             (Some(other), _) => {
                 self.problem(
                     "storage.sse",
                     format!("unknown encryption `{other}`: expected bucket_default, s3 or kms"),
                 );
-                crate::store::Sse::BucketDefault
+                crate::location::Sse::BucketDefault
             }
         };
         let mut resolved_raw = raw.clone();

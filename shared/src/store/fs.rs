@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{ObjectMeta, ObjectStore, PutOutcome};
-use crate::{Error, Result};
+use super::{Result, StoreError};
 
 /// Temporary files start with this; listings skip them.
 const TMP_PREFIX: &str = ".fanout-tmp-";
@@ -37,7 +37,7 @@ impl FsStore {
                 .any(|s| s == ".." || s == "." || s.starts_with(TMP_PREFIX))
             || key.contains('\0');
         if bad {
-            return Err(Error::Store {
+            return Err(StoreError::Request {
                 op,
                 key: key.to_string(),
                 message: "this key cannot be stored in a local directory (empty, absolute, `.`/`..` segment or NUL)".into(),
@@ -48,9 +48,9 @@ impl FsStore {
         Ok(self.root.join(key))
     }
 
-    fn io_error(op: &'static str, key: &str, e: std::io::Error) -> Error {
+    fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
         if e.kind() == std::io::ErrorKind::NotFound && matches!(op, "get" | "get_range") {
-            return Error::NotFound {
+            return StoreError::NotFound {
                 key: key.to_string(),
             };
         }
@@ -60,7 +60,7 @@ impl FsStore {
                 | std::io::ErrorKind::TimedOut
                 | std::io::ErrorKind::WouldBlock
         );
-        Error::Store {
+        StoreError::Request {
             op,
             key: key.to_string(),
             message: e.to_string(),
@@ -91,6 +91,17 @@ impl FsStore {
         f.write_all(data)?;
         f.sync_data()?;
         Ok(tmp)
+    }
+}
+
+/// A blocking file task that panicked or was cancelled (not an I/O error of the file).
+fn blocking_task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Request {
+        op: "blocking task",
+        key: String::new(),
+        message: e.to_string(),
+        retryable: false,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -153,7 +164,7 @@ impl ObjectStore for FsStore {
             walk(&root, &root, &p2, &mut out).map(|()| out)
         })
         .await
-        .map_err(|e| Error::Config(format!("listing task failed: {e}")))?
+        .map_err(blocking_task_failed)?
         .map_err(|e| Self::io_error("list", &prefix, e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -193,7 +204,7 @@ impl ObjectStore for FsStore {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| Error::Config(format!("read task failed: {e}")))?
+        .map_err(blocking_task_failed)?
         .map_err(|e| Self::io_error("get_range", &k, e))
     }
 
@@ -208,7 +219,7 @@ impl ObjectStore for FsStore {
             })
         })
         .await
-        .map_err(|e| Error::Config(format!("write task failed: {e}")))?
+        .map_err(blocking_task_failed)?
         .map_err(|e| Self::io_error("put", &k, e))
     }
 
@@ -236,7 +247,7 @@ impl ObjectStore for FsStore {
             })
         })
         .await
-        .map_err(|e| Error::Config(format!("write task failed: {e}")))?
+        .map_err(blocking_task_failed)?
         .map_err(|e| Self::io_error("put", &k, e))
     }
 
@@ -258,7 +269,7 @@ impl ObjectStore for FsStore {
             outcome
         })
         .await
-        .map_err(|e| Error::Config(format!("write task failed: {e}")))?
+        .map_err(blocking_task_failed)?
         .map_err(|e| Self::io_error("put_if_absent", &k, e))
     }
 

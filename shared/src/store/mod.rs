@@ -18,8 +18,61 @@ pub use fs::FsStore;
 #[cfg(feature = "aws")]
 pub use s3::S3Store;
 
-use crate::location::Location;
-use crate::{Error, Result};
+/// A boxed error source kept for `Error::source()` chains.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong in an object store call. The port's own error: it names nothing of
+/// the domain, so adapters and wrappers depend only on this module.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A store call failed.
+    #[error("object store {op} `{key}`: {message}")]
+    Request {
+        /// The store operation (`get`, `put`, `list`, …).
+        op: &'static str,
+        /// The key (or prefix) involved.
+        key: String,
+        /// What failed.
+        message: String,
+        /// Whether trying again may succeed.
+        retryable: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// An object that must exist does not.
+    #[error("object `{key}` not found")]
+    NotFound {
+        /// The missing key.
+        key: String,
+    },
+
+    /// A local file to be stored ([`ObjectStore::put_file`]) could not be read.
+    #[error("local staging: {context}: {source}")]
+    Staging {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the call may succeed if tried again (throttling, I/O hiccups, a full disk
+    /// of this container that another attempt may not share).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Request { retryable, .. } => *retryable,
+            StoreError::NotFound { .. } => false,
+            StoreError::Staging { .. } => true,
+        }
+    }
+}
+
+/// The store port's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,10 +114,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// staged on disk so a worker's memory stays bounded). The file may be moved: the
     /// caller is done with it. The default reads it whole.
     async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
-        let data = tokio::fs::read(path).await.map_err(|e| Error::Staging {
-            context: format!("reading {}", path.display()),
-            source: e,
-        })?;
+        let data = tokio::fs::read(path)
+            .await
+            .map_err(|e| StoreError::Staging {
+                context: format!("reading {}", path.display()),
+                source: e,
+            })?;
         self.put(key, Bytes::from(data)).await
     }
     /// Writes the object only if no object has the key (S3 `If-None-Match: *`).
@@ -75,90 +130,6 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
 /// A shared store.
 pub type DynStore = Arc<dyn ObjectStore>;
-
-/// Server-side encryption of objects written to S3.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Sse {
-    /// Whatever the bucket's default encryption says.
-    #[default]
-    BucketDefault,
-    /// SSE-S3 (AES256).
-    S3,
-    /// SSE-KMS with this key id or ARN.
-    Kms(String),
-}
-
-/// Opens a local store; other schemes need the AWS adapters ([`crate::env::Env`]).
-pub fn open(location: &Location, _sse: &Sse) -> Result<DynStore> {
-    match location {
-        Location::Local(path) => Ok(Arc::new(FsStore::new(path))),
-        Location::S3 { .. } => Err(Error::Config(format!(
-            "`{location}`: S3 needs the AWS adapters (`Env::aws`); this process runs the embedded default"
-        ))),
-    }
-}
-
-/// Reads and parses a JSON object.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    store: &dyn ObjectStore,
-    key: &str,
-) -> Result<T> {
-    let bytes = get_record(store, key).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::record(format!("{}{key}", store.describe()), e))
-}
-
-/// Tries of a record read ([`get_json`], [`get_json_opt`]) that fails with a retryable
-/// error, and the wait before the second (doubled before each next).
-pub const RECORD_READ_TRIES: u32 = 3;
-const RECORD_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// Reads a small record (plan, chunk and failure records, specs, manifests), trying again
-/// on a retryable error (a throttled or unavailable store): a reducer reads one record per
-/// chunk, and one transient error among thousands of reads should not fail the job.
-async fn get_record(store: &dyn ObjectStore, key: &str) -> Result<Bytes> {
-    let mut wait = RECORD_READ_BACKOFF;
-    let mut tries = 1;
-    loop {
-        match store.get(key).await {
-            Err(e) if e.is_retryable() && tries < RECORD_READ_TRIES => {
-                tracing::debug!(key, error = %e, "record read failed; trying again");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                tries += 1;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// Reads and parses a JSON object, `None` when absent.
-pub async fn get_json_opt<T: serde::de::DeserializeOwned>(
-    store: &dyn ObjectStore,
-    key: &str,
-) -> Result<Option<T>> {
-    match get_record(store, key).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::record(format!("{}{key}", store.describe()), e)),
-        Err(Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Serialises to compact JSON with a trailing newline (plan shards: large, machine-read).
-pub fn to_compact_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
-    let mut v = serde_json::to_vec(value).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-/// Serialises to pretty JSON with a trailing newline (stable bytes for the same value).
-pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Bytes {
-    let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
-}
 
 /// Requests made to an object store, in the classes S3 bills: `get` (GET and HEAD),
 /// `put` (PUT, POST, COPY; a multipart upload counts as one), `list`.
@@ -255,89 +226,5 @@ impl ObjectStore for Counted {
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A store whose `get` fails `failures` times (retryable or not) before reading.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: FsStore,
-        failures: u32,
-        retryable: bool,
-        gets: AtomicU32,
-    }
-
-    #[async_trait]
-    impl ObjectStore for Flaky {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-            self.inner.list(prefix).await
-        }
-        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-            self.inner.head(key).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes> {
-            if self.gets.fetch_add(1, Ordering::SeqCst) < self.failures {
-                return Err(Error::Store {
-                    op: "get",
-                    key: key.into(),
-                    message: "503 SlowDown".into(),
-                    retryable: self.retryable,
-                    source: None,
-                });
-            }
-            self.inner.get(key).await
-        }
-        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-            self.inner.get_range(key, range).await
-        }
-        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-            self.inner.put(key, data).await
-        }
-        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
-            self.inner.put_if_absent(key, data).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
-        }
-    }
-
-    #[tokio::test]
-    async fn record_reads_try_again_on_retryable_errors_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let flaky = |failures, retryable| Flaky {
-            inner: FsStore::new(dir.path()),
-            failures,
-            retryable,
-            gets: AtomicU32::new(0),
-        };
-        let s = flaky(0, true);
-        s.put("r.json", Bytes::from_static(b"{\"n\": 7}\n"))
-            .await
-            .expect("put");
-        let read = |s: Flaky| async move {
-            let r = get_json::<serde_json::Value>(&s, "r.json").await;
-            (r.map(|v| v["n"].as_i64()), s.gets.load(Ordering::SeqCst))
-        };
-        let (r, gets) = read(flaky(RECORD_READ_TRIES - 1, true)).await;
-        assert_eq!(
-            (r.expect("read after retries"), gets),
-            (Some(7), RECORD_READ_TRIES)
-        );
-        let (r, gets) = read(flaky(RECORD_READ_TRIES, true)).await;
-        assert!(r.is_err_and(|e| e.is_retryable()));
-        assert_eq!(gets, RECORD_READ_TRIES);
-        let (r, gets) = read(flaky(1, false)).await;
-        assert!(r.is_err());
-        assert_eq!(gets, 1, "a permanent error is not tried again");
-        let missing = get_json_opt::<serde_json::Value>(&flaky(0, true), "absent.json").await;
-        assert!(missing.expect("absent").is_none());
     }
 }

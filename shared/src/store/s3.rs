@@ -8,8 +8,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore, PutOutcome, Sse};
-use crate::{Error, Result};
+use super::{ObjectMeta, ObjectStore, PutOutcome};
+use super::{Result, StoreError};
+use crate::location::Sse;
 
 /// Objects above this size are uploaded in parts.
 pub const DEFAULT_MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -67,7 +68,7 @@ impl S3Store {
 }
 
 /// Maps an SDK error: throttling, 5xx, timeouts and connection failures are retryable.
-fn sdk_error<E>(op: &'static str, key: &str, e: SdkError<E>) -> Error
+fn sdk_error<E>(op: &'static str, key: &str, e: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -97,7 +98,7 @@ where
         (None, Some(s)) => format!("HTTP {s}"),
         _ => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
     };
-    Error::Store {
+    StoreError::Request {
         op,
         key: key.to_string(),
         message,
@@ -122,7 +123,7 @@ macro_rules! with_sse {
 
 /// Reads a GetObject body; a connection cut mid-body is worth a retry.
 async fn read_body(op: &'static str, key: &str, body: ByteStream) -> Result<Bytes> {
-    let body = body.collect().await.map_err(|e| Error::Store {
+    let body = body.collect().await.map_err(|e| StoreError::Request {
         op,
         key: key.to_string(),
         message: format!("reading the body: {e}"),
@@ -208,7 +209,7 @@ impl ObjectStore for S3Store {
         {
             Ok(r) => r,
             Err(e) if status_of(&e) == Some(404) => {
-                return Err(Error::NotFound {
+                return Err(StoreError::NotFound {
                     key: key.to_string(),
                 });
             }
@@ -233,7 +234,7 @@ impl ObjectStore for S3Store {
         {
             Ok(r) => r,
             Err(e) if status_of(&e) == Some(404) => {
-                return Err(Error::NotFound {
+                return Err(StoreError::NotFound {
                     key: key.to_string(),
                 });
             }
@@ -264,7 +265,7 @@ impl ObjectStore for S3Store {
     async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         let size = tokio::fs::metadata(path)
             .await
-            .map_err(|e| Error::Staging {
+            .map_err(|e| StoreError::Staging {
                 context: format!("reading {}", path.display()),
                 source: e,
             })?
@@ -274,9 +275,9 @@ impl ObjectStore for S3Store {
         }
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| Error::Staging {
+            .map_err(|e| StoreError::Staging {
                 context: format!("reading {}: {e}", path.display()),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(e),
             })?;
         let mut req = self
             .client
@@ -406,7 +407,7 @@ impl PartSource<'_> {
             PartSource::Memory(b) => Ok(b.slice(start..end)),
             PartSource::File(path, _) => {
                 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let staging = |e: std::io::Error| Error::Staging {
+                let staging = |e: std::io::Error| StoreError::Staging {
                     context: format!("reading {}", path.display()),
                     source: e,
                 };

@@ -1,81 +1,14 @@
-//! The job's persisted records and where they live (DESIGN.md, "Storage layout").
-//!
-//! ```text
-//! <work>/jobs/<job_id>/spec.json               resolved spec, as run
-//! <work>/jobs/<job_id>/plan/<shard>.json        chunks, SHARD_CHUNKS per shard
-//! <work>/jobs/<job_id>/plan/_plan.json          plan summary, written last
-//! <work>/jobs/<job_id>/chunks/<chunk_id>.json   commit record, written last by a worker
-//! <work>/jobs/<job_id>/failures/<chunk_id>.json latest failed attempt of a chunk
-//! <work>/jobs/<job_id>/_manifest.json           reducer output
-//! <work>/jobs/<job_id>/aggregates.{json,parquet}
-//! <work>/jobs/<job_id>/_SUCCESS
-//! <rejects>/<job_id>/<chunk_id>.jsonl           quarantined records
-//! ```
+//! The persisted records of a job: plan, chunk task, commit record, failure record and
+//! manifest. Their keys are in [`super::layout`]; reading them is [`super::io`].
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Partial;
 use crate::plan::{Chunk, Piece};
+use crate::spec::AggregateSpec;
 use crate::write::FileEntry;
-
-/// Chunks per plan shard.
-pub const SHARD_CHUNKS: u64 = 1000;
-
-/// Keys of one job's records below `work`.
-pub mod layout {
-    /// Everything of a job.
-    pub fn job(job_id: &str) -> String {
-        format!("jobs/{job_id}/")
-    }
-    /// Resolved spec.
-    pub fn spec(job_id: &str) -> String {
-        format!("jobs/{job_id}/spec.json")
-    }
-    /// One plan shard.
-    pub fn plan_shard(job_id: &str, shard: u64) -> String {
-        format!("jobs/{job_id}/plan/{shard:05}.json")
-    }
-    /// Plan summary.
-    pub fn plan_summary(job_id: &str) -> String {
-        format!("jobs/{job_id}/plan/_plan.json")
-    }
-    /// Prefix of commit records.
-    pub fn chunks(job_id: &str) -> String {
-        format!("jobs/{job_id}/chunks/")
-    }
-    /// One commit record.
-    pub fn chunk(job_id: &str, chunk_id: &str) -> String {
-        format!("jobs/{job_id}/chunks/{chunk_id}.json")
-    }
-    /// Prefix of failure records.
-    pub fn failures(job_id: &str) -> String {
-        format!("jobs/{job_id}/failures/")
-    }
-    /// One failure record.
-    pub fn failure(job_id: &str, chunk_id: &str) -> String {
-        format!("jobs/{job_id}/failures/{chunk_id}.json")
-    }
-    /// Manifest.
-    pub fn manifest(job_id: &str) -> String {
-        format!("jobs/{job_id}/_manifest.json")
-    }
-    /// Success marker.
-    pub fn success(job_id: &str) -> String {
-        format!("jobs/{job_id}/_SUCCESS")
-    }
-    /// Aggregate table as JSON.
-    pub fn aggregates_json(job_id: &str) -> String {
-        format!("jobs/{job_id}/aggregates.json")
-    }
-    /// Aggregate table as Parquet.
-    pub fn aggregates_parquet(job_id: &str) -> String {
-        format!("jobs/{job_id}/aggregates.parquet")
-    }
-    /// Rejects of one chunk, below the rejects location.
-    pub fn rejects(job_id: &str, chunk_id: &str) -> String {
-        format!("{job_id}/{chunk_id}.jsonl")
-    }
-}
 
 /// The planner's summary, written after every shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,10 +64,12 @@ impl ChunkTask {
                 "{e} (body starts `{}`)",
                 body.chars().take(80).collect::<String>()
             ),
+            source: Some(Box::new(e)),
         })?;
         if crate::plan::chunk_id(&t.job_id, &t.chunk.pieces) != t.chunk.id {
             return Err(crate::Error::Message {
                 message: format!("chunk id {} does not match its pieces", t.chunk.id),
+                source: None,
             });
         }
         Ok(t)
@@ -224,6 +159,16 @@ pub struct ChunkRecord {
     pub requests: crate::store::RequestCounts,
 }
 
+impl ChunkRecord {
+    /// What the chunk's attempt used, for the measured cost.
+    pub fn usage(&self) -> crate::cost::ChunkUsage {
+        crate::cost::ChunkUsage {
+            elapsed_ms: self.elapsed_ms,
+            requests: self.requests,
+        }
+    }
+}
+
 /// The latest failed attempt of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
@@ -245,9 +190,100 @@ pub struct FailureRecord {
     pub at_ms: u64,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// One output file in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileEntry,
+    /// Chunk that wrote it.
+    pub chunk_id: String,
+}
+
+/// Totals of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    /// Hive path (`col=value/…`), empty when unpartitioned.
+    pub path: String,
+    /// Files.
+    pub files: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The aggregate result in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateResult {
+    /// What was computed.
+    pub spec: AggregateSpec,
+    /// Rows (also in `aggregates.json` and `aggregates.parquet`).
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The job manifest: the only way to read a job's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Job id.
+    pub job_id: String,
+    /// Job name.
+    pub name: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Output location.
+    pub output: String,
+    /// Rejects location.
+    pub rejects_location: String,
+    /// Chunks.
+    pub chunks: u64,
+    /// Input objects.
+    pub objects: u64,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Row counts.
+    pub counts: Counts,
+    /// Rejected / read.
+    pub reject_ratio: f64,
+    /// Output bytes.
+    pub output_bytes: u64,
+    /// Schema of the output rows (partition columns included).
+    pub schema: arrow::datatypes::Schema,
+    /// Partitions.
+    pub partitions: Vec<PartitionSummary>,
+    /// Files, sorted by key.
+    pub files: Vec<ManifestFile>,
+    /// Rejects files.
+    pub rejects: Vec<RejectFile>,
+    /// Rejected records per rule.
+    #[serde(default)]
+    pub reject_rules: BTreeMap<String, u64>,
+    /// Aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateResult>,
+    /// Every input object the job read (key and version): `--since-last` skips them.
+    #[serde(default)]
+    pub inputs: Vec<InputObject>,
+    /// What the job cost: measured from its records, beside the planning estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::JobCost>,
+}
+
+/// An input object a job read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InputObject {
+    /// Key below the input location.
+    pub key: String,
+    /// Version tag it had.
+    pub etag: String,
+}
+
+impl Manifest {
+    /// Whether the job succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == "succeeded"
+    }
 }

@@ -1,0 +1,25 @@
+//! A job's persisted records, where they live, and how they are read.
+//!
+//! Every use case (planner, worker, reducer, gc, report) meets the others only here:
+//! the planner writes the spec and the plan, a worker a commit or failure record, the
+//! reducer the manifest. No use case imports another's types.
+//!
+//! - [`layout`]: the keys below the work location.
+//! - [`records`]: the records ([`PlanSummary`], [`ChunkTask`], [`ChunkRecord`],
+//!   [`FailureRecord`], [`Manifest`], …).
+//! - [`io`]: JSON with a retried read, and the loaders ([`load_spec`], [`load_job`],
+//!   [`committed_ids`], [`chunk_records`], …).
+
+pub mod io;
+pub mod layout;
+pub mod records;
+
+pub use crate::plan::SHARD_CHUNKS;
+pub use io::{
+    READ_CONCURRENCY, chunk_records, committed_ids, get_json, get_json_opt, load_job, load_plan,
+    load_spec, read_manifest_opt, to_compact_json_bytes, to_json_bytes,
+};
+pub use records::{
+    AggregateResult, ChunkRecord, ChunkTask, Counts, FailureRecord, InputObject, Manifest,
+    ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
+};
