@@ -6,6 +6,15 @@
 //! counting the files of that chunk in that partition. Names derive from the chunk id
 //! only and the encoder is deterministic, so a chunk run twice writes the same keys with
 //! the same bytes: a retry overwrites its own earlier attempt instead of adding to it.
+//!
+//! This module splits and writes the rows ([`PartitionedWriter`]); `hive` names the
+//! paths and files, `spill` keeps the finished pages waiting for their row group.
+
+mod hive;
+mod spill;
+
+pub use hive::{NULL_PARTITION, partition_segment};
+pub use spill::PAGE_MEMORY_BYTES;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,37 +26,17 @@ use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowWriterOptions, PageKey, PageStore, PageStoreArgs, PageStoreFactory,
-};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{OutputCompression, OutputSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
 
-/// Hive's name for a null (or empty) partition value.
-pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
-
-/// Characters Hive escapes in partition values.
-const HIVE_ESCAPE: &AsciiSet = &CONTROLS
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'\'')
-    .add(b'*')
-    .add(b'/')
-    .add(b':')
-    .add(b'=')
-    .add(b'?')
-    .add(b'\\')
-    .add(b'{')
-    .add(b'[')
-    .add(b']')
-    .add(b'^');
+use hive::{object_key, part_file_name};
+use spill::{Spill, SpillFactory};
 
 /// One written file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,26 +98,6 @@ pub fn encode_parquet(
     Ok(Bytes::from(w.into_inner()?))
 }
 
-/// The Hive path segment for a partition value.
-///
-/// ```
-/// assert_eq!(fanout::write::partition_segment("region", Some("EU/West")), "region=EU%2FWest");
-/// assert_eq!(fanout::write::partition_segment("region", None), "region=__HIVE_DEFAULT_PARTITION__");
-/// ```
-pub fn partition_segment(column: &str, value: Option<&str>) -> String {
-    match value {
-        Some(v) if !v.is_empty() => format!(
-            "{}={}",
-            utf8_percent_encode(column, HIVE_ESCAPE),
-            utf8_percent_encode(v, HIVE_ESCAPE)
-        ),
-        _ => format!(
-            "{}={NULL_PARTITION}",
-            utf8_percent_encode(column, HIVE_ESCAPE)
-        ),
-    }
-}
-
 /// Memory the open files of one chunk may hold for row groups not yet flushed (column
 /// encoders with their page buffers and dictionaries; finished pages wait apart, see
 /// [`Spill`]): past it the open file holding the most is flushed early. Decided from
@@ -142,188 +111,6 @@ pub const MIN_EARLY_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Lambda): past it the file opened first is closed, and its partition's next rows start
 /// a new file. Decided by the data alone, as every file boundary.
 pub const MAX_OPEN_FILES: usize = 256;
-
-/// Compressed pages a chunk keeps on the heap while they wait for their row group to be
-/// flushed; the pages past it wait in the spill file. A 64 MiB chunk of TPC-H lineitem
-/// writes about 18 MB: writing it to the spill file and reading it back cost about 7 % of
-/// the job's CPU time.
-pub const PAGE_MEMORY_BYTES: usize = 16 * 1024 * 1024;
-
-/// Where the finished pages of a chunk's open files wait for their row group to be
-/// flushed: the first [`PAGE_MEMORY_BYTES`] on the heap, the rest in one spill file in
-/// the chunk's staging folder, so a worker's memory does not grow with its row groups.
-/// Pages go back in the order the writer asks; the file is emptied whenever no page in it
-/// is still waiting, and holds at most the chunk's compressed output. One file per chunk,
-/// not per open file: a chunk already keeps up to [`MAX_OPEN_FILES`] descriptors open.
-/// Where a page waits never changes the bytes written.
-#[derive(Debug)]
-struct Spill {
-    inner: std::sync::Mutex<SpillFile>,
-    path: std::path::PathBuf,
-}
-
-#[derive(Debug)]
-struct SpillFile {
-    file: std::fs::File,
-    end: u64,
-    /// Pages put in the file and not yet taken (or released).
-    held: usize,
-    /// Bytes of the pages waiting on the heap, and how many may.
-    memory: usize,
-    memory_limit: usize,
-}
-
-impl Spill {
-    fn create(path: std::path::PathBuf) -> Result<Arc<Spill>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| Error::Staging {
-                context: format!("creating {}", path.display()),
-                source: e,
-            })?;
-        Ok(Arc::new(Spill {
-            inner: std::sync::Mutex::new(SpillFile {
-                file,
-                end: 0,
-                held: 0,
-                memory: 0,
-                memory_limit: PAGE_MEMORY_BYTES,
-            }),
-            path,
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SpillFile> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn io_error(&self, what: &str, e: std::io::Error) -> parquet::errors::ParquetError {
-        parquet::errors::ParquetError::External(Box::new(std::io::Error::new(
-            e.kind(),
-            format!("{what} the spill file {}: {e}", self.path.display()),
-        )))
-    }
-}
-
-impl SpillFile {
-    /// One page fewer is waiting; with none left the file starts over, empty.
-    fn release(&mut self, spill: &Spill) -> parquet::errors::Result<()> {
-        self.held = self.held.saturating_sub(1);
-        if self.held == 0 && self.end > 0 {
-            self.file
-                .set_len(0)
-                .map_err(|e| spill.io_error("emptying", e))?;
-            self.end = 0;
-        }
-        Ok(())
-    }
-}
-
-/// Where one page waits.
-enum Waiting {
-    Heap(Bytes),
-    /// (offset, length) in the spill file.
-    File(u64, usize),
-}
-
-/// One column chunk's pages in the chunk's [`Spill`].
-struct SpilledPages {
-    spill: Arc<Spill>,
-    /// Each page put, by key; `None` once taken.
-    pages: Vec<Option<Waiting>>,
-}
-
-impl PageStore for SpilledPages {
-    fn put(&mut self, value: Bytes) -> parquet::errors::Result<PageKey> {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = self.spill.lock();
-        let len = value.len();
-        if f.memory + len <= f.memory_limit {
-            // A copy: the writer's buffer may be larger than the page (a page header's
-            // is 1 KiB), and the memory counted must be the memory held.
-            f.memory += len;
-            self.pages
-                .push(Some(Waiting::Heap(Bytes::copy_from_slice(&value))));
-        } else {
-            let at = f.end;
-            f.file
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| f.file.write_all(&value))
-                .map_err(|e| self.spill.io_error("writing to", e))?;
-            self.pages.push(Some(Waiting::File(at, len)));
-            f.end += len as u64;
-            f.held += 1;
-        }
-        Ok(PageKey::new(self.pages.len() as u64 - 1))
-    }
-
-    fn take(&mut self, key: PageKey) -> parquet::errors::Result<Bytes> {
-        use std::io::{Read, Seek, SeekFrom};
-        let page = self
-            .pages
-            .get_mut(key.get() as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                parquet::errors::ParquetError::General(format!(
-                    "page {} of a column chunk is not among the pages waiting (spill file {})",
-                    key.get(),
-                    self.spill.path.display()
-                ))
-            })?;
-        let mut f = self.spill.lock();
-        match page {
-            Waiting::Heap(b) => {
-                f.memory -= b.len();
-                Ok(b)
-            }
-            Waiting::File(offset, len) => {
-                let mut buf = vec![0u8; len];
-                f.file
-                    .seek(SeekFrom::Start(offset))
-                    .and_then(|_| f.file.read_exact(&mut buf))
-                    .map_err(|e| self.spill.io_error("reading", e))?;
-                f.release(&self.spill)?;
-                Ok(Bytes::from(buf))
-            }
-        }
-    }
-}
-
-impl Drop for SpilledPages {
-    /// A column chunk dropped before its pages were taken (a failed write) gives them up,
-    /// so the spill file can still be emptied and the heap budget used again.
-    fn drop(&mut self) {
-        if self.pages.iter().all(Option::is_none) {
-            return;
-        }
-        let mut f = self.spill.lock();
-        for page in self.pages.iter_mut().filter_map(Option::take) {
-            match page {
-                Waiting::Heap(b) => f.memory -= b.len(),
-                Waiting::File(..) => {
-                    let _ = f.release(&self.spill);
-                }
-            }
-        }
-    }
-}
-
-/// Hands each column chunk of a chunk's files a view of the chunk's [`Spill`].
-#[derive(Debug)]
-struct SpillFactory(Arc<Spill>);
-
-impl PageStoreFactory for SpillFactory {
-    fn create(&self, _args: &PageStoreArgs<'_>) -> parquet::errors::Result<Box<dyn PageStore>> {
-        Ok(Box::new(SpilledPages {
-            spill: self.0.clone(),
-            pages: Vec::new(),
-        }))
-    }
-}
 
 struct Open {
     writer: ArrowWriter<std::fs::File>,
@@ -627,11 +414,7 @@ impl PartitionedWriter {
         for (path, mut p) in parts {
             close(&mut p, &self.chunk_id)?;
             for (name, file, rows) in p.done {
-                let key = if path.is_empty() {
-                    name
-                } else {
-                    format!("{path}/{name}")
-                };
+                let key = object_key(&path, name);
                 let size = std::fs::metadata(&file)
                     .map_err(|e| Error::Staging {
                         context: format!("reading {}", file.display()),
@@ -678,11 +461,8 @@ pub async fn write_partitioned(
 fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
     if let Some(o) = p.open.take() {
         o.writer.close()?;
-        p.done.push((
-            format!("part-{chunk_id}-{:05}.parquet", p.next),
-            o.path,
-            o.rows,
-        ));
+        p.done
+            .push((part_file_name(chunk_id, p.next), o.path, o.rows));
         p.next += 1;
     }
     Ok(())
@@ -711,236 +491,4 @@ pub fn remove_stale_staging(age: std::time::Duration) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field};
-
-    fn rows() -> (SchemaRef, Vec<RecordBatch>) {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]));
-        let batches = (0..8)
-            .map(|b| {
-                let ids: Vec<i64> = (b * 25_000..(b + 1) * 25_000).collect();
-                let names: Vec<Option<String>> = ids
-                    .iter()
-                    .map(|i| (i % 7 != 0).then(|| format!("name-{}", i % 5_000)))
-                    .collect();
-                RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(Int64Array::from(ids)),
-                        Arc::new(StringArray::from(names)),
-                    ],
-                )
-                .expect("batch")
-            })
-            .collect();
-        (schema, batches)
-    }
-
-    /// Writes `rows()` through a [`PartitionedWriter`] whose pages may wait on the heap up
-    /// to `page_memory` bytes (the rest in the spill file) with `row_group_rows`, and
-    /// encodes them in memory with the same properties; also returns the bytes of the
-    /// pages that went through the spill file.
-    async fn spilled_and_in_memory(
-        row_group_rows: usize,
-        page_memory: usize,
-    ) -> (Vec<u8>, Vec<u8>, u64) {
-        let (schema, batches) = rows();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::FsStore::new(dir.path());
-        let output = OutputSpec {
-            location: crate::location::Location::parse(&dir.path().display().to_string())
-                .expect("location"),
-            partition_by: vec![],
-            compression: OutputCompression::Zstd(1),
-            row_group_rows,
-            max_file_bytes: u64::MAX,
-        };
-        let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
-        w.spill.0.lock().memory_limit = page_memory;
-        let spill = w.spill.0.clone();
-        let mut spilled = 0;
-        for b in &batches {
-            w.write(b).expect("write");
-            spilled = spilled.max(spill.lock().end);
-        }
-        let files = w.finish(&store, &|_| Ok(())).await.expect("write");
-        assert_eq!(files.len(), 1);
-        let f = spill.lock();
-        assert_eq!((f.memory, f.held), (0, 0), "every page taken back");
-        let written = std::fs::read(dir.path().join(&files[0].key)).expect("read");
-        let props = writer_properties(OutputCompression::Zstd(1), row_group_rows).expect("props");
-        let in_memory = encode_parquet(&schema, &batches, props).expect("encode");
-        (written, in_memory.to_vec(), spilled)
-    }
-
-    #[tokio::test]
-    async fn pages_spilled_to_disk_give_the_bytes_of_an_in_memory_writer() {
-        // 200,000 rows in pages of at most 20,000: each column went through the spill
-        // file page by page, and came back in order.
-        let (written, in_memory, spilled) = spilled_and_in_memory(1_000_000, 0).await;
-        assert_eq!(written, in_memory);
-        assert!(
-            spilled as usize > written.len() / 2,
-            "{spilled} bytes spilled"
-        );
-        // Some pages on the heap, the rest in the file; all of them on the heap.
-        let (mixed, _, spilled) = spilled_and_in_memory(1_000_000, 100_000).await;
-        assert_eq!(mixed, in_memory);
-        assert!(spilled > 0 && (spilled as usize) < written.len() - 50_000);
-        let (heap, _, spilled) = spilled_and_in_memory(1_000_000, PAGE_MEMORY_BYTES).await;
-        assert_eq!(heap, in_memory);
-        assert_eq!(spilled, 0);
-    }
-
-    #[tokio::test]
-    async fn row_groups_sharing_the_spill_file_give_the_bytes_of_an_in_memory_writer() {
-        let (written, in_memory, _) = spilled_and_in_memory(30_000, 0).await;
-        // Seven row groups: the spill file was emptied after each and used again.
-        use parquet::file::reader::FileReader;
-        let meta = parquet::file::reader::SerializedFileReader::new(Bytes::from(written.clone()))
-            .expect("parquet");
-        assert_eq!(meta.metadata().num_row_groups(), 7);
-        assert_eq!(written, in_memory);
-    }
-
-    #[tokio::test]
-    async fn many_partitions_open_at_once_keep_whole_row_groups() {
-        // 60 partitions of 16 columns each get rows from every batch: their encoders
-        // together hold more than the budget, which must not cut their files into
-        // row groups of a few rows.
-        let mut fields = vec![Field::new("p", DataType::Int64, false)];
-        fields.extend((0..15).map(|c| Field::new(format!("c{c}"), DataType::Utf8, false)));
-        let schema = Arc::new(Schema::new(fields));
-        let batches: Vec<RecordBatch> = (0..10)
-            .map(|b| {
-                let ids: Vec<i64> = (b * 30_000..(b + 1) * 30_000).collect();
-                let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
-                    ids.iter().map(|i| i % 60),
-                ))];
-                for c in 0..15 {
-                    cols.push(Arc::new(StringArray::from_iter_values(
-                        ids.iter().map(|i| format!("value {c}-{i}")),
-                    )));
-                }
-                RecordBatch::try_new(schema.clone(), cols).expect("batch")
-            })
-            .collect();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::FsStore::new(dir.path());
-        let output = OutputSpec {
-            location: crate::location::Location::parse(&dir.path().display().to_string())
-                .expect("location"),
-            partition_by: vec!["p".into()],
-            compression: OutputCompression::Zstd(1),
-            row_group_rows: 1_000_000,
-            max_file_bytes: u64::MAX,
-        };
-        let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
-        let mut peak = 0;
-        for b in &batches {
-            w.write(b).expect("write");
-            let held: usize = w
-                .parts
-                .values()
-                .filter_map(|p| p.open.as_ref())
-                .map(|o| o.writer.memory_size())
-                .sum();
-            peak = peak.max(held);
-        }
-        // Flushing early would have kept this under the budget, in row groups of 500 rows.
-        assert!(
-            peak > ROW_GROUP_BUDGET_BYTES,
-            "the case needs {peak} > the budget"
-        );
-        let files = w.finish(&store, &|_| Ok(())).await.expect("finish");
-        assert_eq!(files.len(), 60);
-        use parquet::file::reader::FileReader;
-        for f in &files {
-            let bytes = Bytes::from(std::fs::read(dir.path().join(&f.key)).expect("read"));
-            let r = parquet::file::reader::SerializedFileReader::new(bytes).expect("parquet");
-            assert_eq!(f.rows, 5_000);
-            assert_eq!(r.metadata().num_row_groups(), 1, "{}", f.key);
-        }
-    }
-
-    /// A spill file in `dir` keeping at most `memory_limit` bytes of pages on the heap.
-    fn spill_in(dir: &tempfile::TempDir, memory_limit: usize) -> Arc<Spill> {
-        let spill = Spill::create(dir.path().join("0.spill")).expect("spill");
-        spill.lock().memory_limit = memory_limit;
-        spill
-    }
-
-    /// A column chunk's view of `spill`.
-    fn pages_of(spill: &Arc<Spill>) -> SpilledPages {
-        SpilledPages {
-            spill: spill.clone(),
-            pages: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_spill_file_returns_pages_by_key_and_is_emptied_by_the_last_take() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spill = spill_in(&dir, 0);
-        let (mut a, mut b) = (pages_of(&spill), pages_of(&spill));
-        let a0 = a.put(Bytes::from_static(b"first page of a")).expect("put");
-        let b0 = b.put(Bytes::from_static(b"b")).expect("put");
-        let a1 = a.put(Bytes::from_static(b"second page of a")).expect("put");
-        let size = || std::fs::metadata(&spill.path).expect("metadata").len();
-        assert_eq!(size(), 32);
-        assert_eq!(&a.take(a1).expect("take")[..], b"second page of a");
-        assert_eq!(&a.take(a0).expect("take")[..], b"first page of a");
-        assert_eq!(size(), 32, "b's page is still held");
-        assert_eq!(&b.take(b0).expect("take")[..], b"b");
-        assert_eq!(size(), 0);
-        // The file is reused from its start.
-        let b1 = b.put(Bytes::from_static(b"again")).expect("put");
-        assert_eq!(size(), 5);
-        assert_eq!(&b.take(b1).expect("take")[..], b"again");
-        assert!(a.take(PageKey::new(7)).is_err());
-        assert!(a.take(a0).is_err(), "a page is taken once");
-        // A column chunk dropped with pages still waiting gives them up.
-        let mut c = pages_of(&spill);
-        c.put(Bytes::from_static(b"never taken")).expect("put");
-        assert_eq!(size(), 11);
-        drop(c);
-        assert_eq!(size(), 0);
-    }
-
-    #[test]
-    fn pages_wait_on_the_heap_up_to_its_limit_and_in_the_file_past_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spill = spill_in(&dir, 20);
-        let mut a = pages_of(&spill);
-        let size = || std::fs::metadata(&spill.path).expect("metadata").len();
-        let a0 = a.put(Bytes::from_static(b"sixteen bytes...")).expect("put");
-        let a1 = a.put(Bytes::from_static(b"five!")).expect("put");
-        let a2 = a.put(Bytes::from_static(b"four")).expect("put");
-        assert_eq!(
-            (spill.lock().memory, size()),
-            (20, 5),
-            "the second page spilled"
-        );
-        assert_eq!(&a.take(a1).expect("take")[..], b"five!");
-        assert_eq!(size(), 0);
-        assert_eq!(&a.take(a0).expect("take")[..], b"sixteen bytes...");
-        assert_eq!(spill.lock().memory, 4);
-        let a3 = a.put(Bytes::from_static(b"heap again!!")).expect("put");
-        assert_eq!((spill.lock().memory, size()), (16, 0));
-        assert_eq!(&a.take(a2).expect("take")[..], b"four");
-        assert_eq!(&a.take(a3).expect("take")[..], b"heap again!!");
-        assert_eq!(spill.lock().memory, 0);
-        // A column chunk dropped with pages still waiting gives the heap back too.
-        a.put(Bytes::from_static(b"never taken")).expect("put");
-        a.put(Bytes::from_static(b"never taken either"))
-            .expect("put");
-        assert_eq!((spill.lock().memory, size()), (11, 18));
-        drop(a);
-        assert_eq!((spill.lock().memory, size()), (0, 0));
-    }
-}
+mod tests;
