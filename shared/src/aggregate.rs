@@ -382,116 +382,19 @@ fn div_round(num: i128, den: i128) -> i128 {
 pub fn finish(spec: &AggregateSpec, schema: &Schema, merged: &Partial) -> Result<RecordBatch> {
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    let type_of = |name: &str| -> Result<DataType> {
-        schema
-            .field_with_name(name)
-            .map(|f| f.data_type().clone())
-            .map_err(|_| Error::Transform {
-                message: format!("aggregate column `{name}` is not in the transformed rows"),
-            })
-    };
     for (i, g) in spec.group_by.iter().enumerate() {
-        let t = type_of(g)?;
+        let t = column_type(schema, g)?;
         let values: Vec<Scalar> = merged.groups.iter().map(|x| x.key[i].clone()).collect();
         columns.push(scalars_to_array(&values, &t)?);
         fields.push(Field::new(g, t, true));
     }
     for (i, m) in spec.measures.iter().enumerate() {
         let states = merged.groups.iter().map(|g| &g.states[i]);
-        let (t, a): (DataType, ArrayRef) = match m.function {
-            AggFn::Count => (
-                DataType::Int64,
-                Arc::new(Int64Array::from(
-                    states
-                        .map(|s| {
-                            if let State::Count(n) = s {
-                                *n as i64
-                            } else {
-                                0
-                            }
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-            ),
-            AggFn::Sum | AggFn::Min | AggFn::Max => {
-                let col_t = type_of(m.column.as_deref().unwrap_or_default())?;
-                let values: Vec<Scalar> = states
-                    .map(|s| {
-                        if let State::Value(v) = s {
-                            v.clone()
-                        } else {
-                            Scalar::Null
-                        }
-                    })
-                    .collect();
-                let t = if m.function == AggFn::Sum {
-                    let st = sum_type(&col_t);
-                    // An integer sum that fits stays an integer column.
-                    if col_t.is_integer()
-                        && values
-                            .iter()
-                            .all(|v| v.as_i128().is_none_or(|x| i64::try_from(x).is_ok()))
-                    {
-                        DataType::Int64
-                    } else {
-                        st
-                    }
-                } else {
-                    col_t
-                };
-                (t.clone(), scalars_to_array(&values, &t)?)
-            }
-            AggFn::Avg => {
-                let col_t = type_of(m.column.as_deref().unwrap_or_default())?;
-                let pairs: Vec<(Scalar, u64)> = states
-                    .map(|s| {
-                        if let State::Avg { sum, count } = s {
-                            (sum.clone(), *count)
-                        } else {
-                            (Scalar::Null, 0)
-                        }
-                    })
-                    .collect();
-                match col_t {
-                    DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => {
-                        // Spark's rule: the average of decimal(p, s) has scale s + 4.
-                        let out_scale = (s + 4).min(38);
-                        let factor = 10i128.pow((out_scale - s) as u32);
-                        let v: Vec<Option<i128>> = pairs
-                            .iter()
-                            .map(|(sum, n)| match (sum.as_i128(), n) {
-                                (Some(x), n) if *n > 0 => {
-                                    x.checked_mul(factor).map(|x| div_round(x, *n as i128))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        let t = DataType::Decimal128(38, out_scale);
-                        (
-                            t,
-                            Arc::new(
-                                Decimal128Array::from(v).with_precision_and_scale(38, out_scale)?,
-                            ),
-                        )
-                    }
-                    _ => {
-                        let v: Vec<Option<f64>> = pairs
-                            .iter()
-                            .map(|(sum, n)| {
-                                if *n == 0 {
-                                    return None;
-                                }
-                                match sum {
-                                    Scalar::Int(_) => sum.as_i128().map(|x| x as f64 / *n as f64),
-                                    Scalar::Float(f) => Some(f / *n as f64),
-                                    _ => None,
-                                }
-                            })
-                            .collect();
-                        (DataType::Float64, Arc::new(Float64Array::from(v)))
-                    }
-                }
-            }
+        let measured = || column_type(schema, m.column.as_deref().unwrap_or_default());
+        let (t, a) = match m.function {
+            AggFn::Count => count_column(states),
+            AggFn::Sum | AggFn::Min | AggFn::Max => value_column(m.function, measured()?, states)?,
+            AggFn::Avg => avg_column(measured()?, states)?,
         };
         fields.push(Field::new(&m.name, t, true));
         columns.push(a);
@@ -502,6 +405,120 @@ pub fn finish(spec: &AggregateSpec, schema: &Schema, merged: &Partial) -> Result
         columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(merged.groups.len())),
     )?)
+}
+
+/// The type of the transformed rows' column `name`.
+fn column_type(schema: &Schema, name: &str) -> Result<DataType> {
+    schema
+        .field_with_name(name)
+        .map(|f| f.data_type().clone())
+        .map_err(|_| Error::Transform {
+            message: format!("aggregate column `{name}` is not in the transformed rows"),
+        })
+}
+
+/// A count measure's column.
+fn count_column<'a>(states: impl Iterator<Item = &'a State>) -> (DataType, ArrayRef) {
+    (
+        DataType::Int64,
+        Arc::new(Int64Array::from(
+            states
+                .map(|s| {
+                    if let State::Count(n) = s {
+                        *n as i64
+                    } else {
+                        0
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )),
+    )
+}
+
+/// A sum, min or max measure's column, over a column of type `col_t`.
+fn value_column<'a>(
+    function: AggFn,
+    col_t: DataType,
+    states: impl Iterator<Item = &'a State>,
+) -> Result<(DataType, ArrayRef)> {
+    let values: Vec<Scalar> = states
+        .map(|s| {
+            if let State::Value(v) = s {
+                v.clone()
+            } else {
+                Scalar::Null
+            }
+        })
+        .collect();
+    let t = if function == AggFn::Sum {
+        let st = sum_type(&col_t);
+        // An integer sum that fits stays an integer column.
+        if col_t.is_integer()
+            && values
+                .iter()
+                .all(|v| v.as_i128().is_none_or(|x| i64::try_from(x).is_ok()))
+        {
+            DataType::Int64
+        } else {
+            st
+        }
+    } else {
+        col_t
+    };
+    Ok((t.clone(), scalars_to_array(&values, &t)?))
+}
+
+/// An avg measure's column, over a column of type `col_t`.
+fn avg_column<'a>(
+    col_t: DataType,
+    states: impl Iterator<Item = &'a State>,
+) -> Result<(DataType, ArrayRef)> {
+    let pairs: Vec<(Scalar, u64)> = states
+        .map(|s| {
+            if let State::Avg { sum, count } = s {
+                (sum.clone(), *count)
+            } else {
+                (Scalar::Null, 0)
+            }
+        })
+        .collect();
+    Ok(match col_t {
+        DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => {
+            // Spark's rule: the average of decimal(p, s) has scale s + 4.
+            let out_scale = (s + 4).min(38);
+            let factor = 10i128.pow((out_scale - s) as u32);
+            let v: Vec<Option<i128>> = pairs
+                .iter()
+                .map(|(sum, n)| match (sum.as_i128(), n) {
+                    (Some(x), n) if *n > 0 => {
+                        x.checked_mul(factor).map(|x| div_round(x, *n as i128))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let t = DataType::Decimal128(38, out_scale);
+            (
+                t,
+                Arc::new(Decimal128Array::from(v).with_precision_and_scale(38, out_scale)?),
+            )
+        }
+        _ => {
+            let v: Vec<Option<f64>> = pairs
+                .iter()
+                .map(|(sum, n)| {
+                    if *n == 0 {
+                        return None;
+                    }
+                    match sum {
+                        Scalar::Int(_) => sum.as_i128().map(|x| x as f64 / *n as f64),
+                        Scalar::Float(f) => Some(f / *n as f64),
+                        _ => None,
+                    }
+                })
+                .collect();
+            (DataType::Float64, Arc::new(Float64Array::from(v)))
+        }
+    })
 }
 
 /// The aggregate table as JSON rows: integers and floats as numbers, other values

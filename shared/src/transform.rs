@@ -12,7 +12,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::cmp;
 use arrow::compute::{CastOptions, cast_with_options, filter};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::Result;
@@ -86,6 +86,8 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
             rejects: Vec::new(),
         });
     }
+    // A row keeps the first reason it was refused for: columns in schema order, then
+    // rules in spec order.
     let mut rejected: Vec<Option<PendingReject>> = vec![None; n];
     let cast_opts = CastOptions {
         safe: true,
@@ -94,134 +96,187 @@ pub fn conform(decoded: &Decoded, schema: &SchemaRef, rules: &[Rule]) -> Result<
     let mut typed: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, f) in schema.fields().iter().enumerate() {
         let src = decoded.batch.column(i);
-        let mut whole_column: Option<String> = None;
-        let out = if src.data_type() == f.data_type() {
-            src.clone()
-        } else {
-            let source = if src.data_type() == &DataType::Utf8 && is_trimmable(f.data_type()) {
-                trim(src)?
-            } else {
-                src.clone()
-            };
-            match cast_with_options(&source, f.data_type(), &cast_opts) {
-                Ok(out) if src.data_type().is_floating() && f.data_type().is_integer() => {
-                    exact_integers(src, out)?
-                }
-                Ok(out) => out,
-                // No conversion exists (a Parquet column of another type): every value of
-                // the column is refused, record by record; the chunk itself goes on.
-                Err(e) => {
-                    whole_column = Some(format!(
-                        "a {} column cannot be read as {} ({e})",
-                        src.data_type(),
-                        f.data_type()
-                    ));
-                    arrow::array::new_null_array(f.data_type(), n)
-                }
-            }
-        };
+        let (out, whole_column) = convert(src, f.data_type(), n, &cast_opts)?;
         if out.null_count() > src.null_count() {
-            for (r, slot) in rejected.iter_mut().enumerate() {
-                if src.is_valid(r) && out.is_null(r) && slot.is_none() {
-                    let message = match &whole_column {
-                        Some(m) => format!("`{}`: {m}", short(&describe(src, r))),
-                        None => format!(
-                            "`{}` is not a valid {}",
-                            short(&describe(src, r)),
-                            f.data_type()
-                        ),
-                    };
-                    *slot = Some(PendingReject {
-                        origin: decoded.origins[r],
-                        rule: "type".into(),
-                        column: Some(f.name().clone()),
-                        message,
-                    });
-                }
-            }
+            reject_unconverted(
+                decoded,
+                src,
+                &out,
+                f,
+                whole_column.as_deref(),
+                &mut rejected,
+            );
         }
         typed.push(out);
     }
     for rule in rules {
         let col = &typed[rule.index];
-        let violates: BooleanArray = match &rule.check {
-            Check::NotNull => {
-                BooleanArray::from((0..n).map(|r| col.is_null(r)).collect::<Vec<_>>())
-            }
-            Check::Min(bound) if col.data_type().is_floating() => {
-                float_violations(col, bound, |v, b| v < b)?
-            }
-            Check::Max(bound) if col.data_type().is_floating() => {
-                float_violations(col, bound, |v, b| v > b)?
-            }
-            Check::Min(bound) => cmp::lt(col, &arrow::array::Scalar::new(bound.clone()))?,
-            Check::Max(bound) => cmp::gt(col, &arrow::array::Scalar::new(bound.clone()))?,
-            Check::OneOf(set) => {
-                let text = canonical_text(col)?;
-                BooleanArray::from(
-                    (0..n)
-                        .map(|r| text.is_valid(r) && !set.contains(text.value(r)))
-                        .collect::<Vec<_>>(),
-                )
-            }
-            Check::Matches(re) => {
-                let text = canonical_text(col)?;
-                BooleanArray::from(
-                    (0..n)
-                        .map(|r| text.is_valid(r) && !re.is_match(text.value(r)))
-                        .collect::<Vec<_>>(),
-                )
-            }
-            Check::Finite => match col.data_type() {
-                DataType::Float64 => {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<arrow::array::PrimitiveArray<Float64Type>>();
-                    BooleanArray::from(
-                        (0..n)
-                            .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
-                            .collect::<Vec<_>>(),
-                    )
-                }
-                _ => {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<arrow::array::PrimitiveArray<Float32Type>>();
-                    BooleanArray::from(
-                        (0..n)
-                            .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
-                            .collect::<Vec<_>>(),
-                    )
-                }
-            },
-        };
+        let violates = violations(&rule.check, col, n)?;
         if violates.true_count() == 0 {
             continue;
         }
-        for (r, slot) in rejected.iter_mut().enumerate() {
-            if violates.is_valid(r) && violates.value(r) && slot.is_none() {
-                let message = match &rule.check {
-                    Check::NotNull => format!("`{}` is null", rule.column),
-                    _ => format!(
-                        "`{}` = `{}` breaks {}",
-                        rule.column,
-                        short(&describe(col, r)),
-                        rule.label
-                    ),
-                };
-                let rule_name = match &rule.check {
-                    Check::NotNull => "not_null".to_string(),
-                    _ => rule.label.split(':').next().unwrap_or("rule").to_string(),
-                };
-                *slot = Some(PendingReject {
-                    origin: decoded.origins[r],
-                    rule: rule_name,
-                    column: Some(rule.column.clone()),
-                    message,
-                });
-            }
+        reject_violations(decoded, rule, col, &violates, &mut rejected);
+    }
+    keep_conforming(schema, typed, rejected, n)
+}
+
+/// One decoded column in the type `to`, with the message for every value when the
+/// column as a whole has no conversion to it (its values are then all null).
+fn convert(
+    src: &ArrayRef,
+    to: &DataType,
+    n: usize,
+    cast_opts: &CastOptions<'_>,
+) -> Result<(ArrayRef, Option<String>)> {
+    if src.data_type() == to {
+        return Ok((src.clone(), None));
+    }
+    let source = if src.data_type() == &DataType::Utf8 && is_trimmable(to) {
+        trim(src)?
+    } else {
+        src.clone()
+    };
+    Ok(match cast_with_options(&source, to, cast_opts) {
+        Ok(out) if src.data_type().is_floating() && to.is_integer() => {
+            (exact_integers(src, out)?, None)
+        }
+        Ok(out) => (out, None),
+        // No conversion exists (a Parquet column of another type): every value of
+        // the column is refused, record by record; the chunk itself goes on.
+        Err(e) => (
+            arrow::array::new_null_array(to, n),
+            Some(format!(
+                "a {} column cannot be read as {} ({e})",
+                src.data_type(),
+                to
+            )),
+        ),
+    })
+}
+
+/// Refuses, by the `type` rule, each row not yet refused whose value in `src` became
+/// null in `out`.
+fn reject_unconverted(
+    decoded: &Decoded,
+    src: &ArrayRef,
+    out: &ArrayRef,
+    f: &Field,
+    whole_column: Option<&str>,
+    rejected: &mut [Option<PendingReject>],
+) {
+    for (r, slot) in rejected.iter_mut().enumerate() {
+        if src.is_valid(r) && out.is_null(r) && slot.is_none() {
+            let message = match whole_column {
+                Some(m) => format!("`{}`: {m}", short(&describe(src, r))),
+                None => format!(
+                    "`{}` is not a valid {}",
+                    short(&describe(src, r)),
+                    f.data_type()
+                ),
+            };
+            *slot = Some(PendingReject {
+                origin: decoded.origins[r],
+                rule: "type".into(),
+                column: Some(f.name().clone()),
+                message,
+            });
         }
     }
+}
+
+/// The rows of `col` that break `check` (true), out of `n`.
+fn violations(check: &Check, col: &ArrayRef, n: usize) -> Result<BooleanArray> {
+    Ok(match check {
+        Check::NotNull => BooleanArray::from((0..n).map(|r| col.is_null(r)).collect::<Vec<_>>()),
+        Check::Min(bound) if col.data_type().is_floating() => {
+            float_violations(col, bound, |v, b| v < b)?
+        }
+        Check::Max(bound) if col.data_type().is_floating() => {
+            float_violations(col, bound, |v, b| v > b)?
+        }
+        Check::Min(bound) => cmp::lt(col, &arrow::array::Scalar::new(bound.clone()))?,
+        Check::Max(bound) => cmp::gt(col, &arrow::array::Scalar::new(bound.clone()))?,
+        Check::OneOf(set) => {
+            let text = canonical_text(col)?;
+            BooleanArray::from(
+                (0..n)
+                    .map(|r| text.is_valid(r) && !set.contains(text.value(r)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Check::Matches(re) => {
+            let text = canonical_text(col)?;
+            BooleanArray::from(
+                (0..n)
+                    .map(|r| text.is_valid(r) && !re.is_match(text.value(r)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Check::Finite => match col.data_type() {
+            DataType::Float64 => {
+                let a = col
+                    .as_any()
+                    .downcast_ref::<arrow::array::PrimitiveArray<Float64Type>>();
+                BooleanArray::from(
+                    (0..n)
+                        .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            _ => {
+                let a = col
+                    .as_any()
+                    .downcast_ref::<arrow::array::PrimitiveArray<Float32Type>>();
+                BooleanArray::from(
+                    (0..n)
+                        .map(|r| a.is_some_and(|a| a.is_valid(r) && !a.value(r).is_finite()))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        },
+    })
+}
+
+/// Refuses, by `rule`, each row not yet refused that `violates` marks.
+fn reject_violations(
+    decoded: &Decoded,
+    rule: &Rule,
+    col: &ArrayRef,
+    violates: &BooleanArray,
+    rejected: &mut [Option<PendingReject>],
+) {
+    for (r, slot) in rejected.iter_mut().enumerate() {
+        if violates.is_valid(r) && violates.value(r) && slot.is_none() {
+            let message = match &rule.check {
+                Check::NotNull => format!("`{}` is null", rule.column),
+                _ => format!(
+                    "`{}` = `{}` breaks {}",
+                    rule.column,
+                    short(&describe(col, r)),
+                    rule.label
+                ),
+            };
+            let rule_name = match &rule.check {
+                Check::NotNull => "not_null".to_string(),
+                _ => rule.label.split(':').next().unwrap_or("rule").to_string(),
+            };
+            *slot = Some(PendingReject {
+                origin: decoded.origins[r],
+                rule: rule_name,
+                column: Some(rule.column.clone()),
+                message,
+            });
+        }
+    }
+}
+
+/// The rows no step refused, in `schema`, and the refused ones by row.
+fn keep_conforming(
+    schema: &SchemaRef,
+    typed: Vec<ArrayRef>,
+    rejected: Vec<Option<PendingReject>>,
+    n: usize,
+) -> Result<Conformed> {
     let mut keep = BooleanBufferBuilder::new(n);
     let mut rejects = Vec::new();
     for (r, rej) in rejected.into_iter().enumerate() {

@@ -1,0 +1,494 @@
+//! Partitioned, deterministic Parquet.
+//!
+//! Rows are split by the values of the partition columns into Hive-style paths
+//! (`col=value/…`, values percent-encoded as Hive does, nulls as
+//! `__HIVE_DEFAULT_PARTITION__`) and written as `part-<chunk_id>-<n>.parquet`, `n`
+//! counting the files of that chunk in that partition. Names derive from the chunk id
+//! only and the encoder is deterministic, so a chunk run twice writes the same keys with
+//! the same bytes: a retry overwrites its own earlier attempt instead of adding to it.
+//!
+//! This module splits and writes the rows ([`PartitionedWriter`]); `hive` names the
+//! paths and files, `spill` keeps the finished pages waiting for their row group.
+
+mod hive;
+mod spill;
+
+pub use hive::{NULL_PARTITION, partition_segment};
+pub use spill::PAGE_MEMORY_BYTES;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{OutputCompression, OutputSpec};
+use crate::store::ObjectStore;
+use crate::{Error, Result};
+
+use hive::{object_key, part_file_name};
+use spill::{Spill, SpillFactory};
+
+/// One written file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Key below the output location.
+    pub key: String,
+    /// Partition column values (as text), in `partition_by` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition: Vec<(String, Option<String>)>,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Data page size of the output files.
+pub const PAGE_BYTES: usize = 256 * 1024;
+
+/// Dictionary size past which a column chunk falls back to plain encoding. At 256 KiB
+/// (the page size) each open column's dictionary was mostly the high-cardinality columns'
+/// (keys, prices, comments), which fall back anyway; 64 KiB still holds a few thousand
+/// distinct values, and on TPC-H lineitem gave smaller files in less CPU time.
+pub const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+
+/// Writer properties for the output spec (also used for the aggregate table).
+pub fn writer_properties(
+    compression: OutputCompression,
+    row_group_rows: usize,
+) -> Result<WriterProperties> {
+    let c = match compression {
+        OutputCompression::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l)?),
+        OutputCompression::Gzip(l) => Compression::GZIP(GzipLevel::try_new(l)?),
+        OutputCompression::Snappy => Compression::SNAPPY,
+        OutputCompression::Lz4 => Compression::LZ4_RAW,
+        OutputCompression::None => Compression::UNCOMPRESSED,
+    };
+    Ok(WriterProperties::builder()
+        .set_compression(c)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        // Each open column buffers a page (and a dictionary) before compressing it; with
+        // a chunk's partitions open at once, 1 MiB pages made that the largest part of a
+        // worker's memory. 256 KiB pages keep it small at little cost in size.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+        .set_created_by(format!("fanout version {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Encodes batches as one Parquet file in memory.
+pub fn encode_parquet(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<Bytes> {
+    let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    Ok(Bytes::from(w.into_inner()?))
+}
+
+/// Memory the open files of one chunk may hold for row groups not yet flushed (column
+/// encoders with their page buffers and dictionaries; finished pages wait apart, see
+/// [`Spill`]): past it the open file holding the most is flushed early. Decided from
+/// the data alone, so a chunk still writes the same bytes every time.
+pub const ROW_GROUP_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+
+/// Rows a row group needs before the memory budget may flush it early.
+pub const MIN_EARLY_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Staged files a chunk keeps open at most (file descriptors are limited: 1,024 in
+/// Lambda): past it the file opened first is closed, and its partition's next rows start
+/// a new file. Decided by the data alone, as every file boundary.
+pub const MAX_OPEN_FILES: usize = 256;
+
+struct Open {
+    writer: ArrowWriter<std::fs::File>,
+    rows: u64,
+    path: std::path::PathBuf,
+}
+
+struct PartitionFiles {
+    values: Vec<(String, Option<String>)>,
+    open: Option<Open>,
+    next: usize,
+    /// Finished files: (name, staged path, rows).
+    done: Vec<(String, std::path::PathBuf, u64)>,
+}
+
+/// Writes a chunk's transformed rows batch by batch into partitioned Parquet files staged
+/// on local disk (memory stays bounded whatever the chunk's size), then stores them.
+pub struct PartitionedWriter {
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    part_idx: Vec<usize>,
+    data_idx: Vec<usize>,
+    props: WriterProperties,
+    max_file_bytes: u64,
+    chunk_id: String,
+    staging: tempfile::TempDir,
+    spill: Arc<SpillFactory>,
+    staged: usize,
+    parts: BTreeMap<String, PartitionFiles>,
+    keys: Option<RowConverter>,
+    rows: u64,
+    /// Partitions with an open file, oldest first.
+    open_order: std::collections::VecDeque<String>,
+}
+
+impl std::fmt::Debug for PartitionedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionedWriter")
+            .field("chunk_id", &self.chunk_id)
+            .field("partitions", &self.parts.len())
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionedWriter {
+    /// A writer for the chunk `chunk_id`'s rows of `schema`.
+    pub fn new(output: &OutputSpec, chunk_id: &str, schema: &SchemaRef) -> Result<Self> {
+        let part_idx: Vec<usize> = output
+            .partition_by
+            .iter()
+            .map(|c| {
+                schema.index_of(c).map_err(|_| Error::Transform {
+                    message: format!(
+                        "partition column `{c}` is not in the transformed rows (they have: {})",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let data_idx: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !part_idx.contains(i))
+            .collect();
+        let file_schema: SchemaRef = Arc::new(Schema::new(
+            data_idx
+                .iter()
+                .map(|i| schema.field(*i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        let keys = if part_idx.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                part_idx
+                    .iter()
+                    .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+                    .collect(),
+            )?)
+        };
+        let staging = tempfile::Builder::new()
+            .prefix("fanout-chunk-")
+            .tempdir()
+            .map_err(|e| Error::Staging {
+                context: format!("creating a folder in {}", std::env::temp_dir().display()),
+                source: e,
+            })?;
+        let spill = Arc::new(SpillFactory(Spill::create(
+            staging.path().join("pages.spill"),
+        )?));
+        Ok(PartitionedWriter {
+            schema: schema.clone(),
+            file_schema,
+            part_idx,
+            data_idx,
+            props: writer_properties(output.compression, output.row_group_rows)?,
+            max_file_bytes: output.max_file_bytes,
+            chunk_id: chunk_id.to_string(),
+            staging,
+            spill,
+            staged: 0,
+            parts: BTreeMap::new(),
+            keys,
+            rows: 0,
+            open_order: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Splits `batch` by partition and appends each part to its partition's open file.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for (path, values, rows) in self.groups(batch)? {
+            let sub = match rows {
+                None => RecordBatch::try_new(
+                    self.file_schema.clone(),
+                    self.data_idx
+                        .iter()
+                        .map(|i| batch.column(*i).clone())
+                        .collect(),
+                )?,
+                Some(rows) => {
+                    let idx = UInt32Array::from(rows);
+                    let cols: Vec<ArrayRef> = self
+                        .data_idx
+                        .iter()
+                        .map(|i| take(batch.column(*i).as_ref(), &idx, None))
+                        .collect::<std::result::Result<_, _>>()?;
+                    RecordBatch::try_new(self.file_schema.clone(), cols)?
+                }
+            };
+            self.append(path, values, &sub)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        self.keep_within_budget()
+    }
+
+    /// The batch's rows grouped by partition path, in order of first appearance; `None`
+    /// rows when the whole batch goes to one partition.
+    fn groups(&self, batch: &RecordBatch) -> Result<Vec<BatchPart>> {
+        let Some(conv) = &self.keys else {
+            return Ok(vec![(String::new(), Vec::new(), None)]);
+        };
+        let cols: Vec<ArrayRef> = self
+            .part_idx
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        let keys = conv.convert_columns(&cols)?;
+        let mut first_rows: Vec<usize> = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+        let mut last: Option<(&[u8], usize)> = None;
+        for r in 0..batch.num_rows() {
+            let k = keys.row(r);
+            let k: &[u8] = k.data();
+            let g = match last {
+                Some((lk, g)) if lk == k => g,
+                _ => {
+                    let g = *by_key.entry(k).or_insert_with(|| {
+                        first_rows.push(r);
+                        members.push(Vec::new());
+                        members.len() - 1
+                    });
+                    last = Some((k, g));
+                    g
+                }
+            };
+            members[g].push(r as u32);
+        }
+        let fmt_opts = FormatOptions::default();
+        let formatters: Vec<ArrayFormatter> = cols
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt_opts))
+            .collect::<std::result::Result<_, _>>()?;
+        let single = members.len() == 1;
+        Ok(first_rows
+            .into_iter()
+            .zip(members)
+            .map(|(r, rows)| {
+                let mut values = Vec::with_capacity(cols.len());
+                let mut path = String::new();
+                for (k, i) in self.part_idx.iter().enumerate() {
+                    let v = (!cols[k].is_null(r)).then(|| formatters[k].value(r).to_string());
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    let name = self.schema.field(*i).name();
+                    path.push_str(&partition_segment(name, v.as_deref()));
+                    values.push((name.clone(), v));
+                }
+                (path, values, (!single).then_some(rows))
+            })
+            .collect())
+    }
+
+    fn append(
+        &mut self,
+        path: String,
+        values: Vec<(String, Option<String>)>,
+        sub: &RecordBatch,
+    ) -> Result<()> {
+        let opening = self.parts.get(&path).is_none_or(|p| p.open.is_none());
+        if opening
+            && self.open_order.len() >= MAX_OPEN_FILES
+            && let Some(oldest) = self.open_order.pop_front()
+            && let Some(p) = self.parts.get_mut(&oldest)
+        {
+            close(p, &self.chunk_id)?;
+        }
+        if opening {
+            self.open_order.push_back(path.clone());
+        }
+        let p = self
+            .parts
+            .entry(path.clone())
+            .or_insert_with(|| PartitionFiles {
+                values,
+                open: None,
+                next: 0,
+                done: Vec::new(),
+            });
+        if p.open.is_none() {
+            let file = self
+                .staging
+                .path()
+                .join(format!("{:06}.parquet", self.staged));
+            self.staged += 1;
+            let f = std::fs::File::create(&file).map_err(|e| Error::Staging {
+                context: format!("creating {}", file.display()),
+                source: e,
+            })?;
+            let options = ArrowWriterOptions::new()
+                .with_properties(self.props.clone())
+                .with_page_store_factory(self.spill.clone());
+            p.open = Some(Open {
+                writer: ArrowWriter::try_new_with_options(f, self.file_schema.clone(), options)?,
+                rows: 0,
+                path: file,
+            });
+        }
+        if let Some(o) = p.open.as_mut() {
+            o.writer.write(sub)?;
+            o.rows += sub.num_rows() as u64;
+            if o.writer.bytes_written() as u64 + o.writer.in_progress_size() as u64
+                >= self.max_file_bytes
+            {
+                close(p, &self.chunk_id)?;
+                self.open_order.retain(|q| *q != path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the open row groups holding the most memory while the files hold more than
+    /// the budget. A row group is flushed early only once it has
+    /// [`MIN_EARLY_ROW_GROUP_ROWS`]: an open file's encoders take about the same memory
+    /// again as soon as it gets rows, so flushing smaller ones would only cut the files
+    /// into small row groups.
+    fn keep_within_budget(&mut self) -> Result<()> {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(&mut Open, usize)> = None;
+            for p in self.parts.values_mut() {
+                if let Some(o) = p.open.as_mut() {
+                    let n = o.writer.memory_size();
+                    total += n;
+                    if o.writer.in_progress_rows() >= MIN_EARLY_ROW_GROUP_ROWS
+                        && largest.as_ref().is_none_or(|(_, m)| n > *m)
+                    {
+                        largest = Some((o, n));
+                    }
+                }
+            }
+            match largest {
+                Some((o, n)) if total > ROW_GROUP_BUDGET_BYTES && n > 0 => o.writer.flush()?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Closes every file and stores them; returns the files sorted by key.
+    /// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
+    pub async fn finish(
+        mut self,
+        store: &dyn ObjectStore,
+        before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
+    ) -> Result<Vec<FileEntry>> {
+        let mut entries = Vec::new();
+        let parts = std::mem::take(&mut self.parts);
+        for (path, mut p) in parts {
+            close(&mut p, &self.chunk_id)?;
+            for (name, file, rows) in p.done {
+                let key = object_key(&path, name);
+                let size = std::fs::metadata(&file)
+                    .map_err(|e| Error::Staging {
+                        context: format!("reading {}", file.display()),
+                        source: e,
+                    })?
+                    .len();
+                before_put(entries.len())?;
+                store.put_file(&key, &file).await?;
+                // Free the staging space as soon as the file is stored.
+                let _ = std::fs::remove_file(&file);
+                entries.push(FileEntry {
+                    key,
+                    partition: p.values.clone(),
+                    rows,
+                    bytes: size,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+}
+
+/// Rows of one batch bound for one partition: (path, column values, row indexes or all).
+type BatchPart = (String, Vec<(String, Option<String>)>, Option<Vec<u32>>);
+
+/// Writes a chunk's transformed rows under `output` and returns the files, sorted by key.
+/// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
+pub async fn write_partitioned(
+    store: &dyn ObjectStore,
+    output: &OutputSpec,
+    chunk_id: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
+) -> Result<Vec<FileEntry>> {
+    let mut w = PartitionedWriter::new(output, chunk_id, schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish(store, before_put).await
+}
+
+fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
+    if let Some(o) = p.open.take() {
+        o.writer.close()?;
+        p.done
+            .push((part_file_name(chunk_id, p.next), o.path, o.rows));
+        p.next += 1;
+    }
+    Ok(())
+}
+
+/// Removes chunk staging folders (`fanout-chunk-*` in the temp folder) older than `age`:
+/// leftovers of a process killed mid-chunk (a Lambda timeout keeps `/tmp`). A Lambda
+/// worker calls it with zero at start (one process per execution environment); a fleet
+/// worker sharing a host with others passes a margin above its longest chunk.
+pub fn remove_stale_staging(age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with("fanout-chunk-")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= age);
+        if stale && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The partitioned writer and its spill store, checked against an in-memory encoder.
+
+use super::spill::{Spill, SpilledPages};
+use super::*;
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field};
+use parquet::arrow::arrow_writer::{PageKey, PageStore};
+
+fn rows() -> (SchemaRef, Vec<RecordBatch>) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batches = (0..8)
+        .map(|b| {
+            let ids: Vec<i64> = (b * 25_000..(b + 1) * 25_000).collect();
+            let names: Vec<Option<String>> = ids
+                .iter()
+                .map(|i| (i % 7 != 0).then(|| format!("name-{}", i % 5_000)))
+                .collect();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )
+            .expect("batch")
+        })
+        .collect();
+    (schema, batches)
+}
+
+/// Writes `rows()` through a [`PartitionedWriter`] whose pages may wait on the heap up
+/// to `page_memory` bytes (the rest in the spill file) with `row_group_rows`, and
+/// encodes them in memory with the same properties; also returns the bytes of the
+/// pages that went through the spill file.
+async fn spilled_and_in_memory(
+    row_group_rows: usize,
+    page_memory: usize,
+) -> (Vec<u8>, Vec<u8>, u64) {
+    let (schema, batches) = rows();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::FsStore::new(dir.path());
+    let output = OutputSpec {
+        location: crate::location::Location::parse(&dir.path().display().to_string())
+            .expect("location"),
+        partition_by: vec![],
+        compression: OutputCompression::Zstd(1),
+        row_group_rows,
+        max_file_bytes: u64::MAX,
+    };
+    let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
+    w.spill.0.lock().memory_limit = page_memory;
+    let spill = w.spill.0.clone();
+    let mut spilled = 0;
+    for b in &batches {
+        w.write(b).expect("write");
+        spilled = spilled.max(spill.lock().end);
+    }
+    let files = w.finish(&store, &|_| Ok(())).await.expect("write");
+    assert_eq!(files.len(), 1);
+    let f = spill.lock();
+    assert_eq!((f.memory, f.held), (0, 0), "every page taken back");
+    let written = std::fs::read(dir.path().join(&files[0].key)).expect("read");
+    let props = writer_properties(OutputCompression::Zstd(1), row_group_rows).expect("props");
+    let in_memory = encode_parquet(&schema, &batches, props).expect("encode");
+    (written, in_memory.to_vec(), spilled)
+}
+
+#[tokio::test]
+async fn pages_spilled_to_disk_give_the_bytes_of_an_in_memory_writer() {
+    // 200,000 rows in pages of at most 20,000: each column went through the spill
+    // file page by page, and came back in order.
+    let (written, in_memory, spilled) = spilled_and_in_memory(1_000_000, 0).await;
+    assert_eq!(written, in_memory);
+    assert!(
+        spilled as usize > written.len() / 2,
+        "{spilled} bytes spilled"
+    );
+    // Some pages on the heap, the rest in the file; all of them on the heap.
+    let (mixed, _, spilled) = spilled_and_in_memory(1_000_000, 100_000).await;
+    assert_eq!(mixed, in_memory);
+    assert!(spilled > 0 && (spilled as usize) < written.len() - 50_000);
+    let (heap, _, spilled) = spilled_and_in_memory(1_000_000, PAGE_MEMORY_BYTES).await;
+    assert_eq!(heap, in_memory);
+    assert_eq!(spilled, 0);
+}
+
+#[tokio::test]
+async fn row_groups_sharing_the_spill_file_give_the_bytes_of_an_in_memory_writer() {
+    let (written, in_memory, _) = spilled_and_in_memory(30_000, 0).await;
+    // Seven row groups: the spill file was emptied after each and used again.
+    use parquet::file::reader::FileReader;
+    let meta = parquet::file::reader::SerializedFileReader::new(Bytes::from(written.clone()))
+        .expect("parquet");
+    assert_eq!(meta.metadata().num_row_groups(), 7);
+    assert_eq!(written, in_memory);
+}
+
+#[tokio::test]
+async fn many_partitions_open_at_once_keep_whole_row_groups() {
+    // 60 partitions of 16 columns each get rows from every batch: their encoders
+    // together hold more than the budget, which must not cut their files into
+    // row groups of a few rows.
+    let mut fields = vec![Field::new("p", DataType::Int64, false)];
+    fields.extend((0..15).map(|c| Field::new(format!("c{c}"), DataType::Utf8, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let batches: Vec<RecordBatch> = (0..10)
+        .map(|b| {
+            let ids: Vec<i64> = (b * 30_000..(b + 1) * 30_000).collect();
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|i| i % 60),
+            ))];
+            for c in 0..15 {
+                cols.push(Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("value {c}-{i}")),
+                )));
+            }
+            RecordBatch::try_new(schema.clone(), cols).expect("batch")
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::FsStore::new(dir.path());
+    let output = OutputSpec {
+        location: crate::location::Location::parse(&dir.path().display().to_string())
+            .expect("location"),
+        partition_by: vec!["p".into()],
+        compression: OutputCompression::Zstd(1),
+        row_group_rows: 1_000_000,
+        max_file_bytes: u64::MAX,
+    };
+    let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
+    let mut peak = 0;
+    for b in &batches {
+        w.write(b).expect("write");
+        let held: usize = w
+            .parts
+            .values()
+            .filter_map(|p| p.open.as_ref())
+            .map(|o| o.writer.memory_size())
+            .sum();
+        peak = peak.max(held);
+    }
+    // Flushing early would have kept this under the budget, in row groups of 500 rows.
+    assert!(
+        peak > ROW_GROUP_BUDGET_BYTES,
+        "the case needs {peak} > the budget"
+    );
+    let files = w.finish(&store, &|_| Ok(())).await.expect("finish");
+    assert_eq!(files.len(), 60);
+    use parquet::file::reader::FileReader;
+    for f in &files {
+        let bytes = Bytes::from(std::fs::read(dir.path().join(&f.key)).expect("read"));
+        let r = parquet::file::reader::SerializedFileReader::new(bytes).expect("parquet");
+        assert_eq!(f.rows, 5_000);
+        assert_eq!(r.metadata().num_row_groups(), 1, "{}", f.key);
+    }
+}
+
+/// A spill file in `dir` keeping at most `memory_limit` bytes of pages on the heap.
+fn spill_in(dir: &tempfile::TempDir, memory_limit: usize) -> Arc<Spill> {
+    let spill = Spill::create(dir.path().join("0.spill")).expect("spill");
+    spill.lock().memory_limit = memory_limit;
+    spill
+}
+
+/// A column chunk's view of `spill`.
+fn pages_of(spill: &Arc<Spill>) -> SpilledPages {
+    SpilledPages::new(spill.clone())
+}
+
+#[test]
+fn a_spill_file_returns_pages_by_key_and_is_emptied_by_the_last_take() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spill = spill_in(&dir, 0);
+    let (mut a, mut b) = (pages_of(&spill), pages_of(&spill));
+    let a0 = a.put(Bytes::from_static(b"first page of a")).expect("put");
+    let b0 = b.put(Bytes::from_static(b"b")).expect("put");
+    let a1 = a.put(Bytes::from_static(b"second page of a")).expect("put");
+    let size = || std::fs::metadata(&spill.path).expect("metadata").len();
+    assert_eq!(size(), 32);
+    assert_eq!(&a.take(a1).expect("take")[..], b"second page of a");
+    assert_eq!(&a.take(a0).expect("take")[..], b"first page of a");
+    assert_eq!(size(), 32, "b's page is still held");
+    assert_eq!(&b.take(b0).expect("take")[..], b"b");
+    assert_eq!(size(), 0);
+    // The file is reused from its start.
+    let b1 = b.put(Bytes::from_static(b"again")).expect("put");
+    assert_eq!(size(), 5);
+    assert_eq!(&b.take(b1).expect("take")[..], b"again");
+    assert!(a.take(PageKey::new(7)).is_err());
+    assert!(a.take(a0).is_err(), "a page is taken once");
+    // A column chunk dropped with pages still waiting gives them up.
+    let mut c = pages_of(&spill);
+    c.put(Bytes::from_static(b"never taken")).expect("put");
+    assert_eq!(size(), 11);
+    drop(c);
+    assert_eq!(size(), 0);
+}
+
+#[test]
+fn pages_wait_on_the_heap_up_to_its_limit_and_in_the_file_past_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spill = spill_in(&dir, 20);
+    let mut a = pages_of(&spill);
+    let size = || std::fs::metadata(&spill.path).expect("metadata").len();
+    let a0 = a.put(Bytes::from_static(b"sixteen bytes...")).expect("put");
+    let a1 = a.put(Bytes::from_static(b"five!")).expect("put");
+    let a2 = a.put(Bytes::from_static(b"four")).expect("put");
+    assert_eq!(
+        (spill.lock().memory, size()),
+        (20, 5),
+        "the second page spilled"
+    );
+    assert_eq!(&a.take(a1).expect("take")[..], b"five!");
+    assert_eq!(size(), 0);
+    assert_eq!(&a.take(a0).expect("take")[..], b"sixteen bytes...");
+    assert_eq!(spill.lock().memory, 4);
+    let a3 = a.put(Bytes::from_static(b"heap again!!")).expect("put");
+    assert_eq!((spill.lock().memory, size()), (16, 0));
+    assert_eq!(&a.take(a2).expect("take")[..], b"four");
+    assert_eq!(&a.take(a3).expect("take")[..], b"heap again!!");
+    assert_eq!(spill.lock().memory, 0);
+    // A column chunk dropped with pages still waiting gives the heap back too.
+    a.put(Bytes::from_static(b"never taken")).expect("put");
+    a.put(Bytes::from_static(b"never taken either"))
+        .expect("put");
+    assert_eq!((spill.lock().memory, size()), (11, 18));
+    drop(a);
+    assert_eq!((spill.lock().memory, size()), (0, 0));
+}
