@@ -13,12 +13,15 @@ use tracing::info;
 use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::job::{
-    AggregateResult, Counts, FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary,
-    PlanSummary, READ_CONCURRENCY, chunk_records, committed_ids, get_json, get_json_opt, layout,
-    load_job, to_json_bytes,
+    AggregateResult, ChunkRecord, Counts, FailureRecord, InputObject, Manifest, ManifestFile,
+    PartitionSummary, PlanSummary, READ_CONCURRENCY, RejectFile, chunk_records, committed_ids,
+    get_json, get_json_opt, layout, load_job, to_json_bytes,
 };
 use crate::location::Location;
 use crate::metrics::{Unit, names};
+use crate::plan::Chunk;
+use crate::spec::{AggregateSpec, JobSpec};
+use crate::store::ObjectStore;
 use crate::{Error, Result};
 
 /// Where a job stands.
@@ -127,106 +130,210 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
     let records = chunk_records(&store, job_id).await?;
-    let planned: HashSet<&str> = plan.iter().map(|c| c.id.as_str()).collect();
-    let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
-    let missing: Vec<&str> = plan
-        .iter()
-        .map(|c| c.id.as_str())
-        .filter(|id| !committed.contains(id))
-        .collect();
-    if !missing.is_empty() {
-        let status = job_status(env, work, job_id).await?;
-        let detail: Vec<String> = status
-            .dead_lettered
-            .iter()
-            .chain(&status.failed)
-            .take(5)
-            .map(|f| {
-                format!(
-                    "{} after {} attempt(s): {}",
-                    f.chunk_id, f.attempts, f.message
-                )
-            })
-            .collect();
+    ensure_all_committed(env, work, job_id, &plan, &records).await?;
+    let mut merged = merge_records(&plan, &records);
+    let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
+    let schema = match merged.schema.take() {
+        Some(s) => s,
+        None => schema_without_rows(env, &spec).await?,
+    };
+    let aggregate = match &spec.aggregate {
+        Some(a) => Some(write_aggregate(store.as_ref(), job_id, a, &schema, &records).await?),
+        None => None,
+    };
+    let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
+    let cost = crate::cost::JobCost::measure(
+        &usage,
+        env.worker_memory_mb,
+        Some((
+            // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
+            // rewrites the same manifest).
+            2.0 * crate::cost::Model::default().overhead_s,
+            crate::cost::coordinator_requests(summary.objects, records.len() as u64),
+        )),
+        summary.estimate,
+    );
+    let problems = merged.problems.clone();
+    let manifest = Manifest {
+        job_id: job_id.to_string(),
+        name: spec.name.clone(),
+        outcome: if problems.is_empty() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into(),
+        problems: merged.problems,
+        output: spec.output.location.to_string(),
+        rejects_location: spec.rejects.location.to_string(),
+        chunks: records.len() as u64,
+        objects: summary.objects,
+        input_bytes: summary.input_bytes,
+        counts: merged.counts,
+        reject_ratio,
+        output_bytes: merged.files.iter().map(|f| f.file.bytes).sum(),
+        schema,
+        partitions: merged.partitions.into_values().collect(),
+        files: merged.files,
+        rejects: merged.rejects,
+        reject_rules: merged.reject_rules,
+        aggregate,
+        inputs: input_objects(&plan),
+        cost: Some(cost),
+    };
+    store
+        .put(
+            &layout::manifest(job_id),
+            to_json_bytes("manifest", &manifest)?,
+        )
+        .await?;
+    if !problems.is_empty() {
+        store.delete(&layout::success(job_id)).await?;
         return Err(Error::Job {
             job_id: job_id.to_string(),
-            message: format!(
-                "{} of {} chunks are not committed ({} failed for good){}{}",
-                missing.len(),
-                plan.len(),
-                status.dead_lettered.len(),
-                if detail.is_empty() { "" } else { ": " },
-                detail.join("; ")
-            ),
+            message: problems.join("; "),
         });
     }
-    let mut problems = Vec::new();
+    mark_succeeded(env, store.as_ref(), &summary, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Refuses to finalize a job with chunks not committed, naming the first failures.
+async fn ensure_all_committed(
+    env: &Env,
+    work: &Location,
+    job_id: &str,
+    plan: &[Chunk],
+    records: &[ChunkRecord],
+) -> Result<()> {
+    let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
+    let missing = plan
+        .iter()
+        .filter(|c| !committed.contains(c.id.as_str()))
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    let status = job_status(env, work, job_id).await?;
+    let detail: Vec<String> = status
+        .dead_lettered
+        .iter()
+        .chain(&status.failed)
+        .take(5)
+        .map(|f| {
+            format!(
+                "{} after {} attempt(s): {}",
+                f.chunk_id, f.attempts, f.message
+            )
+        })
+        .collect();
+    Err(Error::Job {
+        job_id: job_id.to_string(),
+        message: format!(
+            "{missing} of {} chunks are not committed ({} failed for good){}{}",
+            plan.len(),
+            status.dead_lettered.len(),
+            if detail.is_empty() { "" } else { ": " },
+            detail.join("; ")
+        ),
+    })
+}
+
+/// What the commit records add up to, and what is wrong with them.
+#[derive(Debug, Default)]
+struct Merged {
+    counts: Counts,
+    files: Vec<ManifestFile>,
+    rejects: Vec<RejectFile>,
+    partitions: BTreeMap<String, PartitionSummary>,
+    schema: Option<arrow::datatypes::Schema>,
+    reject_rules: BTreeMap<String, u64>,
+    problems: Vec<String>,
+}
+
+/// Adds up every commit record: counts, files (sorted by key), partitions, rejects; a
+/// record outside the plan, one that does not reconcile or a differing schema is a problem.
+fn merge_records(plan: &[Chunk], records: &[ChunkRecord]) -> Merged {
+    let planned: HashSet<&str> = plan.iter().map(|c| c.id.as_str()).collect();
+    let mut m = Merged::default();
     if let Some(stray) = records
         .iter()
         .find(|r| !planned.contains(r.chunk_id.as_str()))
     {
-        problems.push(format!(
+        m.problems.push(format!(
             "commit record {} is not in the plan",
             stray.chunk_id
         ));
     }
-    let mut counts = Counts::default();
-    let mut files = Vec::new();
-    let mut rejects = Vec::new();
-    let mut partitions: BTreeMap<String, PartitionSummary> = BTreeMap::new();
-    let mut schema: Option<arrow::datatypes::Schema> = None;
-    let mut reject_rules: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &records {
-        if !r.counts.reconciles() {
-            problems.push(format!(
-                "chunk {} does not reconcile: {:?}",
-                r.chunk_id, r.counts
-            ));
-        }
-        let written: u64 = r.outputs.iter().map(|f| f.rows).sum();
-        if written != r.counts.written {
-            problems.push(format!(
-                "chunk {} lists {written} rows in files but counts {}",
-                r.chunk_id, r.counts.written
-            ));
-        }
-        counts.add(&r.counts);
-        // Chunks without rows may report a narrower schema (no columns to infer from).
-        match &schema {
-            None => schema = Some(r.schema.clone()),
-            Some(s) if s != &r.schema && r.counts.written > 0 => {
-                problems.push(format!(
-                    "chunk {} wrote a different schema than earlier chunks",
-                    r.chunk_id
-                ));
-            }
-            Some(_) => {}
-        }
+    for r in records {
+        check_record(r, &mut m);
+        m.counts.add(&r.counts);
         for f in &r.outputs {
             let path = f
                 .key
                 .rsplit_once('/')
                 .map_or(String::new(), |(p, _)| p.to_string());
-            let p = partitions.entry(path.clone()).or_insert(PartitionSummary {
-                path,
-                files: 0,
-                rows: 0,
-                bytes: 0,
-            });
+            let p = m
+                .partitions
+                .entry(path.clone())
+                .or_insert(PartitionSummary {
+                    path,
+                    files: 0,
+                    rows: 0,
+                    bytes: 0,
+                });
             p.files += 1;
             p.rows += f.rows;
             p.bytes += f.bytes;
-            files.push(ManifestFile {
+            m.files.push(ManifestFile {
                 file: f.clone(),
                 chunk_id: r.chunk_id.clone(),
             });
         }
-        rejects.extend(r.rejects.clone());
+        m.rejects.extend(r.rejects.clone());
         for (rule, n) in &r.reject_rules {
-            *reject_rules.entry(rule.clone()).or_insert(0) += n;
+            *m.reject_rules.entry(rule.clone()).or_insert(0) += n;
         }
     }
-    files.sort_by(|a, b| a.file.key.cmp(&b.file.key));
+    m.files.sort_by(|a, b| a.file.key.cmp(&b.file.key));
+    m
+}
+
+/// One commit record's own consistency, and its schema against the earlier records'.
+fn check_record(r: &ChunkRecord, m: &mut Merged) {
+    if !r.counts.reconciles() {
+        m.problems.push(format!(
+            "chunk {} does not reconcile: {:?}",
+            r.chunk_id, r.counts
+        ));
+    }
+    let written: u64 = r.outputs.iter().map(|f| f.rows).sum();
+    if written != r.counts.written {
+        m.problems.push(format!(
+            "chunk {} lists {written} rows in files but counts {}",
+            r.chunk_id, r.counts.written
+        ));
+    }
+    // Chunks without rows may report a narrower schema (no columns to infer from).
+    match &m.schema {
+        None => m.schema = Some(r.schema.clone()),
+        Some(s) if s != &r.schema && r.counts.written > 0 => {
+            m.problems.push(format!(
+                "chunk {} wrote a different schema than earlier chunks",
+                r.chunk_id
+            ));
+        }
+        Some(_) => {}
+    }
+}
+
+/// The job's reject ratio; above `rejects.max_ratio` it is a problem.
+fn check_reject_ratio(
+    spec: &JobSpec,
+    job_id: &str,
+    counts: &Counts,
+    problems: &mut Vec<String>,
+) -> f64 {
     let reject_ratio = if counts.read == 0 {
         0.0
     } else {
@@ -243,38 +350,42 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
             job_id
         ));
     }
-    let schema = match schema {
-        Some(s) => s,
-        None => schema_without_rows(env, &spec).await?,
-    };
-    let aggregate = match &spec.aggregate {
-        Some(a) => {
-            let merged: Partial =
-                aggregate::merge(a, records.iter().filter_map(|r| r.aggregate.clone()))?;
-            let table = aggregate::finish(a, &schema, &merged)?;
-            let rows = aggregate::to_json_rows(&table);
-            store
-                .put(
-                    &layout::aggregates_json(job_id),
-                    to_json_bytes("aggregate rows", &rows)?,
-                )
-                .await?;
-            let props = crate::write::writer_properties(
-                crate::spec::OutputCompression::Zstd(3),
-                1_000_000,
-            )?;
-            let bytes =
-                crate::write::encode_parquet(&table.schema(), std::slice::from_ref(&table), props)?;
-            store
-                .put(&layout::aggregates_parquet(job_id), bytes)
-                .await?;
-            Some(AggregateResult {
-                spec: a.clone(),
-                rows,
-            })
-        }
-        None => None,
-    };
+    reject_ratio
+}
+
+/// Merges the partial aggregates exactly and writes `aggregates.json` and
+/// `aggregates.parquet`.
+async fn write_aggregate(
+    store: &dyn ObjectStore,
+    job_id: &str,
+    spec: &AggregateSpec,
+    schema: &arrow::datatypes::Schema,
+    records: &[ChunkRecord],
+) -> Result<AggregateResult> {
+    let merged: Partial =
+        aggregate::merge(spec, records.iter().filter_map(|r| r.aggregate.clone()))?;
+    let table = aggregate::finish(spec, schema, &merged)?;
+    let rows = aggregate::to_json_rows(&table);
+    store
+        .put(
+            &layout::aggregates_json(job_id),
+            to_json_bytes("aggregate rows", &rows)?,
+        )
+        .await?;
+    let props =
+        crate::write::writer_properties(crate::spec::OutputCompression::Zstd(3), 1_000_000)?;
+    let bytes = crate::write::encode_parquet(&table.schema(), std::slice::from_ref(&table), props)?;
+    store
+        .put(&layout::aggregates_parquet(job_id), bytes)
+        .await?;
+    Ok(AggregateResult {
+        spec: spec.clone(),
+        rows,
+    })
+}
+
+/// Every input object the plan read (key and version), sorted, once each.
+fn input_objects(plan: &[Chunk]) -> Vec<InputObject> {
     let mut inputs: Vec<InputObject> = plan
         .iter()
         .flat_map(|c| &c.pieces)
@@ -285,74 +396,29 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
         .collect();
     inputs.sort();
     inputs.dedup();
-    let usage: Vec<_> = records.iter().map(|r| r.usage()).collect();
-    let cost = crate::cost::JobCost::measure(
-        &usage,
-        env.worker_memory_mb,
-        Some((
-            // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
-            // rewrites the same manifest).
-            2.0 * crate::cost::Model::default().overhead_s,
-            crate::cost::coordinator_requests(summary.objects, records.len() as u64),
-        )),
-        summary.estimate,
-    );
-    let manifest = Manifest {
-        job_id: job_id.to_string(),
-        name: spec.name.clone(),
-        outcome: if problems.is_empty() {
-            "succeeded"
-        } else {
-            "failed"
-        }
-        .into(),
-        problems: problems.clone(),
-        output: spec.output.location.to_string(),
-        rejects_location: spec.rejects.location.to_string(),
-        chunks: records.len() as u64,
-        objects: summary.objects,
-        input_bytes: summary.input_bytes,
-        counts,
-        reject_ratio,
-        output_bytes: files.iter().map(|f| f.file.bytes).sum(),
-        schema,
-        partitions: partitions.into_values().collect(),
-        files,
-        rejects,
-        reject_rules,
-        aggregate,
-        inputs,
-        cost: Some(cost.clone()),
-    };
-    store
-        .put(
-            &layout::manifest(job_id),
-            to_json_bytes("manifest", &manifest)?,
-        )
-        .await?;
-    if !problems.is_empty() {
-        store.delete(&layout::success(job_id)).await?;
-        return Err(Error::Job {
-            job_id: job_id.to_string(),
-            message: problems.join("; "),
-        });
-    }
-    // A finalize run again (a retried reducer, `fanout finalize`) rewrites the same
-    // manifest; the job's cost and duration were already counted by the first.
+    inputs
+}
+
+/// Writes `_SUCCESS` and, on the first finalize only, the job's cost and duration metrics:
+/// a finalize run again (a retried reducer, `fanout finalize`) rewrites the same manifest,
+/// and the job was already counted.
+async fn mark_succeeded(
+    env: &Env,
+    store: &dyn ObjectStore,
+    summary: &PlanSummary,
+    manifest: &Manifest,
+) -> Result<()> {
+    let job_id = manifest.job_id.as_str();
     let first_success = store.head(&layout::success(job_id)).await?.is_none();
     store
         .put(&layout::success(job_id), bytes::Bytes::new())
         .await?;
-    let m = &env.metrics;
-    if first_success {
+    let (m, name) = (&env.metrics, manifest.name.as_str());
+    let cost = manifest.cost.as_ref();
+    if first_success && let Some(cost) = cost {
+        m.record(name, names::JOB_COST, cost.measured.usd.total, Unit::None);
         m.record(
-            &spec.name,
-            names::JOB_COST,
-            cost.measured.usd.total,
-            Unit::None,
-        );
-        m.record(
-            &spec.name,
+            name,
             names::JOB_LAMBDA_GB_SECONDS,
             cost.measured.usage.lambda_gb_s,
             Unit::None,
@@ -360,7 +426,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     }
     if first_success && summary.planned_ms > 0 {
         m.record(
-            &spec.name,
+            name,
             names::JOB_DURATION,
             crate::clock::now_ms().saturating_sub(summary.planned_ms) as f64,
             Unit::Milliseconds,
@@ -368,13 +434,13 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     }
     info!(
         job_id,
-        cost_usd = cost.measured.usd.total,
-        rows_read = counts.read,
-        rows_written = counts.written,
-        rows_rejected = counts.rejected,
+        cost_usd = cost.map_or(0.0, |c| c.measured.usd.total),
+        rows_read = manifest.counts.read,
+        rows_written = manifest.counts.written,
+        rows_rejected = manifest.counts.rejected,
         "job finalized"
     );
-    Ok(manifest)
+    Ok(())
 }
 
 /// Reads a job's manifest.
