@@ -108,6 +108,19 @@ fn mapping(header: &[String], schema: &Schema) -> Result<Vec<usize>, String> {
     }
 }
 
+/// Where the records of a text start and how their fields map to the schema's columns.
+struct Layout {
+    /// Offset of the first record (after any header line).
+    start: usize,
+    /// Its 0-based line.
+    first_line: u64,
+    /// Field index of each schema column, or why the header cannot give them (every
+    /// record is then rejected with this reason).
+    map: Result<Vec<usize>, String>,
+    /// Fields per record.
+    expected: usize,
+}
+
 /// Decodes CSV `text[skip..]` into text columns named after `schema`.
 ///
 /// Without `multiline`, records are lines: a record whose quotes run past its line end
@@ -121,15 +134,36 @@ pub(crate) fn decode(
     header: Option<HeaderSource>,
     object: &str,
 ) -> Result<Decoded> {
-    let read = |rdr: &mut ::csv::Reader<&[u8]>, rec: &mut ::csv::ByteRecord| {
-        rdr.read_byte_record(rec).map_err(|e| Error::Input {
-            object: object.to_string(),
-            message: format!("CSV: {e}"),
-        })
-    };
-    let mut seg_start = skip;
-    let mut seg_line = 0u64;
-    let mut rec = ::csv::ByteRecord::new();
+    let layout = layout(text, skip, opts, schema, header);
+    if let Ok(map) = &layout.map
+        && let Some(d) = super::csv_fast::decode(
+            text,
+            super::csv_fast::Records {
+                start: layout.start,
+                first_line: layout.first_line,
+                map,
+                expected: layout.expected,
+            },
+            opts,
+            schema,
+            object,
+        )
+    {
+        return Ok(d);
+    }
+    decode_records(text, layout, opts, schema, object)
+}
+
+/// Reads the header (when there is one) and maps the schema's columns to its fields.
+fn layout(
+    text: &[u8],
+    skip: usize,
+    opts: &CsvOptions,
+    schema: &Schema,
+    header: Option<HeaderSource>,
+) -> Layout {
+    let mut start = skip;
+    let mut first_line = 0u64;
     let (map, expected) = match header {
         None => (
             Ok((0..schema.fields().len()).collect::<Vec<_>>()),
@@ -140,12 +174,12 @@ pub(crate) fn decode(
                 HeaderSource::Given(f) => f.as_ref().clone(),
                 HeaderSource::FirstRecord => match header_line(&text[skip..]) {
                     None => Ok(Vec::new()),
-                    Some((start, end)) => {
+                    Some((line_start, end)) => {
                         // The header belongs to the object, not to any record: it is its own line.
-                        seg_start = skip + end;
-                        seg_line =
+                        start = skip + end;
+                        first_line =
                             memchr::memchr_iter(b'\n', &text[skip..skip + end]).count() as u64;
-                        header_fields(&text[skip + start..skip + end], opts)
+                        header_fields(&text[skip + line_start..skip + end], opts)
                     }
                 },
             };
@@ -158,26 +192,42 @@ pub(crate) fn decode(
             }
         }
     };
-    if let Ok(map) = &map
-        && let Some(d) = super::csv_fast::decode(
-            text,
-            super::csv_fast::Records {
-                start: seg_start,
-                first_line: seg_line,
-                map,
-                expected,
-            },
-            opts,
-            schema,
-            object,
-        )
-    {
-        return Ok(d);
+    Layout {
+        start,
+        first_line,
+        map,
+        expected,
     }
-    let mut columns = TextColumns::new(schema);
-    let mut origins = Vec::new();
-    let mut rejects = Vec::new();
-    let mut row = 0u64;
+}
+
+/// The general path: record by record with the `csv` crate, each bad record rejected with
+/// its reason and the reading going on after it.
+fn decode_records(
+    text: &[u8],
+    layout: Layout,
+    opts: &CsvOptions,
+    schema: &Schema,
+    object: &str,
+) -> Result<Decoded> {
+    let read = |rdr: &mut ::csv::Reader<&[u8]>, rec: &mut ::csv::ByteRecord| {
+        rdr.read_byte_record(rec).map_err(|e| Error::Input {
+            object: object.to_string(),
+            message: format!("CSV: {e}"),
+        })
+    };
+    let Layout {
+        start: mut seg_start,
+        first_line: mut seg_line,
+        map,
+        expected,
+    } = layout;
+    let mut rec = ::csv::ByteRecord::new();
+    let mut out = Collected {
+        columns: TextColumns::new(schema),
+        origins: Vec::new(),
+        rejects: Vec::new(),
+        row: 0,
+    };
     let null_values: Vec<&[u8]> = opts.null_values.iter().map(|s| s.as_bytes()).collect();
     'segments: while seg_start < text.len() {
         let mut rdr = reader_builder(opts).from_reader(&text[seg_start..]);
@@ -185,127 +235,161 @@ pub(crate) fn decode(
             if !read(&mut rdr, &mut rec)? {
                 break 'segments;
             }
-            let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
-            let mut start = seg_start as u64 + pos.byte();
-            let mut end = seg_start as u64 + rdr.position().byte();
-            let mut line = seg_line + pos.line().saturating_sub(1);
-            // After a CRLF record the reader's position still points at its `\n`: the
-            // record really starts after the leftover line-end bytes.
-            while start < end && matches!(text[start as usize], b'\r' | b'\n') {
-                line += u64::from(text[start as usize] == b'\n');
-                start += 1;
-            }
-            end = end.max(start);
-            let spans_lines = !opts.multiline
-                && text[start as usize..end as usize]
-                    .iter()
-                    .rev()
-                    .skip_while(|b| **b == b'\n' || **b == b'\r')
-                    .any(|b| *b == b'\n');
-            if spans_lines {
+            let (start, end, line) = record_span(text, seg_start, seg_line, &rec, &rdr);
+            if !opts.multiline && spans_lines(&text[start as usize..end as usize]) {
                 // Reject the record's first line only; resume right after it.
                 let nl = memchr::memchr(b'\n', &text[start as usize..])
                     .map_or(text.len(), |i| start as usize + i + 1);
-                end = nl as u64;
-                let origin = Origin {
-                    start,
-                    len: (end - start).min(u32::MAX as u64) as u32,
-                    line,
-                    row,
-                };
-                row += 1;
-                rejects.push(PendingReject {
-                    origin,
-                    rule: "format".into(),
-                    column: None,
-                    message: "unterminated quote: the quoted field runs past the end of its line (declare `csv.multiline: true` if fields hold newlines)".into(),
-                });
+                out.reject_format(start, nl as u64, line, "unterminated quote: the quoted field runs past the end of its line (declare `csv.multiline: true` if fields hold newlines)");
                 seg_start = nl;
                 seg_line = line + 1;
                 continue 'segments;
             }
             if unbalanced_quotes(&text[start as usize..end as usize], opts) {
                 // A quote opened and never closed runs to the end of the object.
-                let origin = Origin {
+                out.reject_format(
                     start,
-                    len: (end - start).min(u32::MAX as u64) as u32,
+                    end,
                     line,
-                    row,
-                };
-                row += 1;
-                rejects.push(PendingReject {
-                    origin,
-                    rule: "format".into(),
-                    column: None,
-                    message: "unterminated quote: a quoted field is never closed".into(),
-                });
+                    "unterminated quote: a quoted field is never closed",
+                );
                 continue;
             }
-            let origin = Origin {
-                start,
-                len: (end - start).min(u32::MAX as u64) as u32,
-                line,
-                row,
-            };
-            row += 1;
-            let reject = |rule: &str, column: Option<&str>, message: String| PendingReject {
-                origin,
-                rule: rule.to_string(),
-                column: column.map(str::to_string),
-                message,
-            };
-            let map = match &map {
-                Ok(m) => m,
-                Err(msg) => {
-                    rejects.push(reject("header", None, msg.clone()));
-                    continue;
-                }
-            };
-            if rec.len() != expected {
-                rejects.push(reject(
-                    "format",
-                    None,
-                    format!("expected {expected} fields, found {}", rec.len()),
-                ));
-                continue;
-            }
-            let mut values: Vec<Option<&str>> = Vec::with_capacity(map.len());
-            let mut bad = None;
-            for (f, &i) in schema.fields().iter().zip(map) {
-                let raw = rec.get(i).unwrap_or_default();
-                if null_values.contains(&raw) {
-                    values.push(None);
-                    continue;
-                }
-                match std::str::from_utf8(raw) {
-                    Ok(s) => values.push(Some(s)),
-                    Err(e) => {
-                        bad = Some(reject(
-                            "encoding",
-                            Some(f.name()),
-                            format!("invalid UTF-8 at byte {} of the field", e.valid_up_to()),
-                        ));
-                        break;
-                    }
-                }
-            }
-            match bad {
-                Some(r) => rejects.push(r),
-                None => {
-                    columns.push(&values);
-                    origins.push(origin);
-                }
-            }
+            let origin = out.next_origin(start, end, line);
+            out.record(&rec, origin, &map, expected, schema, &null_values);
         }
     }
     Ok(Decoded {
         object: object.to_string(),
-        batch: columns.finish()?,
-        origins,
-        rejects,
+        batch: out.columns.finish()?,
+        origins: out.origins,
+        rejects: out.rejects,
         text: bytes::Bytes::new(),
         text_offset: Some(0),
         lines_before: LinesBefore::Known(0),
         bytes_read: 0,
     })
+}
+
+/// The record just read: its (start, end) in `text` and its 0-based line.
+#[inline]
+fn record_span(
+    text: &[u8],
+    seg_start: usize,
+    seg_line: u64,
+    rec: &::csv::ByteRecord,
+    rdr: &::csv::Reader<&[u8]>,
+) -> (u64, u64, u64) {
+    let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
+    let mut start = seg_start as u64 + pos.byte();
+    let mut end = seg_start as u64 + rdr.position().byte();
+    let mut line = seg_line + pos.line().saturating_sub(1);
+    // After a CRLF record the reader's position still points at its `\n`: the
+    // record really starts after the leftover line-end bytes.
+    while start < end && matches!(text[start as usize], b'\r' | b'\n') {
+        line += u64::from(text[start as usize] == b'\n');
+        start += 1;
+    }
+    end = end.max(start);
+    (start, end, line)
+}
+
+/// Whether a record's bytes hold a line end before their trailing ones.
+#[inline]
+fn spans_lines(record: &[u8]) -> bool {
+    record
+        .iter()
+        .rev()
+        .skip_while(|b| **b == b'\n' || **b == b'\r')
+        .any(|b| *b == b'\n')
+}
+
+/// What the general path has read so far.
+struct Collected {
+    columns: TextColumns,
+    origins: Vec<Origin>,
+    rejects: Vec<PendingReject>,
+    /// Records seen, rejected ones included: the next record's row.
+    row: u64,
+}
+
+impl Collected {
+    /// The origin of the next record, which takes the next row.
+    #[inline]
+    fn next_origin(&mut self, start: u64, end: u64, line: u64) -> Origin {
+        let origin = Origin {
+            start,
+            len: (end - start).min(u32::MAX as u64) as u32,
+            line,
+            row: self.row,
+        };
+        self.row += 1;
+        origin
+    }
+
+    /// Rejects the next record as malformed.
+    fn reject_format(&mut self, start: u64, end: u64, line: u64, message: &str) {
+        let origin = self.next_origin(start, end, line);
+        self.rejects.push(PendingReject {
+            origin,
+            rule: "format".into(),
+            column: None,
+            message: message.into(),
+        });
+    }
+
+    /// Takes a well-formed record: its values into the columns, or a reject saying why not.
+    #[inline]
+    fn record(
+        &mut self,
+        rec: &::csv::ByteRecord,
+        origin: Origin,
+        map: &Result<Vec<usize>, String>,
+        expected: usize,
+        schema: &Schema,
+        null_values: &[&[u8]],
+    ) {
+        let reject = |rule: &str, column: Option<&str>, message: String| PendingReject {
+            origin,
+            rule: rule.to_string(),
+            column: column.map(str::to_string),
+            message,
+        };
+        let map = match map {
+            Ok(m) => m,
+            Err(msg) => {
+                self.rejects.push(reject("header", None, msg.clone()));
+                return;
+            }
+        };
+        if rec.len() != expected {
+            self.rejects.push(reject(
+                "format",
+                None,
+                format!("expected {expected} fields, found {}", rec.len()),
+            ));
+            return;
+        }
+        let mut values: Vec<Option<&str>> = Vec::with_capacity(map.len());
+        for (f, &i) in schema.fields().iter().zip(map) {
+            let raw = rec.get(i).unwrap_or_default();
+            if null_values.contains(&raw) {
+                values.push(None);
+                continue;
+            }
+            match std::str::from_utf8(raw) {
+                Ok(s) => values.push(Some(s)),
+                Err(e) => {
+                    self.rejects.push(reject(
+                        "encoding",
+                        Some(f.name()),
+                        format!("invalid UTF-8 at byte {} of the field", e.valid_up_to()),
+                    ));
+                    return;
+                }
+            }
+        }
+        self.columns.push(&values);
+        self.origins.push(origin);
+    }
 }

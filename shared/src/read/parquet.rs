@@ -145,6 +145,62 @@ pub(crate) async fn read_piece(
     piece: &Piece,
     schema: &SchemaRef,
 ) -> Result<Decoded> {
+    let (key, size) = object_of(store, piece).await?;
+    let (meta, mut fetched) = read_metadata(store, key, size).await?;
+    let (groups, first_row) = match piece {
+        Piece::RowGroups {
+            row_groups,
+            first_row,
+            ..
+        } => (row_groups.clone(), *first_row),
+        _ => ((0..meta.num_row_groups()).collect(), 0),
+    };
+    let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
+    let meta = Arc::new(meta);
+    let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
+        .map_err(|e| input_error(key, e))?;
+    let file_schema = arrow_meta.schema().clone();
+    if let Some(message) = missing_columns(schema, &file_schema) {
+        // Every record of the object is rejected.
+        let total_rows: u64 = groups
+            .iter()
+            .map(|g| meta.row_group(*g).num_rows().max(0) as u64)
+            .sum();
+        let rejects = (0..total_rows)
+            .map(|i| PendingReject {
+                origin: row_origin(first_row + i),
+                rule: "schema".into(),
+                column: None,
+                message: message.clone(),
+            })
+            .collect();
+        let empty = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(0)),
+        )?;
+        return Ok(decoded(key, empty, Vec::new(), rejects, fetched));
+    }
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(Sparse { size, spans }, arrow_meta)
+            .with_row_groups(groups)
+            .with_projection(projection(&meta, schema, &file_schema))
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| input_error(key, e))?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| input_error(key, format!("cannot decode: {e}")))?);
+    }
+    let batch = in_spec_order(&batches, schema, &file_schema)?;
+    let origins = (0..batch.num_rows() as u64)
+        .map(|i| row_origin(first_row + i))
+        .collect();
+    Ok(decoded(key, batch, origins, Vec::new(), fetched))
+}
+
+/// The piece's object and its size (asked of the store when the plan does not hold it).
+async fn object_of<'p>(store: &dyn ObjectStore, piece: &'p Piece) -> Result<(&'p str, u64)> {
     let (key, size) = match piece {
         Piece::Object { key, size, .. } | Piece::Range { key, size, .. } => (key.as_str(), *size),
         Piece::RowGroups { key, .. } => (key.as_str(), 0),
@@ -160,104 +216,75 @@ pub(crate) async fn read_piece(
     } else {
         size
     };
-    let (meta, mut fetched) = read_metadata(store, key, size).await?;
-    let groups: Vec<usize> = match piece {
-        Piece::RowGroups { row_groups, .. } => row_groups.clone(),
-        _ => (0..meta.num_row_groups()).collect(),
-    };
-    let first_row: u64 = match piece {
-        Piece::RowGroups { first_row, .. } => *first_row,
-        _ => 0,
-    };
+    Ok((key, size))
+}
+
+/// Fetches the byte spans of the row groups, adding their bytes to `fetched`.
+async fn fetch_row_groups(
+    store: &dyn ObjectStore,
+    key: &str,
+    meta: &ParquetMetaData,
+    groups: &[usize],
+    fetched: &mut u64,
+) -> Result<Vec<(u64, Bytes)>> {
     let mut spans = Vec::new();
-    for &g in &groups {
+    for &g in groups {
         if g >= meta.num_row_groups() {
             return Err(input_error(
                 key,
                 format!("row group {g} does not exist: the object changed since planning"),
             ));
         }
-        let (lo, hi) = row_group_span(&meta, g);
+        let (lo, hi) = row_group_span(meta, g);
         if hi > lo {
             let b = store.get_range(key, lo..hi).await?;
-            fetched += b.len() as u64;
+            *fetched += b.len() as u64;
             spans.push((lo, b));
         }
     }
-    let meta = Arc::new(meta);
-    let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
-        .map_err(|e| input_error(key, e))?;
-    let file_schema = arrow_meta.schema().clone();
-    let total_rows: u64 = groups
-        .iter()
-        .map(|g| meta.row_group(*g).num_rows().max(0) as u64)
-        .sum();
+    Ok(spans)
+}
 
-    // Columns the spec names but the file lacks: every record of the object is rejected.
+/// Why the file cannot give the spec's columns, when it lacks some.
+fn missing_columns(schema: &Schema, file_schema: &Schema) -> Option<String> {
     let missing: Vec<&str> = schema
         .fields()
         .iter()
         .filter(|f| file_schema.index_of(f.name()).is_err())
         .map(|f| f.name().as_str())
         .collect();
-    if !missing.is_empty() {
-        let have: Vec<&str> = file_schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        let message = format!(
-            "the file lacks column(s) {} (it has: {})",
-            missing.join(", "),
-            have.join(", ")
-        );
-        let rejects = (0..total_rows)
-            .map(|i| PendingReject {
-                origin: Origin {
-                    start: 0,
-                    len: 0,
-                    line: 0,
-                    row: first_row + i,
-                },
-                rule: "schema".into(),
-                column: None,
-                message: message.clone(),
-            })
-            .collect();
-        let empty = RecordBatch::try_new_with_options(
-            Arc::new(Schema::empty()),
-            vec![],
-            &RecordBatchOptions::new().with_row_count(Some(0)),
-        )?;
-        return Ok(Decoded {
-            object: key.to_string(),
-            batch: empty,
-            origins: Vec::new(),
-            rejects,
-            text: Bytes::new(),
-            text_offset: None,
-            lines_before: LinesBefore::NotApplicable,
-            bytes_read: fetched,
-        });
+    if missing.is_empty() {
+        return None;
     }
+    let have: Vec<&str> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    Some(format!(
+        "the file lacks column(s) {} (it has: {})",
+        missing.join(", "),
+        have.join(", ")
+    ))
+}
 
+/// Only the file's columns that the spec names are decoded.
+fn projection(meta: &ParquetMetaData, schema: &Schema, file_schema: &Schema) -> ProjectionMask {
     let roots: Vec<usize> = schema
         .fields()
         .iter()
         .filter_map(|f| file_schema.index_of(f.name()).ok())
         .collect();
-    let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), roots);
-    let sparse = Sparse { size, spans };
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(sparse, arrow_meta)
-        .with_row_groups(groups)
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| input_error(key, e))?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b.map_err(|e| input_error(key, format!("cannot decode: {e}")))?);
-    }
+    ProjectionMask::roots(meta.file_metadata().schema_descr(), roots)
+}
+
+/// The decoded batches as one, its columns in the spec's order (types stay the file's;
+/// conversion comes later).
+fn in_spec_order(
+    batches: &[RecordBatch],
+    schema: &Schema,
+    file_schema: &Schema,
+) -> Result<RecordBatch> {
     let projected: SchemaRef = batches.first().map(|b| b.schema()).unwrap_or_else(|| {
         Arc::new(Schema::new(
             schema
@@ -267,8 +294,7 @@ pub(crate) async fn read_piece(
                 .collect::<Vec<_>>(),
         ))
     });
-    let all = concat_batches(&projected, &batches)?;
-    // Reorder to the spec's column order (types stay the file's; conversion comes later).
+    let all = concat_batches(&projected, batches)?;
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
@@ -283,27 +309,38 @@ pub(crate) async fn read_piece(
         .zip(&columns)
         .map(|(f, c)| arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
         .collect();
-    let batch = RecordBatch::try_new_with_options(
+    Ok(RecordBatch::try_new_with_options(
         Arc::new(Schema::new(fields)),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(all.num_rows())),
-    )?;
-    let origins = (0..batch.num_rows() as u64)
-        .map(|i| Origin {
-            start: 0,
-            len: 0,
-            line: 0,
-            row: first_row + i,
-        })
-        .collect();
-    Ok(Decoded {
+    )?)
+}
+
+/// A Parquet row's origin: its row number only (no text, no line).
+fn row_origin(row: u64) -> Origin {
+    Origin {
+        start: 0,
+        len: 0,
+        line: 0,
+        row,
+    }
+}
+
+fn decoded(
+    key: &str,
+    batch: RecordBatch,
+    origins: Vec<Origin>,
+    rejects: Vec<PendingReject>,
+    fetched: u64,
+) -> Decoded {
+    Decoded {
         object: key.to_string(),
         batch,
         origins,
-        rejects: Vec::new(),
+        rejects,
         text: Bytes::new(),
         text_offset: None,
         lines_before: LinesBefore::NotApplicable,
         bytes_read: fetched,
-    })
+    }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use arrow::datatypes::{DataType, TimeUnit};
 
 const GOOD: &str = r#"
 name: orders

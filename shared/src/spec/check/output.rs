@@ -1,0 +1,149 @@
+//! The `output` and `rejects` sections: where the job writes.
+
+use std::collections::HashSet;
+
+use arrow::datatypes::SchemaRef;
+
+use super::Checker;
+use crate::location::Location;
+use crate::spec::raw;
+use crate::spec::values::columns_hint;
+use crate::spec::{
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_ROW_GROUP_ROWS, OutputCompression, OutputSpec, RejectsSpec,
+};
+
+impl Checker<'_> {
+    /// `passthrough` is the schema of the rows written when it is known (no SQL).
+    pub(super) fn resolve_output(
+        &mut self,
+        raw: &raw::RawOutput,
+        input: Option<&Location>,
+        passthrough: Option<&SchemaRef>,
+    ) -> Option<OutputSpec> {
+        let location = self.location("output.location", &raw.location);
+        self.check_partition_by(&raw.partition_by, passthrough);
+        let compression = self.output_compression(raw.compression.as_deref().unwrap_or("zstd(3)"));
+        let row_group_rows = match raw.row_group_rows {
+            None => DEFAULT_ROW_GROUP_ROWS,
+            Some(n) if (1..=100_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(
+                    "output.row_group_rows",
+                    format!("{n} is out of range: expected 1 to 100000000"),
+                );
+                DEFAULT_ROW_GROUP_ROWS
+            }
+        };
+        let max_file_bytes = match &raw.max_file_size {
+            None => DEFAULT_MAX_FILE_BYTES,
+            Some(v) => self
+                .size("output.max_file_size", v, 1024)
+                .unwrap_or(DEFAULT_MAX_FILE_BYTES),
+        };
+        if let (Some(i), Some(o)) = (input, &location)
+            && (o.is_within(i) || i.is_within(o))
+        {
+            self.problem(
+                "output.location",
+                format!("`{o}` overlaps the input `{i}`: a later run would read its own output"),
+            );
+        }
+        Some(OutputSpec {
+            location: location?,
+            partition_by: raw.partition_by.clone(),
+            compression: compression?,
+            row_group_rows,
+            max_file_bytes,
+        })
+    }
+
+    fn check_partition_by(&mut self, partition_by: &[String], passthrough: Option<&SchemaRef>) {
+        let mut seen = HashSet::new();
+        for (i, c) in partition_by.iter().enumerate() {
+            if c.is_empty() || !seen.insert(c) {
+                self.problem(
+                    format!("output.partition_by[{i}]"),
+                    format!("partition column `{c}` is empty or repeated"),
+                );
+            }
+        }
+        if let Some(schema) = passthrough {
+            for (i, c) in partition_by.iter().enumerate() {
+                if schema.index_of(c).is_err() {
+                    self.problem(
+                        format!("output.partition_by[{i}]"),
+                        format!("unknown column `{c}`: {}", columns_hint(schema)),
+                    );
+                }
+            }
+        }
+        if !partition_by.is_empty() && partition_by.len() > 8 {
+            self.problem("output.partition_by", "more than 8 partition columns");
+        }
+    }
+
+    fn output_compression(&mut self, text: &str) -> Option<OutputCompression> {
+        let field = "output.compression";
+        let (name, level) = match text.split_once('(') {
+            Some((n, rest)) => match rest
+                .strip_suffix(')')
+                .and_then(|l| l.trim().parse::<i64>().ok())
+            {
+                Some(l) => (n.trim(), Some(l)),
+                None => {
+                    self.problem(field, format!("`{text}` is not `codec(level)`"));
+                    return None;
+                }
+            },
+            None => (text.trim(), None),
+        };
+        let c = match (name, level) {
+            ("zstd", None) => OutputCompression::Zstd(3),
+            ("zstd", Some(l)) if (1..=22).contains(&l) => OutputCompression::Zstd(l as i32),
+            ("gzip", None) => OutputCompression::Gzip(6),
+            ("gzip", Some(l)) if (0..=9).contains(&l) => OutputCompression::Gzip(l as u32),
+            ("snappy", None) => OutputCompression::Snappy,
+            ("lz4", None) => OutputCompression::Lz4,
+            ("none" | "uncompressed", None) => OutputCompression::None,
+            ("zstd" | "gzip", Some(l)) => {
+                self.problem(
+                    field,
+                    format!("level {l} is out of range for {name}: zstd takes 1–22, gzip 0–9"),
+                );
+                return None;
+            }
+            _ => {
+                self.problem(field, format!("unknown codec `{text}`: expected zstd(level), snappy, gzip(level), lz4 or none"));
+                return None;
+            }
+        };
+        Some(c)
+    }
+
+    pub(super) fn resolve_rejects(
+        &mut self,
+        raw: &raw::RawRejects,
+        input: Option<&Location>,
+    ) -> Option<RejectsSpec> {
+        let location = self.location("rejects.location", &raw.location);
+        let max_ratio = raw.max_ratio.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&max_ratio) {
+            self.problem(
+                "rejects.max_ratio",
+                format!("{max_ratio} is not a ratio: expected 0 to 1 (0.01 = 1%)"),
+            );
+        }
+        if let (Some(i), Some(r)) = (input, &location)
+            && r.is_within(i)
+        {
+            self.problem(
+                "rejects.location",
+                format!("`{r}` lies inside the input `{i}`"),
+            );
+        }
+        Some(RejectsSpec {
+            location: location?,
+            max_ratio,
+        })
+    }
+}
