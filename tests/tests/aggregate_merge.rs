@@ -28,6 +28,9 @@ struct Row {
     /// exact in f64 whatever the order of the additions, so float sums and averages can
     /// be compared exactly too. Arbitrary floats would differ in the last bits between
     /// cuts (float addition is not associative), which is expected, not a defect.
+    /// No -0.0 either: a chunk's min or max keeps whichever zero it met first (-0.0 and
+    /// 0.0 compare equal there) while the merge orders -0.0 below 0.0, so the sign of a
+    /// zero min or max can depend on the cut.
     score: Option<f64>,
     at_ms: Option<i64>,
 }
