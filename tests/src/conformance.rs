@@ -1,189 +1,590 @@
-//! One conformance suite per port: the same checks for every adapter.
+//! Conformance checks per port: one function per behaviour, run on every adapter, so a
+//! failure names the behaviour and the adapter (`fs_store::put_if_absent_first_wins`).
+//!
+//! An adapter's test file states how to make a fresh subject and lists the checks with
+//! [`store_conformance!`](crate::store_conformance), [`queue_conformance!`](crate::queue_conformance)
+//! and [`metrics_conformance!`](crate::metrics_conformance): each check becomes one test
+//! on a subject of its own, so the checks do not depend on each other's leftovers.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use fanout::queue::Queue;
-use fanout::store::{ObjectStore, PutOutcome};
+/// Object store checks, on a store whose keys (below its root) start empty.
+pub mod store {
+    use super::*;
+    use bytes::Bytes;
+    use fanout::store::{ObjectStore, PutOutcome};
 
-/// Checks an object store adapter; `prefix` isolates this run's keys.
-pub async fn store_suite(store: &dyn ObjectStore, prefix: &str) {
-    let k = |s: &str| format!("{prefix}{s}");
-    assert!(store.head(&k("a/missing.txt")).await.unwrap().is_none());
-    assert!(matches!(
-        store.get(&k("a/missing.txt")).await,
-        Err(fanout::store::StoreError::NotFound { .. })
-    ));
+    async fn put(store: &dyn ObjectStore, key: &str, data: &'static [u8]) {
+        store.put(key, Bytes::from_static(data)).await.unwrap();
+    }
 
-    store
-        .put(&k("a/one.txt"), Bytes::from_static(b"0123456789"))
-        .await
-        .unwrap();
-    store
-        .put(&k("a/b/two.txt"), Bytes::from_static(b"two"))
-        .await
-        .unwrap();
-    store
-        .put(&k("c/three.txt"), Bytes::from_static(b"three"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get(&k("a/one.txt")).await.unwrap(),
-        Bytes::from_static(b"0123456789")
-    );
+    /// An absent key: `head` is `None`, `get` is `NotFound`, `list` is empty.
+    pub async fn missing_keys_are_absent(store: &dyn ObjectStore) {
+        assert!(store.head("a/missing.txt").await.unwrap().is_none());
+        assert!(matches!(
+            store.get("a/missing.txt").await,
+            Err(fanout::store::StoreError::NotFound { .. })
+        ));
+        assert!(store.list("a/").await.unwrap().is_empty());
+    }
 
-    // Ranges, clamped at the end.
-    assert_eq!(
-        store.get_range(&k("a/one.txt"), 2..5).await.unwrap(),
-        Bytes::from_static(b"234")
-    );
-    assert_eq!(
-        store.get_range(&k("a/one.txt"), 8..100).await.unwrap(),
-        Bytes::from_static(b"89")
-    );
+    /// What is put is got, listed and headed with its size, and deleted.
+    pub async fn put_get_delete_list(store: &dyn ObjectStore) {
+        put(store, "a/one.txt", b"0123456789").await;
+        assert_eq!(
+            store.get("a/one.txt").await.unwrap(),
+            Bytes::from_static(b"0123456789")
+        );
+        let head = store.head("a/one.txt").await.unwrap().unwrap();
+        assert_eq!((head.key.as_str(), head.size), ("a/one.txt", 10));
+        assert!(!head.etag.is_empty());
+        let listed = store.list("").await.unwrap();
+        assert_eq!(listed, vec![head]);
+        store.delete("a/one.txt").await.unwrap();
+        assert!(store.head("a/one.txt").await.unwrap().is_none());
+        assert!(store.list("").await.unwrap().is_empty());
+    }
 
-    // Listing: recursive, sorted, by prefix, sizes and version tags.
-    let all = store.list(&k("")).await.unwrap();
-    let keys: Vec<&str> = all.iter().map(|o| o.key.as_str()).collect();
-    assert_eq!(
-        keys,
-        vec![k("a/b/two.txt"), k("a/one.txt"), k("c/three.txt")]
-    );
-    assert_eq!(all[1].size, 10);
-    assert!(!all[1].etag.is_empty());
-    let a = store.list(&k("a/")).await.unwrap();
-    assert_eq!(a.len(), 2);
+    /// `get_range` returns the bytes asked for, clamped at the object's end.
+    pub async fn get_range_clamps_at_the_end(store: &dyn ObjectStore) {
+        put(store, "r.txt", b"0123456789").await;
+        let range = |r| store.get_range("r.txt", r);
+        assert_eq!(range(2..5).await.unwrap(), Bytes::from_static(b"234"));
+        assert_eq!(
+            range(0..10).await.unwrap(),
+            Bytes::from_static(b"0123456789")
+        );
+        assert_eq!(range(8..100).await.unwrap(), Bytes::from_static(b"89"));
+    }
 
-    // Overwrite changes content (and the version tag).
-    let before = store.head(&k("a/one.txt")).await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    store
-        .put(&k("a/one.txt"), Bytes::from_static(b"new content"))
-        .await
-        .unwrap();
-    let after = store.head(&k("a/one.txt")).await.unwrap().unwrap();
-    assert_eq!(after.size, 11);
-    assert_ne!(before.etag, after.etag);
-
-    // Create-if-absent: first wins, second is told, content unchanged.
-    assert_eq!(
-        store
-            .put_if_absent(&k("commit.json"), Bytes::from_static(b"first"))
-            .await
-            .unwrap(),
-        PutOutcome::Created
-    );
-    assert_eq!(
-        store
-            .put_if_absent(&k("commit.json"), Bytes::from_static(b"second"))
-            .await
-            .unwrap(),
-        PutOutcome::AlreadyExists
-    );
-    assert_eq!(
-        store.get(&k("commit.json")).await.unwrap(),
-        Bytes::from_static(b"first")
-    );
-
-    // Deleting twice succeeds.
-    store.delete(&k("c/three.txt")).await.unwrap();
-    store.delete(&k("c/three.txt")).await.unwrap();
-    assert!(store.head(&k("c/three.txt")).await.unwrap().is_none());
-
-    // Keys with spaces and unicode round-trip.
-    let odd = k("odd name/ünï cødé.csv");
-    store.put(&odd, Bytes::from_static(b"x")).await.unwrap();
-    assert!(
-        store
-            .list(&k("odd name/"))
+    /// `list` is recursive, sorted by key, filtered by prefix, with sizes and version tags.
+    pub async fn list_is_recursive_sorted_and_by_prefix(store: &dyn ObjectStore) {
+        put(store, "c/three.txt", b"three").await;
+        put(store, "a/one.txt", b"0123456789").await;
+        put(store, "a/b/two.txt", b"two").await;
+        put(store, "ab.txt", b"ab").await;
+        let all = store.list("").await.unwrap();
+        let keys: Vec<(&str, u64)> = all.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("a/b/two.txt", 3),
+                ("a/one.txt", 10),
+                ("ab.txt", 2),
+                ("c/three.txt", 5)
+            ]
+        );
+        assert!(all.iter().all(|o| !o.etag.is_empty()));
+        let a: Vec<String> = store
+            .list("a/")
             .await
             .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(a, ["a/b/two.txt", "a/one.txt"]);
+        // A prefix is a string prefix, not a folder: `a` holds `ab.txt` too.
+        assert_eq!(store.list("a").await.unwrap().len(), 3);
+    }
+
+    /// An overwrite replaces the content, the size and the version tag.
+    pub async fn overwrite_replaces_content_and_version_tag(store: &dyn ObjectStore) {
+        put(store, "a/one.txt", b"0123456789").await;
+        let before = store.head("a/one.txt").await.unwrap().unwrap();
+        // Local version tags hold the modification time.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        put(store, "a/one.txt", b"new content").await;
+        let after = store.head("a/one.txt").await.unwrap().unwrap();
+        assert_eq!(after.size, 11);
+        assert_ne!(before.etag, after.etag);
+        assert_eq!(
+            store.get("a/one.txt").await.unwrap(),
+            Bytes::from_static(b"new content")
+        );
+    }
+
+    /// Create-if-absent: the first write wins, the second is told, the content stays.
+    pub async fn put_if_absent_first_wins(store: &dyn ObjectStore) {
+        let create = |data| store.put_if_absent("commit.json", Bytes::from_static(data));
+        assert_eq!(create(b"first").await.unwrap(), PutOutcome::Created);
+        assert_eq!(create(b"second").await.unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(
+            store.get("commit.json").await.unwrap(),
+            Bytes::from_static(b"first")
+        );
+    }
+
+    /// Of writers racing to create one key, exactly one is told it created it.
+    pub async fn put_if_absent_has_one_winner_among_racers(store: &dyn ObjectStore) {
+        let tries = (0..8u8).map(|i| store.put_if_absent("race.json", Bytes::from(vec![b'0' + i])));
+        let outcomes = join_all(tries).await;
+        let created: Vec<usize> = outcomes
             .iter()
-            .any(|o| o.key == odd)
-    );
+            .enumerate()
+            .filter(|(_, o)| matches!(o, Ok(PutOutcome::Created)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(created.len(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+        let winner = b'0' + created[0] as u8;
+        assert_eq!(
+            store.get("race.json").await.unwrap(),
+            Bytes::from(vec![winner])
+        );
+    }
+
+    /// Deleting an absent object succeeds, as deleting twice does.
+    pub async fn delete_is_idempotent(store: &dyn ObjectStore) {
+        put(store, "c/three.txt", b"three").await;
+        store.delete("c/three.txt").await.unwrap();
+        store.delete("c/three.txt").await.unwrap();
+        store.delete("never/was.txt").await.unwrap();
+        assert!(store.head("c/three.txt").await.unwrap().is_none());
+    }
+
+    /// Keys with spaces and non-ASCII characters round-trip through put, list and get.
+    pub async fn keys_with_spaces_and_unicode_round_trip(store: &dyn ObjectStore) {
+        let odd = "odd name/ünï cødé (2).csv";
+        store.put(odd, Bytes::from_static(b"x")).await.unwrap();
+        let listed: Vec<String> = store
+            .list("odd name/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(listed, [odd]);
+        assert_eq!(store.get(odd).await.unwrap(), Bytes::from_static(b"x"));
+    }
+
+    /// `put_file` stores a local file's bytes at the key, replacing what was there.
+    pub async fn put_file_stores_a_local_file(store: &dyn ObjectStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let path = dir.path().join("staged.bin");
+        std::fs::write(&path, &data).unwrap();
+        put(store, "out/part-0.parquet", b"old").await;
+        store.put_file("out/part-0.parquet", &path).await.unwrap();
+        assert_eq!(
+            store.get("out/part-0.parquet").await.unwrap().as_ref(),
+            &data[..]
+        );
+        let head = store.head("out/part-0.parquet").await.unwrap().unwrap();
+        assert_eq!(head.size, data.len() as u64);
+        // An empty file is an empty object, not an error.
+        let empty = dir.path().join("empty.bin");
+        std::fs::write(&empty, b"").unwrap();
+        store.put_file("out/empty", &empty).await.unwrap();
+        assert!(store.get("out/empty").await.unwrap().is_empty());
+    }
+
+    /// Polls the futures together (so their writes overlap as far as the adapter lets
+    /// them) and returns their outputs in order.
+    async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+        let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, r) in pinned.iter_mut().zip(results.iter_mut()) {
+                if r.is_none() {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *r = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        results.into_iter().map(|r| r.unwrap()).collect()
+    }
 }
 
-/// Checks a queue adapter with redrive: `queue` redrives to `dlq` after `max_receive` receives;
-/// its visibility timeout must be `visibility`.
-pub async fn queue_suite(
-    queue: &dyn Queue,
-    dlq: &dyn Queue,
-    max_receive: u32,
-    visibility: Duration,
-) {
-    let wait = Duration::from_millis(50);
-    queue
-        .send(&["one".to_string(), "two".to_string()])
-        .await
-        .unwrap();
-    let got = queue.receive(10, Duration::from_secs(2)).await.unwrap();
-    let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
-    bodies.sort();
-    assert_eq!(bodies, ["one", "two"]);
-    assert!(got.iter().all(|m| m.receive_count == 1));
+/// A queue under test: a fresh queue redriving to a fresh dead-letter queue after
+/// `max_receive` receives, with visibility timeout `visibility`.
+#[derive(Debug)]
+pub struct QueueSubject {
+    /// The queue.
+    pub queue: std::sync::Arc<dyn fanout::queue::Queue>,
+    /// Its dead-letter queue.
+    pub dlq: std::sync::Arc<dyn fanout::queue::Queue>,
+    /// Receives before the redrive.
+    pub max_receive: u32,
+    /// The queue's visibility timeout.
+    pub visibility: Duration,
+}
 
-    // In flight: invisible until the timeout.
-    assert!(queue.receive(10, wait).await.unwrap().is_empty());
-    let one = got.iter().find(|m| m.body == "one").unwrap();
-    let two = got.iter().find(|m| m.body == "two").unwrap();
-    queue.delete(&one.receipt).await.unwrap();
+/// Queue checks (SQS semantics), each on a fresh [`QueueSubject`].
+pub mod queue {
+    use super::*;
+    use fanout::queue::Message;
 
-    // Visible again at once after a zero visibility change; the receive count rises.
-    queue
-        .change_visibility(&two.receipt, Duration::ZERO)
-        .await
-        .unwrap();
-    let again = queue.receive(10, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].body, "two");
-    assert_eq!(again[0].receive_count, 2);
-    assert_eq!(again[0].id, two.id);
-    queue
-        .change_visibility(&again[0].receipt, Duration::ZERO)
-        .await
-        .unwrap();
+    const LONG: Duration = Duration::from_secs(2);
+    const SHORT: Duration = Duration::from_millis(50);
 
-    // Receive until the redrive: after max_receive receives the message moves to the DLQ.
-    let mut count = again[0].receive_count;
-    while count < max_receive {
-        let m = queue.receive(1, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(m.len(), 1);
-        count = m[0].receive_count;
-        queue
+    fn bodies(ms: &[Message]) -> Vec<&str> {
+        let mut b: Vec<&str> = ms.iter().map(|m| m.body.as_str()).collect();
+        b.sort();
+        b
+    }
+
+    async fn send(s: &QueueSubject, bodies: &[&str]) {
+        let owned: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
+        s.queue.send(&owned).await.unwrap();
+    }
+
+    /// Sent bodies are received once each, on their first receive.
+    pub async fn send_then_receive_delivers_each_body(s: &QueueSubject) {
+        send(s, &["one", "two"]).await;
+        let got = s.queue.receive(10, LONG).await.unwrap();
+        assert_eq!(bodies(&got), ["one", "two"]);
+        assert!(got.iter().all(|m| m.receive_count == 1), "{got:?}");
+        assert_ne!(got[0].id, got[1].id);
+    }
+
+    /// A received message is invisible until its visibility timeout, then comes back
+    /// with the same id and its receive count raised.
+    pub async fn an_unacknowledged_message_comes_back_after_the_visibility_timeout(
+        s: &QueueSubject,
+    ) {
+        send(s, &["three"]).await;
+        let m = s.queue.receive(1, LONG).await.unwrap();
+        assert_eq!(bodies(&m), ["three"]);
+        assert!(s.queue.receive(10, SHORT).await.unwrap().is_empty());
+        tokio::time::sleep(s.visibility + Duration::from_millis(300)).await;
+        let back = s.queue.receive(1, LONG).await.unwrap();
+        assert_eq!(bodies(&back), ["three"]);
+        assert_eq!((back[0].receive_count, &back[0].id), (2, &m[0].id));
+    }
+
+    /// A deleted message does not come back, even after the visibility timeout.
+    pub async fn a_deleted_message_is_gone(s: &QueueSubject) {
+        send(s, &["one"]).await;
+        let m = s.queue.receive(1, LONG).await.unwrap();
+        s.queue.delete(&m[0].receipt).await.unwrap();
+        tokio::time::sleep(s.visibility + Duration::from_millis(300)).await;
+        assert!(s.queue.receive(10, SHORT).await.unwrap().is_empty());
+        assert!(s.queue.depth().await.unwrap().is_drained());
+    }
+
+    /// A zero visibility change makes a message visible at once; its receive count rises.
+    pub async fn change_visibility_to_zero_releases_at_once(s: &QueueSubject) {
+        send(s, &["two"]).await;
+        let m = s.queue.receive(1, LONG).await.unwrap();
+        s.queue
             .change_visibility(&m[0].receipt, Duration::ZERO)
             .await
             .unwrap();
+        let again = s.queue.receive(10, LONG).await.unwrap();
+        assert_eq!(bodies(&again), ["two"]);
+        assert_eq!((again[0].receive_count, &again[0].id), (2, &m[0].id));
     }
-    assert!(
-        queue.receive(1, wait).await.unwrap().is_empty(),
-        "a message received max_receive times must not come back"
-    );
-    let dead = dlq.receive(10, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].body, "two");
-    dlq.delete(&dead[0].receipt).await.unwrap();
 
-    // A message left alone comes back after the visibility timeout.
-    queue.send(&["three".to_string()]).await.unwrap();
-    let m = queue.receive(1, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(m.len(), 1);
-    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
-    let back = queue.receive(1, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].receive_count, 2);
-    queue.delete(&back[0].receipt).await.unwrap();
+    /// A delete with an older receipt of a message received again succeeds (as in SQS).
+    pub async fn a_stale_receipt_can_be_deleted_without_error(s: &QueueSubject) {
+        send(s, &["one"]).await;
+        let first = s.queue.receive(1, LONG).await.unwrap();
+        s.queue
+            .change_visibility(&first[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        let second = s.queue.receive(1, LONG).await.unwrap();
+        s.queue.delete(&first[0].receipt).await.unwrap();
+        s.queue.delete(&second[0].receipt).await.unwrap();
+        assert!(s.queue.receive(10, SHORT).await.unwrap().is_empty());
+    }
 
-    // Batches larger than SQS's 10 are split by the adapter.
-    let many: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
-    queue.send(&many).await.unwrap();
-    let mut seen = 0;
-    while seen < 25 {
-        let b = queue.receive(10, Duration::from_secs(2)).await.unwrap();
-        assert!(!b.is_empty() && b.len() <= 10);
-        for m in &b {
-            queue.delete(&m.receipt).await.unwrap();
+    /// After `max_receive` receives a message moves to the dead-letter queue.
+    pub async fn the_redrive_moves_a_message_to_the_dead_letter_queue(s: &QueueSubject) {
+        send(s, &["poison"]).await;
+        let mut count = 0;
+        while count < s.max_receive {
+            let m = s.queue.receive(1, LONG).await.unwrap();
+            assert_eq!(bodies(&m), ["poison"], "receive {}", count + 1);
+            count = m[0].receive_count;
+            s.queue
+                .change_visibility(&m[0].receipt, Duration::ZERO)
+                .await
+                .unwrap();
         }
-        seen += b.len();
+        assert_eq!(count, s.max_receive);
+        assert!(
+            s.queue.receive(1, SHORT).await.unwrap().is_empty(),
+            "a message received max_receive times must not come back"
+        );
+        let dead = s.dlq.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(bodies(&dead), ["poison"]);
+        s.dlq.delete(&dead[0].receipt).await.unwrap();
     }
-    assert!(queue.depth().await.unwrap().is_drained());
+
+    /// Sends larger than SQS's batch of 10 are split by the adapter; receives return at
+    /// most the number asked for.
+    pub async fn large_sends_are_split_into_batches(s: &QueueSubject) {
+        let many: Vec<String> = (0..25).map(|i| format!("m{i:02}")).collect();
+        s.queue.send(&many).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 25 {
+            let b = s.queue.receive(10, LONG).await.unwrap();
+            assert!(!b.is_empty() && b.len() <= 10, "{} messages", b.len());
+            for m in &b {
+                s.queue.delete(&m.receipt).await.unwrap();
+            }
+            seen.extend(b.into_iter().map(|m| m.body));
+        }
+        seen.sort();
+        assert_eq!(seen, many);
+        assert!(s.queue.depth().await.unwrap().is_drained());
+    }
+
+    /// The depth counts visible and in-flight messages; deleted ones leave it.
+    pub async fn depth_counts_visible_and_in_flight(s: &QueueSubject) {
+        assert!(s.queue.depth().await.unwrap().is_drained());
+        send(s, &["a", "b", "c"]).await;
+        let m = s.queue.receive(1, LONG).await.unwrap();
+        let d = s.queue.depth().await.unwrap();
+        assert_eq!((d.visible, d.in_flight), (2, 1));
+        s.queue.delete(&m[0].receipt).await.unwrap();
+        let mut rest = Vec::new();
+        while rest.len() < 2 {
+            rest.extend(s.queue.receive(10, LONG).await.unwrap());
+        }
+        for m in &rest {
+            s.queue.delete(&m.receipt).await.unwrap();
+        }
+        assert!(s.queue.depth().await.unwrap().is_drained());
+    }
+}
+
+/// What a metrics backend saw of one metric of one job, once flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// Sum of the values.
+    pub sum: f64,
+    /// Number of values.
+    pub count: u64,
+}
+
+/// A metrics adapter under test, with a way to read back what its backend received.
+#[async_trait::async_trait]
+pub trait MetricsSubject: Send + Sync {
+    /// The adapter.
+    fn metrics(&self) -> &dyn fanout::metrics::Metrics;
+    /// What the backend holds of metric `name` for job `job` (after a flush).
+    async fn observed(&self, job: &str, name: &str) -> Observed;
+    /// The unit the backend holds for the metric, when it keeps units.
+    async fn unit(&self, job: &str, name: &str) -> Option<String>;
+}
+
+/// Metrics checks, each on a fresh [`MetricsSubject`].
+pub mod metrics {
+    use super::*;
+    use fanout::metrics::{Unit, names};
+
+    /// Every value of a metric reaches the backend: sum and count.
+    pub async fn values_of_a_metric_add_up(s: &dyn MetricsSubject) {
+        for v in [1.0, 2.5, 4.0, 0.0] {
+            s.metrics()
+                .record("orders", names::ROWS_READ, v, Unit::Count);
+        }
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::ROWS_READ).await,
+            Observed { sum: 7.5, count: 4 }
+        );
+    }
+
+    /// Metrics of different names are kept apart.
+    pub async fn metrics_are_kept_apart_by_name(s: &dyn MetricsSubject) {
+        s.metrics()
+            .record("orders", names::ROWS_READ, 10.0, Unit::Count);
+        s.metrics()
+            .record("orders", names::BYTES_WRITTEN, 4096.0, Unit::Bytes);
+        s.metrics()
+            .record("orders", names::ROWS_READ, 5.0, Unit::Count);
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::ROWS_READ).await,
+            Observed {
+                sum: 15.0,
+                count: 2
+            }
+        );
+        assert_eq!(
+            s.observed("orders", names::BYTES_WRITTEN).await,
+            Observed {
+                sum: 4096.0,
+                count: 1
+            }
+        );
+        assert_eq!(
+            s.observed("orders", names::ROWS_REJECTED).await,
+            Observed::default()
+        );
+    }
+
+    /// The `JobName` dimension keeps jobs apart (for backends that have dimensions).
+    pub async fn jobs_are_kept_apart(s: &dyn MetricsSubject) {
+        s.metrics()
+            .record("orders", names::ROWS_READ, 3.0, Unit::Count);
+        s.metrics()
+            .record("returns", names::ROWS_READ, 7.0, Unit::Count);
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::ROWS_READ).await,
+            Observed { sum: 3.0, count: 1 }
+        );
+        assert_eq!(
+            s.observed("returns", names::ROWS_READ).await,
+            Observed { sum: 7.0, count: 1 }
+        );
+    }
+
+    /// A metric keeps the unit it was recorded with (for backends that keep units).
+    pub async fn units_are_kept(s: &dyn MetricsSubject) {
+        s.metrics()
+            .record("orders", names::BYTES_READ, 100.0, Unit::Bytes);
+        s.metrics()
+            .record("orders", names::CHUNK_DURATION, 12.5, Unit::Milliseconds);
+        s.metrics()
+            .record("orders", names::JOB_COST, 0.25, Unit::None);
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.unit("orders", names::BYTES_READ).await.as_deref(),
+            Some("Bytes")
+        );
+        assert_eq!(
+            s.unit("orders", names::CHUNK_DURATION).await.as_deref(),
+            Some("Milliseconds")
+        );
+        assert_eq!(
+            s.unit("orders", names::JOB_COST).await.as_deref(),
+            Some("None")
+        );
+    }
+
+    /// More values than one backend request or document holds all arrive, once.
+    pub async fn many_values_survive_batching(s: &dyn MetricsSubject) {
+        for i in 0..1500 {
+            s.metrics()
+                .record("orders", names::ROWS_WRITTEN, (i % 10) as f64, Unit::Count);
+        }
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::ROWS_WRITTEN).await,
+            Observed {
+                sum: 6750.0,
+                count: 1500
+            }
+        );
+    }
+
+    /// A second flush sends nothing again, and a flush with nothing recorded succeeds.
+    pub async fn a_flush_sends_each_value_once(s: &dyn MetricsSubject) {
+        s.metrics().flush().await.unwrap();
+        s.metrics()
+            .record("orders", names::FILES_WRITTEN, 2.0, Unit::Count);
+        s.metrics().flush().await.unwrap();
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::FILES_WRITTEN).await,
+            Observed { sum: 2.0, count: 1 }
+        );
+    }
+
+    /// Values recorded from many tasks at once are all kept.
+    pub async fn concurrent_records_are_all_kept(s: &dyn MetricsSubject) {
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        s.metrics()
+                            .record("orders", names::CHUNKS_COMMITTED, 1.0, Unit::Count);
+                    }
+                });
+            }
+        });
+        s.metrics().flush().await.unwrap();
+        assert_eq!(
+            s.observed("orders", names::CHUNKS_COMMITTED).await,
+            Observed {
+                sum: 1000.0,
+                count: 1000
+            }
+        );
+    }
+}
+
+/// One `#[tokio::test]` per listed check; `$make` is an async fn returning the subject
+/// (boxed: the checks take what it derefs to) and a guard kept alive for the test (a
+/// temporary directory, say).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($port:ident, $make:path, [$($check:ident),* $(,)?]) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (subject, _guard) = $make().await;
+                $crate::conformance::$port::$check(&*subject).await;
+            }
+        )*
+    };
+}
+
+/// Every store check, as one test each, on the stores `$make` returns: an async fn
+/// giving `(Box<dyn ObjectStore>, guard)`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:path) => {
+        $crate::__conformance_tests!(
+            store,
+            $make,
+            [
+                missing_keys_are_absent,
+                put_get_delete_list,
+                get_range_clamps_at_the_end,
+                list_is_recursive_sorted_and_by_prefix,
+                overwrite_replaces_content_and_version_tag,
+                put_if_absent_first_wins,
+                put_if_absent_has_one_winner_among_racers,
+                delete_is_idempotent,
+                keys_with_spaces_and_unicode_round_trip,
+                put_file_stores_a_local_file,
+            ]
+        );
+    };
+}
+
+/// Every queue check, as one test each, on the boxed [`QueueSubject`]s `$make` returns.
+#[macro_export]
+macro_rules! queue_conformance {
+    ($make:path) => {
+        $crate::__conformance_tests!(
+            queue,
+            $make,
+            [
+                send_then_receive_delivers_each_body,
+                an_unacknowledged_message_comes_back_after_the_visibility_timeout,
+                a_deleted_message_is_gone,
+                change_visibility_to_zero_releases_at_once,
+                a_stale_receipt_can_be_deleted_without_error,
+                the_redrive_moves_a_message_to_the_dead_letter_queue,
+                large_sends_are_split_into_batches,
+                depth_counts_visible_and_in_flight,
+            ]
+        );
+    };
+}
+
+/// The listed metrics checks (not every backend keeps jobs or units), as one test each,
+/// on the boxed [`MetricsSubject`]s `$make` returns.
+#[macro_export]
+macro_rules! metrics_conformance {
+    ($make:path, [$($check:ident),* $(,)?]) => {
+        $crate::__conformance_tests!(metrics, $make, [$($check),*]);
+    };
 }

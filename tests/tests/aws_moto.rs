@@ -15,7 +15,7 @@ use fanout::location::Sse;
 use fanout::metrics::MemoryMetrics;
 use fanout::queue::{Queue, SqsQueue};
 use fanout::store::{ObjectStore, S3Store};
-use fanout_tests::conformance::{queue_suite, store_suite};
+use fanout_tests::conformance::QueueSubject;
 
 fn require_moto() {
     assert!(
@@ -98,16 +98,18 @@ async fn queues(
     )
 }
 
-#[tokio::test]
-async fn s3_store_keeps_the_store_contract() {
-    require_moto();
-    let clients = AwsClients::load().await;
-    let b = bucket(&clients).await;
-    store_suite(
-        &S3Store::new(clients.s3.clone(), &b, "root/prefix"),
-        "suite/",
-    )
-    .await;
+/// A fresh bucket per check, the store rooted below a prefix (as a spec's locations are).
+mod s3_store {
+    use super::*;
+
+    async fn make() -> (Box<dyn ObjectStore>, ()) {
+        require_moto();
+        let clients = AwsClients::load().await;
+        let b = bucket(&clients).await;
+        let store = S3Store::new(clients.s3.clone(), &b, "root/prefix");
+        (Box::new(store), ())
+    }
+    fanout_tests::store_conformance!(make);
 }
 
 #[tokio::test]
@@ -191,6 +193,32 @@ async fn s3_store_uploads_large_objects_in_parts_with_the_requested_encryption()
         store.get_range("big.bin", 5..10).await.unwrap().as_ref(),
         &data[5..10]
     );
+    // A staged file above the threshold goes up in parts too, read from disk.
+    let dir = tempfile::tempdir().unwrap();
+    let staged = dir.path().join("big.parquet");
+    std::fs::write(&staged, &data[..7 * 1024 * 1024]).unwrap();
+    store.put_file("staged.bin", &staged).await.unwrap();
+    assert_eq!(
+        store.get("staged.bin").await.unwrap().as_ref(),
+        &data[..7 * 1024 * 1024]
+    );
+    let head = clients
+        .s3
+        .head_object()
+        .bucket(&b)
+        .key("staged.bin")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap().contains('-'),
+        "a file above the threshold is uploaded in parts: {:?}",
+        head.e_tag()
+    );
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
     assert!(
         store
             .get_range("big.bin", 20 << 20..21 << 20)
@@ -200,12 +228,23 @@ async fn s3_store_uploads_large_objects_in_parts_with_the_requested_encryption()
     );
 }
 
-#[tokio::test]
-async fn sqs_queue_keeps_the_queue_contract() {
-    require_moto();
-    let clients = AwsClients::load().await;
-    let (q, dlq, _, _) = queues(&clients, 3, 1).await;
-    queue_suite(&q, &dlq, 3, Duration::from_secs(1)).await;
+/// Fresh queues per check, redriving after 3 receives, with a 1 s visibility timeout.
+mod sqs_queue {
+    use super::*;
+
+    async fn make() -> (Box<QueueSubject>, ()) {
+        require_moto();
+        let clients = AwsClients::load().await;
+        let (queue, dlq, _, _) = queues(&clients, 3, 1).await;
+        let subject = QueueSubject {
+            queue: Arc::new(queue),
+            dlq: Arc::new(dlq),
+            max_receive: 3,
+            visibility: Duration::from_secs(1),
+        };
+        (Box::new(subject), ())
+    }
+    fanout_tests::queue_conformance!(make);
 }
 
 #[tokio::test]

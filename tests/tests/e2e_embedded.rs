@@ -114,8 +114,25 @@ fn the_cli_reports_status_and_inspects_the_manifest() {
     let root = dir.path();
     generate(root);
     let job = root.join("job.yaml");
-    let plan = run_ok(Command::new(fanout_bin()).arg("plan").arg(&job));
-    assert!(plan.contains("chunks"), "{plan}");
+    let plan = Plan::parse(&run_ok(Command::new(fanout_bin()).arg("plan").arg(&job)));
+    let all = Plan::parse(&run_ok(
+        Command::new(fanout_bin())
+            .args(["plan", "--chunks"])
+            .arg(&job),
+    ));
+    // The plan covers every input object but the `_SUCCESS` marker, which is skipped;
+    // the short listing stops at 20 chunks.
+    let inputs = common::snapshot(&root.join("in"));
+    assert!(inputs.contains_key("_SUCCESS"));
+    assert_eq!(plan.objects, inputs.len() as u64 - 1);
+    let shown = plan.chunks.min(20);
+    assert_eq!(plan.listed, (0..shown).collect::<Vec<_>>(), "{plan:?}");
+    assert_eq!(plan.more, Some(plan.chunks - shown).filter(|n| *n > 0));
+    assert_eq!(
+        (all.job_id.as_str(), all.objects, all.chunks, all.more),
+        (plan.job_id.as_str(), plan.objects, plan.chunks, None)
+    );
+    assert_eq!(all.listed, (0..plan.chunks).collect::<Vec<_>>());
     let valid = run_ok(Command::new(fanout_bin()).arg("validate").arg(&job));
     assert!(
         valid.contains("valid") && valid.contains("order_month: Date32"),
@@ -136,6 +153,70 @@ fn the_cli_reports_status_and_inspects_the_manifest() {
         run_ok(Command::new(fanout_bin()).args(["inspect", &job_id, "--work", &work, "--json"]));
     let m: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(m["outcome"], "succeeded");
+    // The run did what the plan said.
+    assert_eq!(
+        (
+            m["job_id"].as_str(),
+            m["objects"].as_u64(),
+            m["chunks"].as_u64()
+        ),
+        (
+            Some(plan.job_id.as_str()),
+            Some(plan.objects),
+            Some(plan.chunks)
+        )
+    );
+}
+
+/// What `fanout plan` printed.
+#[derive(Debug)]
+struct Plan {
+    job_id: String,
+    objects: u64,
+    chunks: u64,
+    /// Indexes of the chunks listed one per line.
+    listed: Vec<u64>,
+    /// The count of chunks the listing left out.
+    more: Option<u64>,
+}
+
+impl Plan {
+    fn parse(text: &str) -> Plan {
+        let field = |name: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no `{name}` line in:\n{text}"));
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let job_id = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("job "))
+            .unwrap_or_else(|| panic!("no job line in:\n{text}"))
+            .to_string();
+        // A chunk line: its index, its id (20 hex digits), its size, its pieces.
+        let listed = text
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let index = words.next()?.parse().ok()?;
+                let id = words.next()?;
+                (id.len() == 20 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(index)
+            })
+            .collect();
+        let more = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("… "))
+            .map(|l| l.split_whitespace().next().unwrap().parse().unwrap());
+        Plan {
+            job_id,
+            objects: field("objects"),
+            chunks: field("chunks"),
+            listed,
+            more,
+        }
+    }
 }
 
 #[test]

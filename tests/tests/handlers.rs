@@ -186,3 +186,125 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     .unwrap_err();
     assert!(bad.to_string().contains("bad request"), "{bad}");
 }
+
+/// A job of three one-object chunks (no packing).
+fn setup_three_objects(root: &Path) -> std::path::PathBuf {
+    let input = root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["a", "b", "c"] {
+        let mut csv = String::from("id,amount\n");
+        for i in 1..=100 {
+            csv.push_str(&format!("{i},{i}.50\n"));
+        }
+        std::fs::write(input.join(format!("{name}.csv")), csv).unwrap();
+    }
+    let r = root.display();
+    let spec = format!(
+        "name: three\nwork: {r}/work/\ninput: {{ location: {r}/in/, format: csv, schema: [{{ name: id, type: int64 }}, {{ name: amount, type: \"decimal(10,2)\" }}] }}\n\
+         chunking: {{ target_size: 64MiB, max_objects_per_chunk: 1 }}\noutput: {{ location: {r}/out/ }}\nrejects: {{ location: {r}/rejects/ }}\n"
+    );
+    let path = root.join("spec.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+/// Files (chunk or failure records, `<chunk id>.json`) under `work/jobs/<job>/<dir>/`.
+fn record_ids(root: &Path, job_id: &str, dir: &str) -> std::collections::BTreeSet<String> {
+    match std::fs::read_dir(root.join("work/jobs").join(job_id).join(dir)) {
+        Ok(entries) => entries
+            .map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.trim_end_matches(".json").to_string()
+            })
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn one_failing_chunk_of_a_batch_reports_only_its_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let spec_path = setup_three_objects(root);
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let queue = LocalQueue::new("chunks", std::time::Duration::from_secs(60));
+    let mut plan_event = event("sfn-plan.json");
+    plan_event["spec_location"] = serde_json::json!(spec_path.display().to_string());
+    let settings = fanout_planner::Settings {
+        default_spec: None,
+        work: None,
+    };
+    let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
+        .await
+        .unwrap();
+    assert_eq!((planned.chunks, planned.sent), (3, 3), "{planned:?}");
+
+    // The real chunk messages in the sample SQS batch's envelope, each with its own id.
+    let msgs = queue
+        .receive(10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(msgs.len(), 3);
+    let mut sqs: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_value(event("sqs-chunk-batch.json")).unwrap();
+    let template = sqs.records[0].clone();
+    let mut failing = None;
+    let mut good_chunks = std::collections::BTreeSet::new();
+    sqs.records = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+            let chunk_id = body["chunk"]["id"].as_str().unwrap().to_string();
+            let key = body["chunk"]["pieces"][0]["key"].as_str().unwrap();
+            // The middle message's input object is gone: only its chunk can fail.
+            if i == 1 {
+                std::fs::remove_file(root.join("in").join(key)).unwrap();
+                failing = Some((format!("msg-{i}"), chunk_id));
+            } else {
+                good_chunks.insert(chunk_id);
+            }
+            let mut r = template.clone();
+            r.message_id = Some(format!("msg-{i}"));
+            r.body = Some(m.body.clone());
+            r
+        })
+        .collect();
+    let (failing_msg, failing_chunk) = failing.unwrap();
+
+    let worker = Worker::new(env.clone(), "test");
+    let settings = fanout_worker::Settings {
+        max_receive_count: 3,
+        min_remaining: std::time::Duration::from_secs(30),
+    };
+    let mut ctx = Context::default();
+    ctx.deadline = fanout::clock::now_ms() + 900_000;
+    let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(sqs, ctx)).await;
+    let reported: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(reported, vec![failing_msg.as_str()]);
+
+    // Its neighbours committed; the failed chunk left a failure record and no commit.
+    assert_eq!(record_ids(root, &planned.job_id, "chunks"), good_chunks);
+    assert_eq!(
+        record_ids(root, &planned.job_id, "failures"),
+        [failing_chunk.clone()].into()
+    );
+    let mut status = event("sfn-status.json");
+    status["job_id"] = serde_json::json!(planned.job_id);
+    status["work"] = serde_json::json!(planned.work);
+    let s: fanout_reducer::StatusReply =
+        serde_json::from_value(fanout_reducer::handle(&env, None, status).await.unwrap()).unwrap();
+    assert_eq!(
+        (s.committed, s.failed, s.dead_lettered, s.complete),
+        (2, 1, 0, false),
+        "{s:?}"
+    );
+    assert!(
+        s.failed_chunks.iter().any(|c| c.contains(&failing_chunk)),
+        "{s:?}"
+    );
+}
