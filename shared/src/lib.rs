@@ -31,13 +31,13 @@
 
 pub mod aggregate;
 pub mod alloc;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod config;
 pub mod cost;
 pub mod env;
 pub mod error;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "cli", feature = "sql"))]
 pub mod fleet;
 pub mod gc;
 pub mod location;
@@ -50,9 +50,11 @@ pub mod queue;
 pub mod read;
 pub mod records;
 pub mod reducer;
+#[cfg(feature = "cli")]
 pub mod report;
 #[cfg(feature = "sql")]
 pub mod runner;
+#[cfg(feature = "cli")]
 pub mod sample;
 pub mod spec;
 pub mod store;
