@@ -31,14 +31,14 @@
 
 pub mod aggregate;
 pub mod alloc;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod env;
 pub mod error;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "cli", feature = "sql"))]
 pub mod fleet;
 pub mod gc;
 pub mod ids;
@@ -52,9 +52,11 @@ pub mod planner;
 pub mod queue;
 pub mod read;
 pub mod reducer;
+#[cfg(feature = "cli")]
 pub mod report;
 #[cfg(feature = "sql")]
 pub mod runner;
+#[cfg(feature = "cli")]
 pub mod sample;
 pub mod spec;
 pub mod store;

@@ -25,7 +25,9 @@ pub use model::{
     TransformSpec,
 };
 pub use raw::RawSpec;
-pub(crate) use values::{canonical_text, is_numeric};
+pub(crate) use values::canonical_text;
+#[cfg(feature = "sql")]
+pub(crate) use values::is_numeric;
 pub use values::{parse_size, parse_type};
 
 /// Default chunk size for splittable inputs.

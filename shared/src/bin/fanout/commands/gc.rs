@@ -1,0 +1,39 @@
+//! `fanout gc`: delete a job's files that its manifest does not list.
+
+use std::process::ExitCode;
+
+use crate::work::WorkArgs;
+
+/// Delete a job's files that its manifest does not list (leftovers of crashed or
+/// abandoned attempts); other jobs' files are never touched.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    job: WorkArgs,
+    /// The job was never finalized: every file its chunks wrote is garbage.
+    #[arg(long)]
+    abandoned: bool,
+    /// Only list what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Deletes (or lists) the garbage and prints each file.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (work, env) = args.job.open().await?;
+    let job_id = &args.job.job_id;
+    let g = fanout::gc::collect_garbage(&env, &work, job_id, args.abandoned, args.dry_run).await?;
+    let verb = if g.deleted { "deleted" } else { "would delete" };
+    for k in &g.outputs {
+        println!("{verb} output  {k}");
+    }
+    for k in &g.rejects {
+        println!("{verb} rejects {k}");
+    }
+    println!(
+        "{verb} {} output and {} rejects files of job {job_id}",
+        g.outputs.len(),
+        g.rejects.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
