@@ -78,6 +78,98 @@ struct ReadState {
     validate: Duration,
 }
 
+/// What the chunk's pipeline produced.
+struct PipelineRun {
+    /// The transformed rows' schema.
+    schema: arrow::datatypes::SchemaRef,
+    /// The staged output files, not stored yet.
+    writer: PartitionedWriter,
+    /// The partial aggregate.
+    aggregate: Option<crate::aggregate::Partial>,
+    /// Time spent encoding Parquet.
+    encode: Duration,
+    /// What reading found.
+    read: ReadState,
+}
+
+/// The partial aggregate's input channel and its task.
+type AggregateTask = (
+    tokio::sync::mpsc::Sender<RecordBatch>,
+    tokio::task::JoinHandle<Result<crate::aggregate::Partial>>,
+);
+
+/// The writer task: encodes the transformed rows and feeds the partial aggregate.
+async fn consume(
+    mut rows: tokio::sync::mpsc::Receiver<RecordBatch>,
+    mut writer: PartitionedWriter,
+    aggregate: Option<AggregateTask>,
+) -> Result<(
+    PartitionedWriter,
+    Option<crate::aggregate::Partial>,
+    Duration,
+)> {
+    let (mut agg_tx, agg_task) = match aggregate {
+        Some((tx, task)) => (Some(tx), Some(task)),
+        None => (None, None),
+    };
+    let mut encode = Duration::ZERO;
+    while let Some(b) = rows.recv().await {
+        let t = Instant::now();
+        writer.write(&b)?;
+        encode += t.elapsed();
+        // A failed aggregate reports its error when awaited; the rows still get written.
+        if let Some(tx) = &agg_tx
+            && tx.send(b).await.is_err()
+        {
+            agg_tx = None;
+        }
+    }
+    drop(agg_tx);
+    let partial = match agg_task {
+        Some(t) => Some(t.await.map_err(|source| Error::Task {
+            what: "the aggregate task",
+            source,
+        })??),
+        None => None,
+    };
+    Ok((writer, partial, encode))
+}
+
+/// Writes the chunk's rejects file (JSON lines), when any record was rejected.
+async fn store_rejects(
+    store: &dyn ObjectStore,
+    task: &ChunkTask,
+    rejects: &[Reject],
+) -> Result<Option<RejectFile>> {
+    if rejects.is_empty() {
+        return Ok(None);
+    }
+    let key = layout::rejects(&task.job_id, &task.chunk.id);
+    let mut body = Vec::new();
+    for r in rejects {
+        serde_json::to_writer(&mut body, r).map_err(|source| Error::Serialize {
+            what: "reject",
+            source,
+        })?;
+        body.push(b'\n');
+    }
+    store.put(&key, body.into()).await?;
+    Ok(Some(RejectFile {
+        key,
+        records: rejects.len() as u64,
+    }))
+}
+
+/// Rejected records per rule.
+fn rule_counts(rejects: &[Reject]) -> std::collections::BTreeMap<String, u64> {
+    rejects
+        .iter()
+        .fold(std::collections::BTreeMap::new(), |mut m, r| {
+            *m.entry(r.rule.clone()).or_insert(0) += 1;
+            m
+        })
+}
+
 /// A worker: processes chunk tasks, caching per-job context (spec, lookups) across chunks.
 pub struct Worker {
     env: Env,
@@ -171,7 +263,6 @@ impl Worker {
 
     async fn process_chunk_inner(&self, task: &ChunkTask, attempt: u32) -> Result<ChunkOutcome> {
         let job = self.job(&task.work, &task.job_id).await?;
-        let spec = &job.spec;
         let chunk = &task.chunk;
         let record_key = layout::chunk(&task.job_id, &chunk.id);
         if job.work.head(&record_key).await?.is_some() {
@@ -185,68 +276,9 @@ impl Worker {
         let started_ms = now_ms();
         let requests = Arc::new(RequestCounter::default());
         let input = requests.wrap(job.input.clone());
-        let output = requests.wrap(job.output.clone());
-        let rejects_store = requests.wrap(job.rejects.clone());
-        let work = requests.wrap(job.work.clone());
-        // Three stages overlap: this task reads and validates, the SQL runs on the rows as
-        // they come, and a writer task encodes the transformed rows into staged Parquet
-        // and feeds the partial aggregate. A few batches are in flight at a time.
-        let pipeline = job.transformer.start(spec.input.schema.clone()).await?;
-        let out_schema = pipeline.schema.clone();
-        let (in_tx, mut out_rx, transform) = pipeline.split();
-        let mut writer = PartitionedWriter::new(&spec.output, &chunk.id, &out_schema)?;
-        let aggregate = match &spec.aggregate {
-            Some(a) => Some(crate::aggregate::start(a, out_schema.clone())?),
-            None => None,
-        };
-        let consumer = tokio::spawn(async move {
-            let (mut agg_tx, agg_task) = match aggregate {
-                Some((tx, task)) => (Some(tx), Some(task)),
-                None => (None, None),
-            };
-            let mut encode = Duration::ZERO;
-            while let Some(b) = out_rx.recv().await {
-                let t = Instant::now();
-                writer.write(&b)?;
-                encode += t.elapsed();
-                // A failed aggregate reports its error when awaited; the rows still get written.
-                if let Some(tx) = &agg_tx
-                    && tx.send(b).await.is_err()
-                {
-                    agg_tx = None;
-                }
-            }
-            drop(agg_tx);
-            let partial = match agg_task {
-                Some(t) => Some(t.await.map_err(|source| Error::Task {
-                    what: "the aggregate task",
-                    source,
-                })??),
-                None => None,
-            };
-            Ok::<_, Error>((writer, partial, encode))
-        });
-        let mut read = ReadState::default();
-        let produced = self
-            .produce(&job, input.as_ref(), chunk, &in_tx, &mut read)
-            .await;
-        drop(in_tx);
-        let consumed = consumer.await.map_err(|source| Error::Task {
-            what: "the writer task",
-            source,
-        });
-        let transformed = transform.wait().await;
-        produced?;
-        transformed?;
-        let (writer, aggregate, encode) = consumed??;
-        let ReadState {
-            mut counts,
-            bytes_read,
-            rejects,
-            read: read_time,
-            validate: validate_time,
-        } = read;
-        counts.rejected = rejects.len() as u64;
+        let run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
+        let mut counts = run.read.counts;
+        counts.rejected = run.read.rejects.len() as u64;
         if !counts.reconciles() {
             return Err(Error::Job {
                 job_id: task.job_id.clone(),
@@ -256,52 +288,19 @@ impl Worker {
                 ),
             });
         }
-        let out_rows = writer.rows();
-        self.crash_at(FaultPoint::BeforeFirstOutput, &chunk.id)?;
-        let between = |n: usize| {
-            if n > 0 {
-                self.crash_at(FaultPoint::BetweenOutputs, &chunk.id)
-            } else {
-                Ok(())
-            }
-        };
         let store_started = Instant::now();
-        let outputs = writer.finish(output.as_ref(), &between).await?;
+        let output = requests.wrap(job.output.clone());
+        let outputs = self
+            .store_outputs(task, run.writer, output.as_ref())
+            .await?;
         counts.written = outputs.iter().map(|f| f.rows).sum();
-        if counts.written != out_rows {
-            return Err(Error::Job {
-                job_id: task.job_id.clone(),
-                message: format!(
-                    "chunk {}: the transform produced {out_rows} rows but {} were written",
-                    chunk.id, counts.written
-                ),
-            });
-        }
-        let reject_file = if rejects.is_empty() {
-            None
-        } else {
-            let key = layout::rejects(&task.job_id, &chunk.id);
-            let mut body = Vec::new();
-            for r in &rejects {
-                serde_json::to_writer(&mut body, r).map_err(|source| Error::Serialize {
-                    what: "reject",
-                    source,
-                })?;
-                body.push(b'\n');
-            }
-            rejects_store.put(&key, body.into()).await?;
-            Some(RejectFile {
-                key,
-                records: rejects.len() as u64,
-            })
-        };
-        let store_time = store_started.elapsed();
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let rejects_store = requests.wrap(job.rejects.clone());
+        let reject_file = store_rejects(rejects_store.as_ref(), task, &run.read.rejects).await?;
         let stage_ms = [
-            ("read", read_time),
-            ("validate", validate_time),
-            ("encode", encode),
-            ("store", store_time),
+            ("read", run.read.read),
+            ("validate", run.read.validate),
+            ("encode", run.encode),
+            ("store", store_started.elapsed()),
         ]
         .into_iter()
         .map(|(k, d)| (k.to_string(), d.as_millis() as u64))
@@ -312,21 +311,16 @@ impl Worker {
             index: chunk.index,
             pieces: chunk.pieces.clone(),
             counts,
-            bytes_read,
+            bytes_read: run.read.bytes_read,
             outputs,
             rejects: reject_file,
-            reject_rules: rejects
-                .iter()
-                .fold(std::collections::BTreeMap::new(), |mut m, r| {
-                    *m.entry(r.rule.clone()).or_insert(0) += 1;
-                    m
-                }),
-            schema: out_schema.as_ref().clone(),
-            aggregate,
+            reject_rules: rule_counts(&run.read.rejects),
+            schema: run.schema.as_ref().clone(),
+            aggregate: run.aggregate,
             attempt,
             worker: self.name.clone(),
             started_ms,
-            elapsed_ms,
+            elapsed_ms: started.elapsed().as_millis() as u64,
             stage_ms,
             // Not counted yet: the HEAD of the commit record before starting, and its PUT.
             requests: {
@@ -336,78 +330,143 @@ impl Worker {
                 r
             },
         };
-        self.crash_at(FaultPoint::BeforeCommit, &chunk.id)?;
-        let outcome = work
-            .put_if_absent(&record_key, to_json_bytes("commit record", &record)?)
-            .await?;
-        if outcome == PutOutcome::Created {
-            // Committed, but the message is not acknowledged: it will be delivered again.
-            self.crash_at(FaultPoint::AfterCommit, &chunk.id)?;
+        let work = requests.wrap(job.work.clone());
+        self.commit(&job.spec, work.as_ref(), &record_key, record)
+            .await
+    }
+
+    /// The chunk's three overlapping stages: this task reads and validates, the SQL runs on
+    /// the rows as they come, and a writer task encodes the transformed rows into staged
+    /// Parquet and feeds the partial aggregate. A few batches are in flight at a time.
+    async fn run_pipeline(
+        &self,
+        job: &JobContext,
+        input: &dyn ObjectStore,
+        chunk: &crate::plan::Chunk,
+    ) -> Result<PipelineRun> {
+        let spec = &job.spec;
+        let pipeline = job.transformer.start(spec.input.schema.clone()).await?;
+        let schema = pipeline.schema.clone();
+        let (in_tx, out_rx, transform) = pipeline.split();
+        let writer = PartitionedWriter::new(&spec.output, &chunk.id, &schema)?;
+        let aggregate = match &spec.aggregate {
+            Some(a) => Some(crate::aggregate::start(a, schema.clone())?),
+            None => None,
+        };
+        let consumer = tokio::spawn(consume(out_rx, writer, aggregate));
+        let mut read = ReadState::default();
+        let produced = self.produce(job, input, chunk, &in_tx, &mut read).await;
+        drop(in_tx);
+        let consumed = consumer.await.map_err(|source| Error::Task {
+            what: "the writer task",
+            source,
+        });
+        let transformed = transform.wait().await;
+        produced?;
+        transformed?;
+        let (writer, aggregate, encode) = consumed??;
+        Ok(PipelineRun {
+            schema,
+            writer,
+            aggregate,
+            encode,
+            read,
+        })
+    }
+
+    /// Stores the staged output files, with the crash points a test may fire between them,
+    /// and checks every transformed row was written.
+    async fn store_outputs(
+        &self,
+        task: &ChunkTask,
+        writer: PartitionedWriter,
+        output: &dyn ObjectStore,
+    ) -> Result<Vec<crate::write::FileEntry>> {
+        let chunk_id = &task.chunk.id;
+        let out_rows = writer.rows();
+        self.crash_at(FaultPoint::BeforeFirstOutput, chunk_id)?;
+        let between = |n: usize| {
+            if n > 0 {
+                self.crash_at(FaultPoint::BetweenOutputs, chunk_id)
+            } else {
+                Ok(())
+            }
+        };
+        let outputs = writer.finish(output, &between).await?;
+        let written: u64 = outputs.iter().map(|f| f.rows).sum();
+        if written != out_rows {
+            return Err(Error::Job {
+                job_id: task.job_id.clone(),
+                message: format!(
+                    "chunk {chunk_id}: the transform produced {out_rows} rows but {written} were written"
+                ),
+            });
         }
+        Ok(outputs)
+    }
+
+    /// Writes the commit record, create-if-absent: the chunk's outcome is whoever created it.
+    async fn commit(
+        &self,
+        spec: &JobSpec,
+        work: &dyn ObjectStore,
+        record_key: &str,
+        record: ChunkRecord,
+    ) -> Result<ChunkOutcome> {
+        self.crash_at(FaultPoint::BeforeCommit, &record.chunk_id)?;
+        let outcome = work
+            .put_if_absent(record_key, to_json_bytes("commit record", &record)?)
+            .await?;
         match outcome {
             PutOutcome::AlreadyExists => {
                 self.env
                     .metrics
-                    .record(&job.spec.name, names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
+                    .record(&spec.name, names::CHUNKS_DUPLICATE, 1.0, Unit::Count);
                 info!("another attempt committed first");
                 Ok(ChunkOutcome::AlreadyCommitted)
             }
             PutOutcome::Created => {
-                let m = &self.env.metrics;
-                m.record(&spec.name, names::CHUNKS_COMMITTED, 1.0, Unit::Count);
-                m.record(
-                    &spec.name,
-                    names::ROWS_READ,
-                    counts.read as f64,
-                    Unit::Count,
-                );
-                m.record(
-                    &spec.name,
-                    names::ROWS_REJECTED,
-                    counts.rejected as f64,
-                    Unit::Count,
-                );
-                m.record(
-                    &spec.name,
-                    names::ROWS_WRITTEN,
-                    counts.written as f64,
-                    Unit::Count,
-                );
-                m.record(
-                    &spec.name,
-                    names::BYTES_READ,
-                    bytes_read as f64,
-                    Unit::Bytes,
-                );
-                m.record(
-                    &spec.name,
-                    names::BYTES_WRITTEN,
-                    record.outputs.iter().map(|f| f.bytes).sum::<u64>() as f64,
-                    Unit::Bytes,
-                );
-                m.record(
-                    &spec.name,
-                    names::FILES_WRITTEN,
-                    record.outputs.len() as f64,
-                    Unit::Count,
-                );
-                m.record(
-                    &spec.name,
-                    names::CHUNK_DURATION,
-                    elapsed_ms as f64,
-                    Unit::Milliseconds,
-                );
-                info!(
-                    rows_read = counts.read,
-                    rows_rejected = counts.rejected,
-                    rows_written = counts.written,
-                    bytes_read,
-                    elapsed_ms,
-                    "chunk committed"
-                );
+                // Committed, but the message is not acknowledged: it will be delivered again.
+                self.crash_at(FaultPoint::AfterCommit, &record.chunk_id)?;
+                self.record_committed(&spec.name, &record);
                 Ok(ChunkOutcome::Committed(Box::new(record)))
             }
         }
+    }
+
+    /// The metrics and the log line of a committed chunk.
+    fn record_committed(&self, job_name: &str, record: &ChunkRecord) {
+        let m = &self.env.metrics;
+        let counts = &record.counts;
+        let bytes_written: u64 = record.outputs.iter().map(|f| f.bytes).sum();
+        for (name, value, unit) in [
+            (names::CHUNKS_COMMITTED, 1.0, Unit::Count),
+            (names::ROWS_READ, counts.read as f64, Unit::Count),
+            (names::ROWS_REJECTED, counts.rejected as f64, Unit::Count),
+            (names::ROWS_WRITTEN, counts.written as f64, Unit::Count),
+            (names::BYTES_READ, record.bytes_read as f64, Unit::Bytes),
+            (names::BYTES_WRITTEN, bytes_written as f64, Unit::Bytes),
+            (
+                names::FILES_WRITTEN,
+                record.outputs.len() as f64,
+                Unit::Count,
+            ),
+            (
+                names::CHUNK_DURATION,
+                record.elapsed_ms as f64,
+                Unit::Milliseconds,
+            ),
+        ] {
+            m.record(job_name, name, value, unit);
+        }
+        info!(
+            rows_read = counts.read,
+            rows_rejected = counts.rejected,
+            rows_written = counts.written,
+            bytes_read = record.bytes_read,
+            elapsed_ms = record.elapsed_ms,
+            "chunk committed"
+        );
     }
 
     /// Reads, validates and sends on a chunk's rows, segment by segment; keeps counts and
