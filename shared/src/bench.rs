@@ -2,6 +2,7 @@
 //! `fanout bench-reduce`; `bench/run --synthetic` prints them beside their targets).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use crate::job::{
     ChunkRecord, ChunkTask, Counts, PlanShard, PlanSummary, SHARD_CHUNKS, layout,
     to_compact_json_bytes, to_json_bytes,
 };
-use crate::plan::{PlanObject, Sizing, Split, plan_chunks};
+use crate::plan::{Chunk, PlanObject, Sizing, Split, plan_chunks};
 use crate::spec::JobSpec;
 use crate::store::{ObjectMeta, ObjectStore, PutOutcome, RequestCounts, StoreError};
 use crate::write::FileEntry;
@@ -55,7 +56,7 @@ impl ObjectStore for Listing {
     }
 }
 
-fn spec(root: &std::path::Path) -> Result<JobSpec> {
+fn spec(root: &Path) -> Result<JobSpec> {
     let r = root.display();
     let yaml = format!(
         "name: bench\nwork: {r}/work/\n\
@@ -77,10 +78,7 @@ fn size(i: u64) -> u64 {
 /// the cost and serialize the plan shards and the chunk messages — everything
 /// `compute_plan` and `plan_job` do but the store's I/O.
 pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
-    let dir = tempfile::tempdir().map_err(|source| Error::Staging {
-        context: "creating a temporary directory".into(),
-        source,
-    })?;
+    let dir = temp_dir()?;
     let spec = spec(dir.path())?;
     let listing = Listing(
         (0..n)
@@ -138,7 +136,13 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
             work: spec.work.to_string(),
             chunk: c.clone(),
         };
-        bytes += serde_json::to_vec(&task).map_or(0, |v| v.len());
+        // The planner fails on a task it cannot serialize; so does its benchmark.
+        bytes += serde_json::to_vec(&task)
+            .map_err(|source| Error::Serialize {
+                what: "chunk task",
+                source,
+            })?
+            .len();
     }
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(chunks = chunks.len(), bytes, "planned");
@@ -149,124 +153,13 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
 /// times the reducer finalizing it: read every commit record, merge counts, files,
 /// partitions and partial aggregates, write the manifest and aggregates.
 pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
-    let dir = tempfile::tempdir().map_err(|source| Error::Staging {
-        context: "creating a temporary directory".into(),
-        source,
-    })?;
+    let dir = temp_dir()?;
     let spec = spec(dir.path())?;
-    let job_id = "bench-reduce".to_string();
-    let objects: Vec<PlanObject> = (0..n)
-        .map(|i| PlanObject {
-            key: format!("part-{i:08}.csv"),
-            etag: format!("\"{i:x}\""),
-            size: 1_000,
-            split: Split::Whole,
-        })
-        .collect();
-    let chunks = plan_chunks(
-        &job_id,
-        objects,
-        Sizing {
-            target_bytes: 1_000,
-            max_objects_per_chunk: 1,
-        },
-    );
-    let work = dir.path().join("work");
-    let write = |key: String, body: Bytes| -> Result<()> {
-        let p = work.join(key);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Staging {
-                context: format!("creating {}", parent.display()),
-                source,
-            })?;
-        }
-        std::fs::write(&p, &body).map_err(|source| Error::Staging {
-            context: format!("writing {}", p.display()),
-            source,
-        })
-    };
-    write(
-        layout::spec(&job_id),
-        to_json_bytes("spec", &spec.resolved)?,
-    )?;
-    for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
-        let shard = PlanShard {
-            shard: i as u64,
-            chunks: part.to_vec(),
-        };
-        write(
-            layout::plan_shard(&job_id, i as u64),
-            to_compact_json_bytes("plan shard", &shard)?,
-        )?;
-    }
-    write(
-        layout::plan_summary(&job_id),
-        to_json_bytes(
-            "plan summary",
-            &PlanSummary {
-                job_id: job_id.clone(),
-                name: spec.name.clone(),
-                chunks: chunks.len() as u64,
-                shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
-                objects: n,
-                input_bytes: n * 1_000,
-                target_bytes: 1_000,
-                planned_ms: 0,
-                estimate: None,
-            },
-        )?,
-    )?;
-    let schema = arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("k", arrow::datatypes::DataType::Utf8, true),
-        arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, true),
-    ]);
-    for (i, c) in chunks.iter().enumerate() {
-        let k = format!("k{}", i % 50);
-        let record = ChunkRecord {
-            job_id: job_id.clone(),
-            chunk_id: c.id.clone(),
-            index: c.index,
-            pieces: c.pieces.clone(),
-            counts: Counts {
-                read: 10,
-                rejected: 0,
-                valid: 10,
-                written: 10,
-            },
-            bytes_read: 1_000,
-            outputs: vec![FileEntry {
-                key: format!("k={k}/part-{}-00000.parquet", c.id),
-                partition: vec![("k".into(), Some(k.clone()))],
-                rows: 10,
-                bytes: 2_000,
-            }],
-            rejects: None,
-            reject_rules: BTreeMap::new(),
-            schema: schema.clone(),
-            aggregate: Some(Partial {
-                groups: vec![Group {
-                    key: vec![Scalar::Str(k)],
-                    states: vec![
-                        State::Count(10),
-                        State::Value(Scalar::Int(format!("{}", i * 10))),
-                    ],
-                }],
-            }),
-            attempt: 1,
-            worker: "bench".into(),
-            started_ms: 0,
-            elapsed_ms: 100,
-            stage_ms: BTreeMap::new(),
-            requests: RequestCounts::default(),
-        };
-        write(
-            layout::chunk(&job_id, &c.id),
-            to_json_bytes("commit record", &record)?,
-        )?;
-    }
+    let job_id = "bench-reduce";
+    write_committed_job(&dir.path().join("work"), &spec, job_id, n)?;
     let env = crate::env::Env::embedded(Arc::new(crate::metrics::MemoryMetrics::default()));
     let started = Instant::now();
-    let manifest = crate::reducer::finalize_job(&env, &spec.work, &job_id).await?;
+    let manifest = crate::reducer::finalize_job(&env, &spec.work, job_id).await?;
     let secs = started.elapsed().as_secs_f64();
     if manifest.counts.read != 10 * n {
         return Err(Error::Config(format!(
@@ -276,4 +169,146 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
         )));
     }
     Ok(("reduce", secs))
+}
+
+/// Writes under `work` what a job of `n` one-object chunks leaves before its reducer runs:
+/// its spec, plan shards, plan summary and one commit record per chunk.
+fn write_committed_job(work: &Path, spec: &JobSpec, job_id: &str, n: u64) -> Result<()> {
+    let objects: Vec<PlanObject> = (0..n)
+        .map(|i| PlanObject {
+            key: format!("part-{i:08}.csv"),
+            etag: format!("\"{i:x}\""),
+            size: 1_000,
+            split: Split::Whole,
+        })
+        .collect();
+    let chunks = plan_chunks(
+        job_id,
+        objects,
+        Sizing {
+            target_bytes: 1_000,
+            max_objects_per_chunk: 1,
+        },
+    );
+    write_plan(work, spec, job_id, &chunks, n)?;
+    let schema = arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("k", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, true),
+    ]);
+    for (i, c) in chunks.iter().enumerate() {
+        let record = commit_record(job_id, i, c, &schema);
+        write_file(
+            work,
+            layout::chunk(job_id, &c.id),
+            to_json_bytes("commit record", &record)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the job's spec, plan shards and plan summary, as the planner does.
+fn write_plan(work: &Path, spec: &JobSpec, job_id: &str, chunks: &[Chunk], n: u64) -> Result<()> {
+    write_file(
+        work,
+        layout::spec(job_id),
+        to_json_bytes("spec", &spec.resolved)?,
+    )?;
+    for (i, part) in chunks.chunks(SHARD_CHUNKS as usize).enumerate() {
+        let shard = PlanShard {
+            shard: i as u64,
+            chunks: part.to_vec(),
+        };
+        write_file(
+            work,
+            layout::plan_shard(job_id, i as u64),
+            to_compact_json_bytes("plan shard", &shard)?,
+        )?;
+    }
+    let summary = PlanSummary {
+        job_id: job_id.to_string(),
+        name: spec.name.clone(),
+        chunks: chunks.len() as u64,
+        shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
+        objects: n,
+        input_bytes: n * 1_000,
+        target_bytes: 1_000,
+        planned_ms: 0,
+        estimate: None,
+    };
+    write_file(
+        work,
+        layout::plan_summary(job_id),
+        to_json_bytes("plan summary", &summary)?,
+    )?;
+    Ok(())
+}
+
+/// The commit record of the `i`th synthetic chunk: ten rows read and written, one output
+/// file in partition `k{i % 50}`, and that group's partial aggregate.
+fn commit_record(
+    job_id: &str,
+    i: usize,
+    c: &Chunk,
+    schema: &arrow::datatypes::Schema,
+) -> ChunkRecord {
+    let k = format!("k{}", i % 50);
+    ChunkRecord {
+        job_id: job_id.to_string(),
+        chunk_id: c.id.clone(),
+        index: c.index,
+        pieces: c.pieces.clone(),
+        counts: Counts {
+            read: 10,
+            rejected: 0,
+            valid: 10,
+            written: 10,
+        },
+        bytes_read: 1_000,
+        outputs: vec![FileEntry {
+            key: format!("k={k}/part-{}-00000.parquet", c.id),
+            partition: vec![("k".into(), Some(k.clone()))],
+            rows: 10,
+            bytes: 2_000,
+        }],
+        rejects: None,
+        reject_rules: BTreeMap::new(),
+        schema: schema.clone(),
+        aggregate: Some(Partial {
+            groups: vec![Group {
+                key: vec![Scalar::Str(k)],
+                states: vec![
+                    State::Count(10),
+                    State::Value(Scalar::Int(format!("{}", i * 10))),
+                ],
+            }],
+        }),
+        attempt: 1,
+        worker: "bench".into(),
+        started_ms: 0,
+        elapsed_ms: 100,
+        stage_ms: BTreeMap::new(),
+        requests: RequestCounts::default(),
+    }
+}
+
+/// Writes `body` at `key` under `work`, creating its folders.
+fn write_file(work: &Path, key: String, body: Bytes) -> Result<()> {
+    let p = work.join(key);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Staging {
+            context: format!("creating {}", parent.display()),
+            source,
+        })?;
+    }
+    std::fs::write(&p, &body).map_err(|source| Error::Staging {
+        context: format!("writing {}", p.display()),
+        source,
+    })
+}
+
+fn temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|source| Error::Staging {
+        context: "creating a temporary directory".into(),
+        source,
+    })
 }

@@ -3,6 +3,7 @@
 //! The queue is a [`LocalQueue`] with the job's redrive settings, so a failing chunk is
 //! retried and dead-lettered here exactly as it would be on SQS.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use tracing::{Instrument, info_span};
 
 use crate::env::Env;
 use crate::job::{ChunkRecord, Manifest, layout};
+use crate::location::Location;
 use crate::planner::{PlannedJob, enqueue, plan_job};
-use crate::queue::{LocalQueue, Queue};
+use crate::queue::{LocalQueue, Message, Queue};
 use crate::reducer::{JobStatus, finalize_job, job_status};
 use crate::spec::JobSpec;
 use crate::worker::{Disposition, Worker, retry_backoff};
@@ -82,7 +84,7 @@ pub struct RunReport {
     /// Chunks run (not committed before).
     pub chunks_run: u64,
     /// Their ids.
-    pub run_ids: std::collections::HashSet<String>,
+    pub run_ids: HashSet<String>,
     /// Chunks this process committed.
     pub committed_now: u64,
     /// Chunks that failed for good (dead-lettered or permanent errors).
@@ -108,23 +110,9 @@ pub async fn run_local(
     let span = info_span!("job", job_id = %job_id);
     async move {
         let work = env.store(&spec.work)?;
-        let max_receive = spec.queue.max_receive_count;
-        let visibility = Duration::from_secs(spec.queue.visibility_timeout_s);
-        let (queue, dlq): (Arc<dyn Queue>, Option<Arc<LocalQueue>>) = match &opts.queue {
-            Some(q) => (q.clone(), None),
-            None => {
-                let dlq = Arc::new(LocalQueue::new("chunks-dlq", visibility));
-                (
-                    Arc::new(
-                        LocalQueue::new("chunks", visibility)
-                            .with_dead_letter(dlq.clone(), max_receive),
-                    ),
-                    Some(dlq),
-                )
-            }
-        };
+        let (queue, dlq) = queues(spec, opts);
         let done_before = crate::job::committed_ids(work.as_ref(), &job_id).await?;
-        let run_ids: std::collections::HashSet<String> = plan
+        let run_ids: HashSet<String> = plan
             .chunks
             .iter()
             .filter(|c| !done_before.contains(&c.id))
@@ -140,88 +128,7 @@ pub async fn run_local(
         .await?;
         progress.planned(&plan, sent);
 
-        let remote = opts.queue.is_some();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut first = Worker::new(env.clone(), format!("local-{}", std::process::id()));
-        if let Some(f) = &opts.faults {
-            first = first.with_faults(f.clone());
-        }
-        for n in 1..=opts.workers.max(1) {
-            // One name per worker, so the report's timeline shows each as a lane; one
-            // cache of specs and lookups for all.
-            let worker = first.named(format!("local-{}-{n}", std::process::id()));
-            let (queue, progress) = (queue.clone(), progress.clone());
-            let (env, work_loc, job_id) = (env.clone(), spec.work.clone(), job_id.clone());
-            let backoff = opts.retry_backoff;
-            tasks.spawn(async move {
-                let mut committed = 0u64;
-                let mut last_check = Instant::now();
-                let mut idle_drained = 0u32;
-                loop {
-                    let wait = if remote { REMOTE_POLL } else { IDLE_POLL };
-                    let msgs = queue.receive(1, wait).await?;
-                    if msgs.is_empty() || (remote && last_check.elapsed() > SETTLED_CHECK) {
-                        // The embedded queue knows when it is empty; with SQS (approximate
-                        // counts, other consumers) the job's own records decide.
-                        let finished = if remote {
-                            last_check = Instant::now();
-                            // Settled by the job's records, or the queue stayed empty over
-                            // several polls (a message dead-lettered while its last failure
-                            // record was still a retryable one would otherwise keep us here).
-                            let drained = msgs.is_empty() && queue.depth().await?.is_drained();
-                            idle_drained = if drained { idle_drained + 1 } else { 0 };
-                            idle_drained >= 3
-                                || job_status(&env, &work_loc, &job_id).await?.is_settled()
-                        } else {
-                            queue.depth().await?.is_drained()
-                        };
-                        if finished && msgs.is_empty() {
-                            return Ok::<u64, Error>(committed);
-                        }
-                    }
-                    for msg in msgs {
-                        match worker.handle_message(&msg, max_receive).await {
-                            Disposition::Ack(record) => {
-                                if let Some(r) = record {
-                                    committed += 1;
-                                    progress.committed(&r);
-                                }
-                                queue.delete(&msg.receipt).await?;
-                            }
-                            Disposition::Retry(e) => {
-                                progress.failed(
-                                    &chunk_id_of(&msg.body),
-                                    msg.receive_count,
-                                    &e,
-                                    msg.receive_count >= max_receive,
-                                );
-                                if !remote {
-                                    queue
-                                        .change_visibility(&msg.receipt, backoff(msg.receive_count))
-                                        .await?;
-                                }
-                            }
-                            Disposition::Reject(e) => {
-                                progress.failed(
-                                    &chunk_id_of(&msg.body),
-                                    msg.receive_count,
-                                    &e,
-                                    true,
-                                );
-                                queue.delete(&msg.receipt).await?;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        let mut committed_now = 0;
-        while let Some(r) = tasks.join_next().await {
-            committed_now += r.map_err(|e| Error::Job {
-                job_id: job_id.clone(),
-                message: format!("a worker task died: {e}"),
-            })??;
-        }
+        let committed_now = run_lanes(env, spec, opts, &queue, &progress, &job_id).await?;
         let status = job_status(env, &spec.work, &job_id).await?;
         let dead_lettered = match &dlq {
             Some(d) => d.drain_visible().len() as u64,
@@ -246,6 +153,151 @@ pub async fn run_local(
     }
     .instrument(span)
     .await
+}
+
+/// The run's chunk queue: `opts.queue` when given, else an embedded one with the job's
+/// redrive settings and, beside it, its dead-letter queue.
+fn queues(spec: &JobSpec, opts: &RunOptions) -> (Arc<dyn Queue>, Option<Arc<LocalQueue>>) {
+    if let Some(q) = &opts.queue {
+        return (q.clone(), None);
+    }
+    let visibility = Duration::from_secs(spec.queue.visibility_timeout_s);
+    let dlq = Arc::new(LocalQueue::new("chunks-dlq", visibility));
+    let queue = LocalQueue::new("chunks", visibility)
+        .with_dead_letter(dlq.clone(), spec.queue.max_receive_count);
+    (Arc::new(queue), Some(dlq))
+}
+
+/// Runs `opts.workers` lanes over `queue` until the run is over; returns how many chunks
+/// they committed. The first lane to fail fails the run (the others are aborted).
+async fn run_lanes(
+    env: &Env,
+    spec: &JobSpec,
+    opts: &RunOptions,
+    queue: &Arc<dyn Queue>,
+    progress: &Arc<dyn Progress>,
+    job_id: &str,
+) -> Result<u64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut first = Worker::new(env.clone(), format!("local-{}", std::process::id()));
+    if let Some(f) = &opts.faults {
+        first = first.with_faults(f.clone());
+    }
+    for n in 1..=opts.workers.max(1) {
+        let lane = Lane {
+            // One name per worker, so the report's timeline shows each as a lane; one
+            // cache of specs and lookups for all.
+            worker: first.named(format!("local-{}-{n}", std::process::id())),
+            queue: queue.clone(),
+            progress: progress.clone(),
+            env: env.clone(),
+            work: spec.work.clone(),
+            job_id: job_id.to_string(),
+            max_receive: spec.queue.max_receive_count,
+            backoff: opts.retry_backoff,
+            remote: opts.queue.is_some(),
+        };
+        tasks.spawn(lane.run());
+    }
+    let mut committed_now = 0;
+    while let Some(r) = tasks.join_next().await {
+        committed_now += r.map_err(|e| Error::Job {
+            job_id: job_id.to_string(),
+            message: format!("a worker task died: {e}"),
+        })??;
+    }
+    Ok(committed_now)
+}
+
+/// One worker of a run, taking chunk messages until the run is over.
+struct Lane {
+    worker: Worker,
+    queue: Arc<dyn Queue>,
+    progress: Arc<dyn Progress>,
+    env: Env,
+    work: Location,
+    job_id: String,
+    max_receive: u32,
+    backoff: fn(u32) -> Duration,
+    /// Over SQS (`RunOptions::queue`) rather than the embedded queue.
+    remote: bool,
+}
+
+impl Lane {
+    /// Takes messages until the run is over; returns how many chunks this lane committed.
+    async fn run(self) -> Result<u64> {
+        let mut committed = 0u64;
+        let mut last_check = Instant::now();
+        let mut idle_drained = 0u32;
+        loop {
+            let wait = if self.remote { REMOTE_POLL } else { IDLE_POLL };
+            let msgs = self.queue.receive(1, wait).await?;
+            if msgs.is_empty() || (self.remote && last_check.elapsed() > SETTLED_CHECK) {
+                // The embedded queue knows when it is empty; with SQS (approximate
+                // counts, other consumers) the job's own records decide.
+                let finished = if self.remote {
+                    last_check = Instant::now();
+                    self.settled_remotely(msgs.is_empty(), &mut idle_drained)
+                        .await?
+                } else {
+                    self.queue.depth().await?.is_drained()
+                };
+                if finished && msgs.is_empty() {
+                    return Ok(committed);
+                }
+            }
+            for msg in msgs {
+                if self.handle(&msg).await? {
+                    committed += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether a run over SQS is over: settled by the job's records, or the queue stayed
+    /// empty over several polls (a message dead-lettered while its last failure record was
+    /// still a retryable one would otherwise keep the lane here).
+    async fn settled_remotely(&self, idle: bool, idle_drained: &mut u32) -> Result<bool> {
+        let drained = idle && self.queue.depth().await?.is_drained();
+        *idle_drained = if drained { *idle_drained + 1 } else { 0 };
+        Ok(*idle_drained >= 3
+            || job_status(&self.env, &self.work, &self.job_id)
+                .await?
+                .is_settled())
+    }
+
+    /// Runs one message's chunk and acknowledges, delays or drops the message as the
+    /// worker decided; true when this attempt committed the chunk.
+    async fn handle(&self, msg: &Message) -> Result<bool> {
+        match self.worker.handle_message(msg, self.max_receive).await {
+            Disposition::Ack(record) => {
+                if let Some(r) = &record {
+                    self.progress.committed(r);
+                }
+                self.queue.delete(&msg.receipt).await?;
+                Ok(record.is_some())
+            }
+            Disposition::Retry(e) => {
+                self.progress.failed(
+                    &chunk_id_of(&msg.body),
+                    msg.receive_count,
+                    &e,
+                    msg.receive_count >= self.max_receive,
+                );
+                if !self.remote {
+                    let delay = (self.backoff)(msg.receive_count);
+                    self.queue.change_visibility(&msg.receipt, delay).await?;
+                }
+                Ok(false)
+            }
+            Disposition::Reject(e) => {
+                self.progress
+                    .failed(&chunk_id_of(&msg.body), msg.receive_count, &e, true);
+                self.queue.delete(&msg.receipt).await?;
+                Ok(false)
+            }
+        }
+    }
 }
 
 fn chunk_id_of(body: &str) -> String {

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::Result;
+use crate::cost::JobCost;
 use crate::env::Env;
-use crate::job::{ChunkRecord, Manifest};
+use crate::job::{AggregateResult, ChunkRecord, Counts, Manifest, PlanSummary};
 use crate::location::Location;
 use crate::transform::Reject;
+use crate::{Error, Result};
 
 const TEMPLATE: &str = include_str!("template.html");
 const PLACEHOLDER: &str =
@@ -49,46 +50,130 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
     let records: Vec<ChunkRecord> = crate::job::chunk_records(&store, job_id).await?;
     let manifest: Option<Manifest> = crate::job::read_manifest_opt(store.as_ref(), job_id).await?;
 
-    let started = records
-        .iter()
-        .map(|r| r.started_ms)
-        .min()
-        .unwrap_or(summary.planned_ms);
-    let finished = records
-        .iter()
-        .map(|r| r.started_ms + r.elapsed_ms)
-        .max()
-        .unwrap_or(started);
-    let workers: BTreeSet<&str> = records.iter().map(|r| r.worker.as_str()).collect();
+    let span = Span::of(&records, summary.planned_ms);
     let outcome = match &manifest {
         Some(m) => m.outcome.clone(),
         None => "running".to_string(),
     };
+    let tally = Tally::of(&records);
+    let examples =
+        reject_examples(env, &spec.rejects.location, &records, &tally.rule_counts).await?;
+    let by_rule = rejects_by_rule(tally.rule_counts, examples);
+    let cost = cost(env, &summary, manifest.as_ref(), &records)?;
+    let aggregate = manifest
+        .as_ref()
+        .and_then(|m| m.aggregate.as_ref())
+        .map(aggregate_table);
 
-    let mut totals = crate::job::Counts::default();
-    let (mut bytes_read, mut bytes_written, mut files) = (0u64, 0u64, Vec::new());
-    let mut partitions: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    let mut rule_counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut chunks = Vec::with_capacity(records.len());
-    for r in &records {
-        totals.add(&r.counts);
-        bytes_read += r.bytes_read;
+    Ok(json!({
+        "generated_at_ms": crate::clock::now_ms(),
+        "job": {
+            "id": job_id, "name": spec.name, "spec_name": spec.name, "outcome": outcome,
+            "started_ms": span.started, "finished_ms": span.finished, "workers": span.workers,
+            "planned_chunks": plan.len(),
+        },
+        "totals": {
+            "chunks": records.len(), "rows_read": tally.totals.read,
+            "rows_valid": tally.totals.valid, "rows_rejected": tally.totals.rejected,
+            "rows_written": tally.totals.written, "bytes_read": tally.bytes_read,
+            "bytes_written": tally.bytes_written, "files": tally.files.len(),
+            "partitions": tally.partitions.len(),
+        },
+        "chunks": tally.chunks,
+        "rejects": {"total": tally.totals.rejected, "by_rule": by_rule},
+        "partitions": tally.partitions.into_iter().map(|(path, (files, rows, bytes))| json!({
+            "path": path, "files": files, "rows": rows, "bytes": bytes,
+        })).collect::<Vec<_>>(),
+        "files": tally.files,
+        "cost": cost,
+        "aggregate": aggregate,
+    }))
+}
+
+/// When the job's chunks ran, and on how many workers (the timeline's extent and lanes).
+struct Span {
+    started: u64,
+    finished: u64,
+    workers: usize,
+}
+
+impl Span {
+    /// A job with no chunk record yet starts and ends when it was planned.
+    fn of(records: &[ChunkRecord], planned_ms: u64) -> Self {
+        let started = records
+            .iter()
+            .map(|r| r.started_ms)
+            .min()
+            .unwrap_or(planned_ms);
+        let finished = records
+            .iter()
+            .map(|r| r.started_ms + r.elapsed_ms)
+            .max()
+            .unwrap_or(started);
+        let workers: BTreeSet<&str> = records.iter().map(|r| r.worker.as_str()).collect();
+        Span {
+            started,
+            finished,
+            workers: workers.len(),
+        }
+    }
+}
+
+/// What the chunk records add up to: totals, one row per chunk, files and partitions, and
+/// rejects per rule.
+struct Tally {
+    totals: Counts,
+    bytes_read: u64,
+    bytes_written: u64,
+    /// One row per output file, in record order.
+    files: Vec<Value>,
+    /// Files, rows and bytes per partition path.
+    partitions: BTreeMap<String, (u64, u64, u64)>,
+    rule_counts: BTreeMap<String, u64>,
+    /// One row per chunk, by start time.
+    chunks: Vec<Value>,
+}
+
+impl Tally {
+    fn of(records: &[ChunkRecord]) -> Self {
+        let mut t = Tally {
+            totals: Counts::default(),
+            bytes_read: 0,
+            bytes_written: 0,
+            files: Vec::new(),
+            partitions: BTreeMap::new(),
+            rule_counts: BTreeMap::new(),
+            chunks: Vec::with_capacity(records.len()),
+        };
+        for r in records {
+            t.add(r);
+        }
+        t.chunks.sort_by_key(|c| c["started_ms"].as_u64());
+        t
+    }
+
+    fn add(&mut self, r: &ChunkRecord) {
+        self.totals.add(&r.counts);
+        self.bytes_read += r.bytes_read;
         let written: u64 = r.outputs.iter().map(|f| f.bytes).sum();
-        bytes_written += written;
+        self.bytes_written += written;
         for (rule, n) in &r.reject_rules {
-            *rule_counts.entry(rule.clone()).or_insert(0) += n;
+            *self.rule_counts.entry(rule.clone()).or_insert(0) += n;
         }
         for f in &r.outputs {
             let partition = f.key.rsplit_once('/').map_or("", |(p, _)| p).to_string();
-            let p = partitions.entry(partition.clone()).or_insert((0, 0, 0));
+            let p = self
+                .partitions
+                .entry(partition.clone())
+                .or_insert((0, 0, 0));
             p.0 += 1;
             p.1 += f.rows;
             p.2 += f.bytes;
-            files.push(
+            self.files.push(
                 json!({"key": f.key, "partition": partition, "rows": f.rows, "bytes": f.bytes}),
             );
         }
-        chunks.push(json!({
+        self.chunks.push(json!({
             "id": r.chunk_id, "index": r.index, "worker": r.worker, "attempt": r.attempt,
             "started_ms": r.started_ms, "elapsed_ms": r.elapsed_ms,
             "rows_read": r.counts.read, "rows_written": r.counts.written,
@@ -96,11 +181,18 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
             "bytes_written": written, "stage_ms": r.stage_ms,
         }));
     }
-    chunks.sort_by_key(|c| c["started_ms"].as_u64());
+}
 
-    // Examples per rule, from the first reject files.
+/// Up to [`EXAMPLES_PER_RULE`] rejects per rule, from the first reject files; stops reading
+/// once every rule in `rule_counts` has its examples.
+async fn reject_examples(
+    env: &Env,
+    rejects: &Location,
+    records: &[ChunkRecord],
+    rule_counts: &BTreeMap<String, u64>,
+) -> Result<BTreeMap<String, Vec<Reject>>> {
     let mut examples: BTreeMap<String, Vec<Reject>> = BTreeMap::new();
-    let rejects_store = env.store(&spec.rejects.location)?;
+    let rejects_store = env.store(rejects)?;
     for rf in records
         .iter()
         .filter_map(|r| r.rejects.as_ref())
@@ -113,6 +205,7 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
         }
         let body = rejects_store.get(&rf.key).await?;
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            // Examples are illustrations: a line that does not parse is skipped, not fatal.
             if let Ok(r) = serde_json::from_slice::<Reject>(line) {
                 let e = examples.entry(r.rule.clone()).or_default();
                 if e.len() < EXAMPLES_PER_RULE {
@@ -121,9 +214,17 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
             }
         }
     }
+    Ok(examples)
+}
+
+/// One row per reject rule, most frequent first, with its examples.
+fn rejects_by_rule(
+    rule_counts: BTreeMap<String, u64>,
+    mut examples: BTreeMap<String, Vec<Reject>>,
+) -> Vec<Value> {
     let mut by_rule: Vec<(String, u64)> = rule_counts.into_iter().collect();
     by_rule.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let by_rule: Vec<Value> = by_rule
+    by_rule
         .into_iter()
         .map(|(rule, count)| {
             let ex = examples.remove(&rule).unwrap_or_default();
@@ -140,76 +241,62 @@ pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> 
                 })).collect::<Vec<_>>(),
             })
         })
-        .collect();
+        .collect()
+}
 
-    let cost = match manifest.as_ref().and_then(|m| m.cost.clone()) {
-        Some(c) => serde_json::to_value(c).unwrap_or(Value::Null),
+/// The manifest's cost once the job is finalized; before that, the cost measured so far.
+fn cost(
+    env: &Env,
+    summary: &PlanSummary,
+    manifest: Option<&Manifest>,
+    records: &[ChunkRecord],
+) -> Result<Value> {
+    let value = match manifest.and_then(|m| m.cost.as_ref()) {
+        Some(c) => serde_json::to_value(c),
         None => {
-            // Not finalized yet: measured so far.
             let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
-            serde_json::to_value(crate::cost::JobCost::measure(
+            serde_json::to_value(JobCost::measure(
                 &usage,
                 env.worker_memory_mb,
                 None,
                 summary.estimate,
             ))
-            .unwrap_or(Value::Null)
         }
     };
+    value.map_err(|source| Error::Serialize {
+        what: "job cost",
+        source,
+    })
+}
 
-    let aggregate = manifest
-        .as_ref()
-        .and_then(|m| m.aggregate.as_ref())
-        .map(|a| {
-            let columns: Vec<String> = a
-                .rows
-                .first()
-                .map(|r| r.keys().cloned().collect())
-                .unwrap_or_else(|| {
-                    a.spec
-                        .group_by
-                        .iter()
-                        .cloned()
-                        .chain(a.spec.measures.iter().map(|m| m.name.clone()))
-                        .collect()
-                });
-            let rows: Vec<Vec<String>> = a
-                .rows
+/// The aggregate as a table of strings: its columns (those of the first row, or the spec's
+/// group-by and measures when there is no row) and one cell per column and row.
+fn aggregate_table(a: &AggregateResult) -> Value {
+    let columns: Vec<String> = a
+        .rows
+        .first()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_else(|| {
+            a.spec
+                .group_by
                 .iter()
-                .map(|r| {
-                    columns
-                        .iter()
-                        .map(|c| match r.get(c) {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(Value::Null) | None => String::new(),
-                            Some(v) => v.to_string(),
-                        })
-                        .collect()
-                })
-                .collect();
-            json!({"group_by": a.spec.group_by, "columns": columns, "rows": rows})
+                .cloned()
+                .chain(a.spec.measures.iter().map(|m| m.name.clone()))
+                .collect()
         });
-
-    Ok(json!({
-        "generated_at_ms": crate::clock::now_ms(),
-        "job": {
-            "id": job_id, "name": spec.name, "spec_name": spec.name, "outcome": outcome,
-            "started_ms": started, "finished_ms": finished, "workers": workers.len(),
-            "planned_chunks": plan.len(),
-        },
-        "totals": {
-            "chunks": records.len(), "rows_read": totals.read, "rows_valid": totals.valid,
-            "rows_rejected": totals.rejected, "rows_written": totals.written,
-            "bytes_read": bytes_read, "bytes_written": bytes_written,
-            "files": files.len(), "partitions": partitions.len(),
-        },
-        "chunks": chunks,
-        "rejects": {"total": totals.rejected, "by_rule": by_rule},
-        "partitions": partitions.into_iter().map(|(path, (files, rows, bytes))| json!({
-            "path": path, "files": files, "rows": rows, "bytes": bytes,
-        })).collect::<Vec<_>>(),
-        "files": files,
-        "cost": cost,
-        "aggregate": aggregate,
-    }))
+    let rows: Vec<Vec<String>> = a
+        .rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| match r.get(c) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    json!({"group_by": a.spec.group_by, "columns": columns, "rows": rows})
 }
