@@ -16,17 +16,71 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: the job spec, validated in two stages, errors naming field and line.
-//! - [`location`]: local paths, `file://`, `s3://`.
-//! - Ports, each a trait plus adapters: [`store`] (objects), [`queue`] (SQS semantics),
-//!   [`metrics`].
-//! - [`plan`]: pure chunk planning. [`read`]: pieces → Arrow, with record ownership for
-//!   byte ranges ([`read::lines`]). [`transform`]: typed conversion, rules, rejects, SQL.
-//!   [`write`]: partitioned deterministic Parquet. [`aggregate`]: exact partials and merge.
-//! - [`records`]: persisted records and the key layout. [`gc`]: files outside a manifest.
-//! - Use cases: [`planner::plan_job`], [`worker::Worker::process_chunk`],
-//!   [`reducer::finalize_job`] / [`reducer::job_status`], and [`runner::run_local`] for
-//!   the whole pipeline in one process. [`env::Env`] carries the ports they run with.
+//! Imports point one way: leaves ← ports ← domain steps ← records ([`job`]) ← use cases
+//! (of which only [`runner`], and the CLI-only modules, call the others). There is no
+//! module cycle at any level; `tests/tests/architecture.rs` checks that on the source,
+//! with the size limits (no function over 120 lines, no file over 700, no file of the
+//! CLI over 400).
+//!
+//! **Leaves**, importing no other module of the crate:
+//!
+//! - [`clock`]: wall-clock milliseconds for records and metrics.
+//! - [`ids`]: typed ids ([`ids::JobId`], [`ids::ChunkId`]), validated where they enter.
+//! - [`location`]: local paths, `file://`, `s3://`, and the write encryption ([`location::Sse`]).
+//! - [`plan`]: pure chunk planning, no I/O.
+//! - [`alloc`]: the C allocator's arena cap, set first in `main`.
+//!
+//! **Ports**, each a trait, its own error naming nothing of the domain, and adapters
+//! (private submodules, their types re-exported):
+//!
+//! - [`store`]: [`store::ObjectStore`], [`store::StoreError`]; `store::fs`
+//!   ([`store::FsStore`]), `store::s3` ([`store::S3Store`], feature `aws`).
+//! - [`queue`]: [`queue::Queue`] with SQS semantics, [`queue::QueueError`]; `queue::local`
+//!   ([`queue::LocalQueue`]), `queue::sqs` ([`queue::SqsQueue`], feature `aws`).
+//! - [`metrics`]: [`metrics::Metrics`], [`metrics::MetricsError`]; `metrics::memory`
+//!   ([`metrics::MemoryMetrics`]), `metrics::emf` ([`metrics::EmfMetrics`]),
+//!   `metrics::cloudwatch` ([`metrics::CloudWatchMetrics`], feature `aws`).
+//!
+//! **The error and the wiring**:
+//!
+//! - [`error`]: the crate's [`Error`], wrapping each port's error, [`ids::IdError`] and
+//!   [`spec::SpecError`] (so it sits above the ports and [`spec`], below every step that
+//!   returns it); its `# The error model` section is the one statement of what is
+//!   retryable and what each part does with an error.
+//! - [`mod@env`]: the ports a use case runs with ([`env::Env`]; [`env::open_local_store`] is
+//!   the local adapter's opener) and the worker function's memory.
+//! - [`config`]: environment variables, read with errors that name them
+//!   ([`config::worker_memory_mb`]). Both take their default memory from [`cost`].
+//!
+//! **Domain steps**:
+//!
+//! - [`spec`]: the job spec, validated in two stages, errors naming field and line:
+//!   `spec::raw` (serde shapes), [`spec::yaml`] (line of every path), `spec::check` (one
+//!   step per section), `spec::model` (the resolved parts), `spec::values` (types, sizes,
+//!   literals).
+//! - [`read`]: pieces → Arrow: `read::csv`, `read::csv_fast` (clean CSV straight into
+//!   typed columns), `read::jsonl`, [`read::parquet`], and record ownership for byte
+//!   ranges ([`read::lines`]).
+//! - [`transform`]: typed conversion, rules, rejects, SQL.
+//! - [`mod@write`]: partitioned deterministic Parquet: `write::hive` (partition paths and
+//!   file names), `write::spill` (finished pages waiting for their row group).
+//! - [`aggregate`]: exact partials and their merge.
+//! - [`cost`]: a job's estimated and measured AWS cost.
+//! - [`lookup`]: lookup tables and the SQL pre-flight (loaded through [`mod@env`]).
+//!
+//! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
+//! the work location), [`job::records`] (plan, chunk task, commit and failure records,
+//! manifest), [`job::io`] (JSON with a retried read, and the loaders).
+//!
+//! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
+//! [`worker::Worker::process_chunk`], [`reducer::finalize_job`] / [`reducer::job_status`],
+//! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
+//! whole pipeline in one process.
+//!
+//! **CLI only**, behind the `cli` feature (the Lambda crates leave it off): `bench`
+//! (synthetic planner and reducer benchmarks), `fleet` (a long-polling worker), `report`
+//! (a job's HTML page), `sample` (the sample data). The `fanout` binary itself is
+//! `src/bin/fanout/`.
 #![warn(missing_docs)]
 
 pub mod aggregate;
