@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::aggregate::{Group, Partial, Scalar, State};
+use crate::ids::JobId;
 use crate::job::{
     ChunkRecord, ChunkTask, Counts, PlanShard, PlanSummary, SHARD_CHUNKS, layout,
     to_compact_json_bytes, to_json_bytes,
@@ -155,7 +156,8 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
 pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
     let dir = temp_dir()?;
     let spec = spec(dir.path())?;
-    let job_id = "bench-reduce";
+    let job_id = JobId::parse("bench-reduce")?;
+    let job_id = &job_id;
     write_committed_job(&dir.path().join("work"), &spec, job_id, n)?;
     let env = crate::env::Env::embedded(Arc::new(crate::metrics::MemoryMetrics::default()));
     let started = Instant::now();
@@ -173,7 +175,7 @@ pub async fn reduce(n: u64) -> Result<(&'static str, f64)> {
 
 /// Writes under `work` what a job of `n` one-object chunks leaves before its reducer runs:
 /// its spec, plan shards, plan summary and one commit record per chunk.
-fn write_committed_job(work: &Path, spec: &JobSpec, job_id: &str, n: u64) -> Result<()> {
+fn write_committed_job(work: &Path, spec: &JobSpec, job_id: &JobId, n: u64) -> Result<()> {
     let objects: Vec<PlanObject> = (0..n)
         .map(|i| PlanObject {
             key: format!("part-{i:08}.csv"),
@@ -207,7 +209,7 @@ fn write_committed_job(work: &Path, spec: &JobSpec, job_id: &str, n: u64) -> Res
 }
 
 /// Writes the job's spec, plan shards and plan summary, as the planner does.
-fn write_plan(work: &Path, spec: &JobSpec, job_id: &str, chunks: &[Chunk], n: u64) -> Result<()> {
+fn write_plan(work: &Path, spec: &JobSpec, job_id: &JobId, chunks: &[Chunk], n: u64) -> Result<()> {
     write_file(
         work,
         layout::spec(job_id),
@@ -225,7 +227,7 @@ fn write_plan(work: &Path, spec: &JobSpec, job_id: &str, chunks: &[Chunk], n: u6
         )?;
     }
     let summary = PlanSummary {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         name: spec.name.clone(),
         chunks: chunks.len() as u64,
         shards: (chunks.len() as u64).div_ceil(SHARD_CHUNKS),
@@ -246,14 +248,14 @@ fn write_plan(work: &Path, spec: &JobSpec, job_id: &str, chunks: &[Chunk], n: u6
 /// The commit record of the `i`th synthetic chunk: ten rows read and written, one output
 /// file in partition `k{i % 50}`, and that group's partial aggregate.
 fn commit_record(
-    job_id: &str,
+    job_id: &JobId,
     i: usize,
     c: &Chunk,
     schema: &arrow::datatypes::Schema,
 ) -> ChunkRecord {
     let k = format!("k{}", i % 50);
     ChunkRecord {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         chunk_id: c.id.clone(),
         index: c.index,
         pieces: c.pieces.clone(),

@@ -29,10 +29,13 @@
 //!   (RUNBOOK.md); a message deleted on its first permanent error would need a new job
 //!   instead. The failure record says whether a retry alone can help, and `status` and the
 //!   report show it.
-//! - **The planner and reducer** return the error to their caller: the Lambda runtime
-//!   reports it with [`Error::kind`] as `errorType`, where the Step Functions workflow's
-//!   retry policy retries only the retryable kinds; the CLI prints it and exits non-zero.
-//!   Both are idempotent, so a retry redoes the same work.
+//! - **The planner and reducer** return the error to their caller. In Lambda the runtime
+//!   reports it with [`Error::kind`] as `errorType`; the Step Functions workflow retries
+//!   only Lambda's own service errors and ends the execution in `JobFailed` on any of
+//!   fanout's, with the kind and message in its output (the SDK clients have already retried
+//!   throttling, and record reads their transient errors, before an error gets there). The
+//!   CLI prints the error and exits non-zero. Both are idempotent, so starting them again
+//!   after the cause is fixed redoes the same work.
 
 use crate::ids::IdError;
 use crate::metrics::MetricsError;

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::env::Env;
+use crate::ids::{ChunkId, JobId};
 use crate::job::{Manifest, get_json_opt, layout};
 use crate::location::Location;
 use crate::{Error, Result};
@@ -39,7 +40,7 @@ fn chunk_of(key: &str) -> Option<&str> {
 pub async fn collect_garbage(
     env: &Env,
     work: &Location,
-    job_id: &str,
+    job_id: &JobId,
     abandoned: bool,
     dry_run: bool,
 ) -> Result<Garbage> {
@@ -53,7 +54,7 @@ pub async fn collect_garbage(
             message: "has no manifest: finalize it, or collect it as abandoned (--abandoned) to delete all its files".into(),
         });
     }
-    let chunks: HashSet<String> = plan.into_iter().map(|c| c.id).collect();
+    let chunks: HashSet<ChunkId> = plan.into_iter().map(|c| c.id).collect();
     let keep_outputs: HashSet<&str> = manifest
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.file.key.as_str()))

@@ -14,6 +14,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ids::ChunkId;
+
 /// Chunks per plan shard: a plan of 100k+ chunks is written as many small objects, so no
 /// reader holds one huge JSON document.
 pub const SHARD_CHUNKS: u64 = 1000;
@@ -168,7 +170,7 @@ impl Piece {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     /// Deterministic id: a hash of the job id and the pieces.
-    pub id: String,
+    pub id: ChunkId,
     /// Position in the plan.
     pub index: u64,
     /// What it reads.
@@ -194,7 +196,7 @@ pub struct Sizing {
 /// assert_eq!(chunk_id("job", &p), chunk_id("job", &p));
 /// assert_ne!(chunk_id("job", &p), chunk_id("other-job", &p));
 /// ```
-pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> String {
+pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> ChunkId {
     let mut h = Sha256::new();
     h.update(job_id.as_bytes());
     for p in pieces {
@@ -208,7 +210,7 @@ pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> String {
         id.push(HEX[usize::from(b >> 4)] as char);
         id.push(HEX[usize::from(b & 15)] as char);
     }
-    id
+    ChunkId::from_trusted(id)
 }
 
 /// Cuts `objects` into chunks.

@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::env::Env;
+use crate::ids::JobId;
 use crate::job::{
     ChunkTask, Manifest, PlanShard, PlanSummary, SHARD_CHUNKS, committed_ids, get_json,
     get_json_opt, layout, load_plan, to_compact_json_bytes, to_json_bytes,
@@ -73,7 +74,7 @@ pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<O
 }
 
 /// The job id for a spec and its input listing: `<name>-<hash>`.
-pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> String {
+pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> JobId {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&spec.resolved).unwrap_or_default());
     for o in listing {
@@ -87,7 +88,8 @@ pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> String {
     }
     let d = h.finalize();
     let hex: String = d.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", spec.name)
+    // A validated name (letters, digits, `-`, `_`) and hex digits: a valid job id.
+    JobId::from_trusted(format!("{}-{hex}", spec.name))
 }
 
 async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Result<Split> {
@@ -272,7 +274,7 @@ pub async fn enqueue(
     queue: &dyn Queue,
     work: &Location,
     work_store: &dyn ObjectStore,
-    job_id: &str,
+    job_id: &JobId,
     chunks: &[Chunk],
 ) -> Result<u64> {
     let done = committed_ids(work_store, job_id).await?;
@@ -281,7 +283,7 @@ pub async fn enqueue(
         .filter(|c| !done.contains(&c.id))
         .map(|c| {
             serde_json::to_string(&ChunkTask {
-                job_id: job_id.to_string(),
+                job_id: job_id.clone(),
                 work: work.to_string(),
                 chunk: c.clone(),
             })

@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::aggregate::{self, Partial};
 use crate::env::Env;
+use crate::ids::JobId;
 use crate::job::{
     AggregateResult, ChunkRecord, Counts, FailureRecord, InputObject, Manifest, ManifestFile,
     PartitionSummary, PlanSummary, READ_CONCURRENCY, RejectFile, chunk_records, committed_ids,
@@ -28,7 +29,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Chunks planned.
     pub planned: u64,
     /// Chunks committed.
@@ -57,7 +58,7 @@ impl JobStatus {
 }
 
 /// Reads a job's status.
-pub async fn job_status(env: &Env, work: &Location, job_id: &str) -> Result<JobStatus> {
+pub async fn job_status(env: &Env, work: &Location, job_id: &JobId) -> Result<JobStatus> {
     let store = env.store(work)?;
     let summary: PlanSummary = get_json_opt(store.as_ref(), &layout::plan_summary(job_id))
         .await?
@@ -92,7 +93,7 @@ pub async fn job_status(env: &Env, work: &Location, job_id: &str) -> Result<JobS
         .map(|m| m.outcome);
     let committed = committed.len() as u64;
     Ok(JobStatus {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         planned: summary.chunks,
         committed,
         pending: summary
@@ -126,7 +127,7 @@ async fn schema_without_rows(
 ///
 /// Fails (and writes no `_SUCCESS`) when chunks are missing; writes a `failed` manifest
 /// and fails when the job does not reconcile or its reject ratio is too high.
-pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
+pub async fn finalize_job(env: &Env, work: &Location, job_id: &JobId) -> Result<Manifest> {
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
     let records = chunk_records(&store, job_id).await?;
@@ -155,7 +156,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
     );
     let problems = merged.problems.clone();
     let manifest = Manifest {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         name: spec.name.clone(),
         outcome: if problems.is_empty() {
             "succeeded"
@@ -202,7 +203,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &str) -> Result<Ma
 async fn ensure_all_committed(
     env: &Env,
     work: &Location,
-    job_id: &str,
+    job_id: &JobId,
     plan: &[Chunk],
     records: &[ChunkRecord],
 ) -> Result<()> {
@@ -330,7 +331,7 @@ fn check_record(r: &ChunkRecord, m: &mut Merged) {
 /// The job's reject ratio; above `rejects.max_ratio` it is a problem.
 fn check_reject_ratio(
     spec: &JobSpec,
-    job_id: &str,
+    job_id: &JobId,
     counts: &Counts,
     problems: &mut Vec<String>,
 ) -> f64 {
@@ -357,7 +358,7 @@ fn check_reject_ratio(
 /// `aggregates.parquet`.
 async fn write_aggregate(
     store: &dyn ObjectStore,
-    job_id: &str,
+    job_id: &JobId,
     spec: &AggregateSpec,
     schema: &arrow::datatypes::Schema,
     records: &[ChunkRecord],
@@ -408,7 +409,7 @@ async fn mark_succeeded(
     summary: &PlanSummary,
     manifest: &Manifest,
 ) -> Result<()> {
-    let job_id = manifest.job_id.as_str();
+    let job_id = &manifest.job_id;
     let first_success = store.head(&layout::success(job_id)).await?.is_none();
     store
         .put(&layout::success(job_id), bytes::Bytes::new())
@@ -433,7 +434,7 @@ async fn mark_succeeded(
         );
     }
     info!(
-        job_id,
+        job_id = %job_id,
         cost_usd = cost.map_or(0.0, |c| c.measured.usd.total),
         rows_read = manifest.counts.read,
         rows_written = manifest.counts.written,
@@ -444,7 +445,7 @@ async fn mark_succeeded(
 }
 
 /// Reads a job's manifest.
-pub async fn read_manifest(env: &Env, work: &Location, job_id: &str) -> Result<Manifest> {
+pub async fn read_manifest(env: &Env, work: &Location, job_id: &JobId) -> Result<Manifest> {
     let store = env.store(work)?;
     crate::job::read_manifest_opt(store.as_ref(), job_id)
         .await?

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
 use crate::env::Env;
+use crate::ids::{ChunkId, JobId};
 use crate::job::{ChunkRecord, Manifest, layout};
 use crate::location::Location;
 use crate::planner::{PlannedJob, enqueue, plan_job};
@@ -84,7 +85,7 @@ pub struct RunReport {
     /// Chunks run (not committed before).
     pub chunks_run: u64,
     /// Their ids.
-    pub run_ids: HashSet<String>,
+    pub run_ids: HashSet<ChunkId>,
     /// Chunks this process committed.
     pub committed_now: u64,
     /// Chunks that failed for good (dead-lettered or permanent errors).
@@ -112,7 +113,7 @@ pub async fn run_local(
         let work = env.store(&spec.work)?;
         let (queue, dlq) = queues(spec, opts);
         let done_before = crate::job::committed_ids(work.as_ref(), &job_id).await?;
-        let run_ids: HashSet<String> = plan
+        let run_ids: HashSet<ChunkId> = plan
             .chunks
             .iter()
             .filter(|c| !done_before.contains(&c.id))
@@ -176,7 +177,7 @@ async fn run_lanes(
     opts: &RunOptions,
     queue: &Arc<dyn Queue>,
     progress: &Arc<dyn Progress>,
-    job_id: &str,
+    job_id: &JobId,
 ) -> Result<u64> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut first = Worker::new(env.clone(), format!("local-{}", std::process::id()));
@@ -192,7 +193,7 @@ async fn run_lanes(
             progress: progress.clone(),
             env: env.clone(),
             work: spec.work.clone(),
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             max_receive: spec.queue.max_receive_count,
             backoff: opts.retry_backoff,
             remote: opts.queue.is_some(),
@@ -216,7 +217,7 @@ struct Lane {
     progress: Arc<dyn Progress>,
     env: Env,
     work: Location,
-    job_id: String,
+    job_id: JobId,
     max_receive: u32,
     backoff: fn(u32) -> Duration,
     /// Over SQS (`RunOptions::queue`) rather than the embedded queue.

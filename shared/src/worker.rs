@@ -14,6 +14,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::clock::now_ms;
 use crate::env::Env;
 pub use crate::error::FaultPoint;
+use crate::ids::JobId;
 use crate::job::{
     ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, load_spec, to_json_bytes,
 };
@@ -66,7 +67,7 @@ struct JobContext {
 }
 
 /// Loaded jobs by (work location, job id).
-type JobCache = tokio::sync::Mutex<HashMap<(String, String), Arc<JobContext>>>;
+type JobCache = tokio::sync::Mutex<HashMap<(String, JobId), Arc<JobContext>>>;
 
 /// What reading a chunk found.
 #[derive(Debug, Default)]
@@ -226,8 +227,8 @@ impl Worker {
         &self.env
     }
 
-    async fn job(&self, work: &str, job_id: &str) -> Result<Arc<JobContext>> {
-        let k = (work.to_string(), job_id.to_string());
+    async fn job(&self, work: &str, job_id: &JobId) -> Result<Arc<JobContext>> {
+        let k = (work.to_string(), job_id.clone());
         let mut jobs = self.jobs.lock().await;
         if let Some(j) = jobs.get(&k) {
             return Ok(j.clone());
@@ -281,7 +282,7 @@ impl Worker {
         counts.rejected = run.read.rejects.len() as u64;
         if !counts.reconciles() {
             return Err(Error::Job {
-                job_id: task.job_id.clone(),
+                job_id: task.job_id.to_string(),
                 message: format!(
                     "chunk {} does not reconcile: read {} ≠ valid {} + rejected {}",
                     chunk.id, counts.read, counts.valid, counts.rejected
@@ -396,7 +397,7 @@ impl Worker {
         let written: u64 = outputs.iter().map(|f| f.rows).sum();
         if written != out_rows {
             return Err(Error::Job {
-                job_id: task.job_id.clone(),
+                job_id: task.job_id.to_string(),
                 message: format!(
                     "chunk {chunk_id}: the transform produced {out_rows} rows but {written} were written"
                 ),
@@ -565,7 +566,7 @@ impl Worker {
                     .lock()
                     .await
                     .get(&(task.work.clone(), task.job_id.clone()))
-                    .map_or_else(|| task.job_id.clone(), |j| j.spec.name.clone());
+                    .map_or_else(|| task.job_id.to_string(), |j| j.spec.name.clone());
                 self.env
                     .metrics
                     .record(&job_name, names::CHUNKS_FAILED, 1.0, Unit::Count);

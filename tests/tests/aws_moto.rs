@@ -520,10 +520,13 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("moved {chunks} messages")));
     // The redriven chunks are pending again, not dead-lettered.
-    let status =
-        fanout::reducer::job_status(&env, &Location::parse(&s3("work/")).unwrap(), "awsjob-1")
-            .await
-            .unwrap();
+    let status = fanout::reducer::job_status(
+        &env,
+        &Location::parse(&s3("work/")).unwrap(),
+        &fanout::ids::JobId::parse("awsjob-1").unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(
         status.dead_lettered.is_empty() && status.pending == chunks,
         "{status:?}"
@@ -539,10 +542,14 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
     let done = async move {
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if fanout::reducer::job_status(&env2, &work, "awsjob-1")
-                .await
-                .unwrap()
-                .is_complete()
+            if fanout::reducer::job_status(
+                &env2,
+                &work,
+                &fanout::ids::JobId::parse("awsjob-1").unwrap(),
+            )
+            .await
+            .unwrap()
+            .is_complete()
             {
                 return;
             }
@@ -556,14 +563,20 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
     .unwrap()
     .unwrap();
     assert_eq!(served.acknowledged, chunks);
-    let m =
-        fanout::reducer::finalize_job(&env, &Location::parse(&s3("work/")).unwrap(), "awsjob-1")
-            .await
-            .unwrap();
+    let m = fanout::reducer::finalize_job(
+        &env,
+        &Location::parse(&s3("work/")).unwrap(),
+        &fanout::ids::JobId::parse("awsjob-1").unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(m.counts.read, 12_000);
-    let status =
-        fanout::reducer::job_status(&env, &Location::parse(&s3("work/")).unwrap(), "awsjob-1")
-            .await
-            .unwrap();
+    let status = fanout::reducer::job_status(
+        &env,
+        &Location::parse(&s3("work/")).unwrap(),
+        &fanout::ids::JobId::parse("awsjob-1").unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(status.dead_lettered.is_empty() && status.is_complete());
 }

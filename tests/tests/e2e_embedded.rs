@@ -305,3 +305,28 @@ fn a_job_over_no_input_succeeds_with_an_empty_aggregate_of_the_sql_columns() {
             .unwrap();
     assert_eq!(rows, serde_json::json!([]));
 }
+
+#[test]
+fn a_job_id_that_would_leave_its_prefix_is_refused_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = format!("{}/work/", dir.path().display());
+    for args in [
+        vec!["status", "a/b", "--work", &work],
+        vec!["gc", "..", "--work", &work],
+        vec!["inspect", "../x", "--work", &work],
+    ] {
+        let out = Command::new(fanout_bin()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a job id"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(fanout_bin())
+        .args(["run", "--job-id", "a/b"])
+        .arg(repo().join("examples/orders.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a job id"), "{stderr}");
+    assert!(!dir.path().join("work").exists(), "nothing was written");
+}

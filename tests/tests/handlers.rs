@@ -308,3 +308,47 @@ async fn one_failing_chunk_of_a_batch_reports_only_its_message_id() {
         "{s:?}"
     );
 }
+
+/// A job or chunk id that would address another job's keys (`a/b`, `..`) is refused where
+/// it enters: the planner's Step Functions input, the reducer's request, a chunk message.
+#[tokio::test]
+async fn ids_that_would_leave_their_key_prefix_are_refused_at_every_entry_point() {
+    let mut plan = event("sfn-plan.json");
+    plan["job_id"] = "a/b".into();
+    let err = fanout_planner::parse_event(&plan).unwrap_err().to_string();
+    assert!(
+        err.contains("job_id") && err.contains("not a job id"),
+        "{err}"
+    );
+    plan["job_id"] = 7.into();
+    let err = fanout_planner::parse_event(&plan).unwrap_err().to_string();
+    assert!(err.contains("expected a string"), "{err}");
+    plan["job_id"] = "orders-2026.12.01".into();
+    assert!(matches!(
+        fanout_planner::parse_event(&plan),
+        Ok(fanout_planner::Request::SpecAt(_, Some(id))) if id == "orders-2026.12.01"
+    ));
+
+    let root = tempfile::tempdir().unwrap();
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let work = Location::parse(&root.path().join("work/").display().to_string()).unwrap();
+    for bad in ["../x", "a/b", ".."] {
+        let mut status = event("sfn-status.json");
+        status["job_id"] = bad.into();
+        let err = fanout_reducer::handle(&env, Some(&work), status)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, fanout_reducer::ReduceError::Request(ref m) if m.contains("not a job id")),
+            "{bad}: {err}"
+        );
+    }
+
+    let batch = event("sqs-chunk-batch.json");
+    let body = batch["Records"][0]["body"].as_str().unwrap();
+    let mut task: serde_json::Value = serde_json::from_str(body).unwrap();
+    task["job_id"] = "../other-job".into();
+    let err = fanout::job::ChunkTask::from_body(&task.to_string()).unwrap_err();
+    assert_eq!(err.kind(), "MalformedMessage");
+    assert!(err.to_string().contains("not a job id"), "{err}");
+}

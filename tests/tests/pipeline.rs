@@ -491,7 +491,7 @@ async fn a_backup_task_racing_a_straggler_commits_once_with_identical_outputs() 
     std::fs::remove_dir_all(root.join("out")).unwrap();
     std::fs::remove_file(
         root.join("work/jobs")
-            .join(&task.job_id)
+            .join(task.job_id.as_str())
             .join("chunks")
             .join(format!("{}.json", task.chunk.id)),
     )
@@ -527,7 +527,7 @@ async fn a_backup_task_racing_a_straggler_commits_once_with_identical_outputs() 
         assert_eq!(m.counts.written, 3000);
         std::fs::remove_file(
             root.join("work/jobs")
-                .join(&task.job_id)
+                .join(task.job_id.as_str())
                 .join("chunks")
                 .join(format!("{}.json", task.chunk.id)),
         )

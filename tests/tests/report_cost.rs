@@ -301,9 +301,13 @@ async fn a_finalize_run_again_does_not_count_the_jobs_cost_twice() {
     let metrics = std::sync::Arc::new(fanout::metrics::MemoryMetrics::new());
     let env = fanout::env::Env::embedded(metrics.clone());
     let before = manifest(root, &job);
-    fanout::reducer::finalize_job(&env, &work, &job)
-        .await
-        .unwrap();
+    fanout::reducer::finalize_job(
+        &env,
+        &work,
+        &fanout::ids::JobId::parse(job.as_str()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         before,
         manifest(root, &job),
@@ -318,9 +322,13 @@ async fn a_finalize_run_again_does_not_count_the_jobs_cost_twice() {
     }
     // Without `_SUCCESS` (a finalize that failed after writing the manifest) it counts.
     std::fs::remove_file(root.join(format!("work/jobs/{job}/_SUCCESS"))).unwrap();
-    fanout::reducer::finalize_job(&env, &work, &job)
-        .await
-        .unwrap();
+    fanout::reducer::finalize_job(
+        &env,
+        &work,
+        &fanout::ids::JobId::parse(job.as_str()).unwrap(),
+    )
+    .await
+    .unwrap();
     let counted = metrics.snapshot();
     for name in ["JobCost", "JobLambdaGbSeconds", "JobDuration"] {
         assert_eq!(

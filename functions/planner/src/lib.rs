@@ -2,6 +2,7 @@
 //! Functions input or a direct invocation → `plan_job` → one SQS message per chunk.
 
 use fanout::env::Env;
+use fanout::ids::JobId;
 use fanout::location::Location;
 use fanout::queue::Queue;
 use fanout::spec::JobSpec;
@@ -21,7 +22,7 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Planned {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Work location.
     pub work: String,
     /// Chunks planned.
@@ -60,9 +61,9 @@ impl From<PlanError> for lambda_runtime::Diagnostic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Plan the spec at a location.
-    SpecAt(String, Option<String>),
+    SpecAt(String, Option<JobId>),
     /// Plan an inline spec.
-    Inline(Value, Option<String>),
+    Inline(Value, Option<JobId>),
     /// Plan the default spec over these uploaded objects (bucket, key).
     Uploaded(Vec<(String, String)>),
 }
@@ -77,10 +78,18 @@ fn url_decode(key: &str) -> String {
 
 /// Reads the event's shape.
 pub fn parse_event(event: &Value) -> Result<Request, PlanError> {
-    let job_id = event
-        .get("job_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    // Checked here, where it enters: the id becomes part of every key of the job.
+    let job_id = match event.get("job_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            Some(JobId::parse(id.as_str()).map_err(|e| PlanError::Event(format!("job_id: {e}")))?)
+        }
+        Some(other) => {
+            return Err(PlanError::Event(format!(
+                "job_id: expected a string, found {other}"
+            )));
+        }
+    };
     if let Some(loc) = event.get("spec_location").and_then(Value::as_str) {
         return Ok(Request::SpecAt(loc.to_string(), job_id));
     }
@@ -155,7 +164,10 @@ pub async fn handle(
     let (mut spec, job_id) = match parse_event(&event)? {
         Request::SpecAt(loc, id) => (read_spec(env, &loc).await?, id),
         Request::Inline(v, id) => {
-            let text = serde_json::to_string(&v).map_err(|e| PlanError::Event(e.to_string()))?;
+            let text = serde_json::to_string(&v).map_err(|source| fanout::Error::Serialize {
+                what: "inline spec",
+                source,
+            })?;
             (
                 JobSpec::parse("inline spec", &text).map_err(fanout::Error::from)?,
                 id,

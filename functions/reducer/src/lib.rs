@@ -2,6 +2,7 @@
 //! idempotent.
 
 use fanout::env::Env;
+use fanout::ids::JobId;
 use fanout::location::Location;
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct Request {
     /// `status` or `finalize`.
     pub action: Action,
-    /// Job id.
-    pub job_id: String,
+    /// Job id, checked when the request is read.
+    pub job_id: JobId,
     /// Work location (defaults to the deployment's).
     #[serde(default)]
     pub work: Option<String>,
@@ -32,7 +33,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReply {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Work location.
     pub work: String,
     /// Chunks planned.
@@ -58,7 +59,7 @@ pub struct StatusReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalizeReply {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// `succeeded`.
     pub outcome: String,
     /// Records read.
@@ -82,6 +83,13 @@ pub enum ReduceError {
     /// Status or finalize failed.
     #[error(transparent)]
     Fanout(#[from] fanout::Error),
+    /// The reply could not be serialized.
+    #[error("serializing the reply: {source}")]
+    Reply {
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<ReduceError> for lambda_runtime::Diagnostic {
@@ -89,6 +97,7 @@ impl From<ReduceError> for lambda_runtime::Diagnostic {
         let error_type = match &e {
             ReduceError::Request(_) => "BadRequest".to_string(),
             ReduceError::Fanout(f) => f.kind().to_string(),
+            ReduceError::Reply { .. } => "SerializeError".to_string(),
         };
         lambda_runtime::Diagnostic {
             error_type,
@@ -176,5 +185,5 @@ pub async fn handle(
             })
         }
     };
-    reply.map_err(|e| ReduceError::Request(e.to_string()))
+    reply.map_err(|source| ReduceError::Reply { source })
 }

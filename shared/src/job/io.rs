@@ -9,6 +9,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::layout;
 use super::records::{ChunkRecord, Manifest, PlanShard, PlanSummary};
+use crate::ids::{ChunkId, JobId};
 use crate::location::Location;
 use crate::plan::Chunk;
 use crate::spec::JobSpec;
@@ -85,7 +86,7 @@ pub fn to_json_bytes<T: serde::Serialize>(what: &'static str, value: &T) -> Resu
 pub async fn load_spec(
     work_store: &dyn ObjectStore,
     work: &Location,
-    job_id: &str,
+    job_id: &JobId,
 ) -> Result<JobSpec> {
     let key = layout::spec(job_id);
     let resolved: serde_json::Value = get_json(work_store, &key).await?;
@@ -99,7 +100,7 @@ pub async fn load_spec(
 pub async fn load_job(
     work_store: &dyn ObjectStore,
     work: &Location,
-    job_id: &str,
+    job_id: &JobId,
 ) -> Result<(PlanSummary, JobSpec, Vec<Chunk>)> {
     let summary: PlanSummary = get_json(work_store, &layout::plan_summary(job_id)).await?;
     let spec = load_spec(work_store, work, job_id).await?;
@@ -128,23 +129,25 @@ pub async fn load_plan(work: &dyn ObjectStore, summary: &PlanSummary) -> Result<
 }
 
 /// Ids of the chunks already committed.
-pub async fn committed_ids(work: &dyn ObjectStore, job_id: &str) -> Result<HashSet<String>> {
+pub async fn committed_ids(work: &dyn ObjectStore, job_id: &JobId) -> Result<HashSet<ChunkId>> {
     let prefix = layout::chunks(job_id);
     Ok(work
         .list(&prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
-            o.key
-                .strip_prefix(&prefix)?
-                .strip_suffix(".json")
-                .map(str::to_string)
+            let id = o.key.strip_prefix(&prefix)?.strip_suffix(".json")?;
+            // A key that is no chunk id is no commit record of this protocol.
+            ChunkId::parse(id).ok()
         })
         .collect())
 }
 
 /// Reads every commit record of a job, in plan order.
-pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result<Vec<ChunkRecord>> {
+pub async fn chunk_records(
+    store: &Arc<dyn ObjectStore>,
+    job_id: &JobId,
+) -> Result<Vec<ChunkRecord>> {
     let keys: Vec<String> = store
         .list(&layout::chunks(job_id))
         .await?
@@ -164,7 +167,10 @@ pub async fn chunk_records(store: &Arc<dyn ObjectStore>, job_id: &str) -> Result
 }
 
 /// Reads a job's manifest, `None` before the job is finalized.
-pub async fn read_manifest_opt(store: &dyn ObjectStore, job_id: &str) -> Result<Option<Manifest>> {
+pub async fn read_manifest_opt(
+    store: &dyn ObjectStore,
+    job_id: &JobId,
+) -> Result<Option<Manifest>> {
     get_json_opt(store, &layout::manifest(job_id)).await
 }
 

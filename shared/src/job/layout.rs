@@ -12,55 +12,57 @@
 //! <rejects>/<job_id>/<chunk_id>.jsonl           quarantined records
 //! ```
 
+use crate::ids::{ChunkId, JobId};
+
 /// Everything of a job.
-pub fn job(job_id: &str) -> String {
+pub fn job(job_id: &JobId) -> String {
     format!("jobs/{job_id}/")
 }
 /// Resolved spec.
-pub fn spec(job_id: &str) -> String {
+pub fn spec(job_id: &JobId) -> String {
     format!("jobs/{job_id}/spec.json")
 }
 /// One plan shard.
-pub fn plan_shard(job_id: &str, shard: u64) -> String {
+pub fn plan_shard(job_id: &JobId, shard: u64) -> String {
     format!("jobs/{job_id}/plan/{shard:05}.json")
 }
 /// Plan summary.
-pub fn plan_summary(job_id: &str) -> String {
+pub fn plan_summary(job_id: &JobId) -> String {
     format!("jobs/{job_id}/plan/_plan.json")
 }
 /// Prefix of commit records.
-pub fn chunks(job_id: &str) -> String {
+pub fn chunks(job_id: &JobId) -> String {
     format!("jobs/{job_id}/chunks/")
 }
 /// One commit record.
-pub fn chunk(job_id: &str, chunk_id: &str) -> String {
+pub fn chunk(job_id: &JobId, chunk_id: &ChunkId) -> String {
     format!("jobs/{job_id}/chunks/{chunk_id}.json")
 }
 /// Prefix of failure records.
-pub fn failures(job_id: &str) -> String {
+pub fn failures(job_id: &JobId) -> String {
     format!("jobs/{job_id}/failures/")
 }
 /// One failure record.
-pub fn failure(job_id: &str, chunk_id: &str) -> String {
+pub fn failure(job_id: &JobId, chunk_id: &ChunkId) -> String {
     format!("jobs/{job_id}/failures/{chunk_id}.json")
 }
 /// Manifest.
-pub fn manifest(job_id: &str) -> String {
+pub fn manifest(job_id: &JobId) -> String {
     format!("jobs/{job_id}/_manifest.json")
 }
 /// Success marker.
-pub fn success(job_id: &str) -> String {
+pub fn success(job_id: &JobId) -> String {
     format!("jobs/{job_id}/_SUCCESS")
 }
 /// Aggregate table as JSON.
-pub fn aggregates_json(job_id: &str) -> String {
+pub fn aggregates_json(job_id: &JobId) -> String {
     format!("jobs/{job_id}/aggregates.json")
 }
 /// Aggregate table as Parquet.
-pub fn aggregates_parquet(job_id: &str) -> String {
+pub fn aggregates_parquet(job_id: &JobId) -> String {
     format!("jobs/{job_id}/aggregates.parquet")
 }
 /// Rejects of one chunk, below the rejects location.
-pub fn rejects(job_id: &str, chunk_id: &str) -> String {
+pub fn rejects(job_id: &JobId, chunk_id: &ChunkId) -> String {
     format!("{job_id}/{chunk_id}.jsonl")
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Partial;
+use crate::ids::{ChunkId, JobId};
 use crate::plan::{Chunk, Piece};
 use crate::spec::AggregateSpec;
 use crate::write::FileEntry;
@@ -14,7 +15,7 @@ use crate::write::FileEntry;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanSummary {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Job name.
     pub name: String,
     /// Chunks planned.
@@ -49,7 +50,7 @@ pub struct PlanShard {
 #[serde(deny_unknown_fields)]
 pub struct ChunkTask {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Work location (where `spec.json` is).
     pub work: String,
     /// The chunk.
@@ -117,9 +118,9 @@ pub struct RejectFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkRecord {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Chunk id.
-    pub chunk_id: String,
+    pub chunk_id: ChunkId,
     /// Position in the plan.
     pub index: u64,
     /// What it read.
@@ -173,9 +174,9 @@ impl ChunkRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Chunk id.
-    pub chunk_id: String,
+    pub chunk_id: ChunkId,
     /// Receives so far.
     pub attempts: u32,
     /// Error kind.
@@ -197,7 +198,7 @@ pub struct ManifestFile {
     #[serde(flatten)]
     pub file: FileEntry,
     /// Chunk that wrote it.
-    pub chunk_id: String,
+    pub chunk_id: ChunkId,
 }
 
 /// Totals of one partition.
@@ -226,7 +227,7 @@ pub struct AggregateResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Job name.
     pub name: String,
     /// `succeeded` or `failed`.

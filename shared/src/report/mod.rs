@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cost::JobCost;
 use crate::env::Env;
+use crate::ids::JobId;
 use crate::job::{AggregateResult, ChunkRecord, Counts, Manifest, PlanSummary};
 use crate::location::Location;
 use crate::transform::Reject;
@@ -44,7 +45,7 @@ pub fn render(data: &Value) -> String {
 }
 
 /// Reads a job's records and returns the report's data.
-pub async fn collect(env: &Env, work: &Location, job_id: &str) -> Result<Value> {
+pub async fn collect(env: &Env, work: &Location, job_id: &JobId) -> Result<Value> {
     let store = env.store(work)?;
     let (summary, spec, plan) = crate::job::load_job(store.as_ref(), work, job_id).await?;
     let records: Vec<ChunkRecord> = crate::job::chunk_records(&store, job_id).await?;

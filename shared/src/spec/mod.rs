@@ -1,6 +1,6 @@
 //! The job spec: raw input validated into a resolved [`JobSpec`] before any work starts.
 //!
-//! Two stages, as in ripgrep's configuration: [`raw`] holds serde shapes; [`JobSpec::parse`]
+//! Two stages, as in ripgrep's configuration: `raw` holds serde shapes; [`JobSpec::parse`]
 //! checks every field and builds typed values. Every problem found is reported at once,
 //! each naming the field path and its line in the source file.
 //!
@@ -112,7 +112,7 @@ pub struct JobSpec {
     /// Job name.
     pub name: String,
     /// Fixed job id, or `None` to derive it from the spec and the input listing.
-    pub job_id: Option<String>,
+    pub job_id: Option<crate::ids::JobId>,
     /// Plans, commit records and manifests.
     pub work: Location,
     /// Input.

@@ -100,7 +100,7 @@ pub fn encode_parquet(
 
 /// Memory the open files of one chunk may hold for row groups not yet flushed (column
 /// encoders with their page buffers and dictionaries; finished pages wait apart, see
-/// [`Spill`]): past it the open file holding the most is flushed early. Decided from
+/// `Spill`): past it the open file holding the most is flushed early. Decided from
 /// the data alone, so a chunk still writes the same bytes every time.
 pub const ROW_GROUP_BUDGET_BYTES: usize = 32 * 1024 * 1024;
 

@@ -10,6 +10,7 @@ mod output;
 mod rules;
 mod transform;
 
+use crate::ids::JobId;
 use std::sync::Arc;
 
 use super::raw::{self, RawSpec};
@@ -90,7 +91,8 @@ impl Checker<'_> {
         let resolved = resolved_json(&raw, chunking.target_bytes, output.max_file_bytes)?;
         Some(JobSpec {
             name: raw.name,
-            job_id: raw.job_id,
+            // Refused above with a problem when malformed.
+            job_id: raw.job_id.map(JobId::parse).transpose().ok()?,
             work: work?,
             input: input.into_spec(raw.input)?,
             chunking,
@@ -130,16 +132,9 @@ impl Checker<'_> {
             );
         }
         if let Some(id) = &raw.job_id
-            && (id.is_empty()
-                || id.len() > 128
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            && let Err(e) = JobId::parse(id.as_str())
         {
-            self.problem(
-                "job_id",
-                format!("`{id}` is not a job id: use letters, digits, `-`, `_` or `.`"),
-            );
+            self.problem("job_id", e.to_string());
         }
     }
 

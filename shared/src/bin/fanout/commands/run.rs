@@ -24,7 +24,7 @@ pub struct Args {
     workers: Option<usize>,
     /// Use this job id instead of the spec's (or the derived one).
     #[arg(long)]
-    job_id: Option<String>,
+    job_id: Option<fanout::ids::JobId>,
     /// Run over this SQS queue (URL) instead of the embedded one; Lambda or fleet
     /// workers on the same queue help.
     #[arg(long)]
