@@ -215,7 +215,10 @@ pub fn merge(spec: &AggregateSpec, partials: impl IntoIterator<Item = Partial>) 
                     ),
                 });
             }
-            let k = serde_json::to_string(&g.key).unwrap_or_default();
+            let k = serde_json::to_string(&g.key).map_err(|source| Error::Serialize {
+                what: "aggregate group key",
+                source,
+            })?;
             match acc.get_mut(&k) {
                 None => {
                     acc.insert(k, g);

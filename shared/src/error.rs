@@ -96,6 +96,9 @@ pub enum Error {
         object: String,
         /// What failed.
         message: String,
+        /// The decoder's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Arrow failed on data fanout built itself.

@@ -21,6 +21,7 @@ pub async fn load_lookup(
     let meta = store.head(&key).await?.ok_or_else(|| Error::Input {
         object: l.location.to_string(),
         message: format!("lookup `{}` not found", l.name),
+        source: None,
     })?;
     let schema: SchemaRef = match (&l.schema, l.format) {
         (Some(s), _) => s.clone(),
@@ -39,6 +40,7 @@ pub async fn load_lookup(
                     return Err(Error::Input {
                         object: l.location.to_string(),
                         message: "a compressed lookup needs a declared schema".into(),
+                        source: None,
                     });
                 }
             };
@@ -47,6 +49,7 @@ pub async fn load_lookup(
                     return Err(Error::Input {
                         object: l.location.to_string(),
                         message: "a CSV lookup without a header needs a declared schema".into(),
+                        source: None,
                     });
                 }
                 let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
@@ -59,6 +62,7 @@ pub async fn load_lookup(
                 rdr.read_record(&mut rec).map_err(|e| Error::Input {
                     object: l.location.to_string(),
                     message: e.to_string(),
+                    source: Some(Box::new(e)),
                 })?;
                 rec.iter()
                     .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
@@ -118,6 +122,7 @@ pub async fn load_lookup(
                 r.message,
                 r.rule
             ),
+            source: None,
         });
     }
     Ok((schema, vec![conformed.batch]))

@@ -495,6 +495,7 @@ impl Worker {
                             m.etag,
                             piece.etag()
                         ),
+                        source: None,
                     });
                 }
                 None => {

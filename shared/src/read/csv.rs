@@ -213,6 +213,7 @@ fn decode_records(
         rdr.read_byte_record(rec).map_err(|e| Error::Input {
             object: object.to_string(),
             message: format!("CSV: {e}"),
+            source: Some(Box::new(e)),
         })
     };
     let Layout {

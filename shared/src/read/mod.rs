@@ -332,6 +332,7 @@ async fn fetch_text(
                         message: format!(
                             "the object shrank below the {size} bytes it had when planned: re-plan the job"
                         ),
+                        source: None,
                     });
                 }
                 match lines::owned(&window, w.start, *start..*end, *size) {
@@ -386,6 +387,7 @@ fn decompress(key: &str, raw: Bytes, c: InputCompression) -> Result<Bytes> {
     r.map_err(|e| Error::Input {
         object: key.to_string(),
         message: format!("cannot decompress ({c:?}): {e}"),
+        source: Some(Box::new(e)),
     })?;
     Ok(Bytes::from(out))
 }

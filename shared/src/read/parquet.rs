@@ -70,6 +70,19 @@ fn input_error(key: &str, message: impl std::fmt::Display) -> Error {
     Error::Input {
         object: key.to_string(),
         message: message.to_string(),
+        source: None,
+    }
+}
+
+/// The object cannot be decoded: `context` and the decoder's error, kept as the source.
+fn decode_error<E>(key: &str, context: &str, e: E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Error::Input {
+        object: key.to_string(),
+        message: format!("{context}{e}"),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -112,7 +125,7 @@ pub async fn read_metadata(
     let off = (meta_start - tail_offset) as usize;
     let buf = &tail[off..off + meta_len as usize];
     let meta = ParquetMetaDataReader::decode_metadata(buf)
-        .map_err(|e| input_error(key, format!("corrupt Parquet metadata: {e}")))?;
+        .map_err(|e| decode_error(key, "corrupt Parquet metadata: ", e))?;
     Ok((meta, fetched))
 }
 
@@ -158,7 +171,7 @@ pub(crate) async fn read_piece(
     let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
     let meta = Arc::new(meta);
     let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
-        .map_err(|e| input_error(key, e))?;
+        .map_err(|e| decode_error(key, "", e))?;
     let file_schema = arrow_meta.schema().clone();
     if let Some(message) = missing_columns(schema, &file_schema) {
         // Every record of the object is rejected.
@@ -187,10 +200,10 @@ pub(crate) async fn read_piece(
             .with_projection(projection(&meta, schema, &file_schema))
             .with_batch_size(64 * 1024)
             .build()
-            .map_err(|e| input_error(key, e))?;
+            .map_err(|e| decode_error(key, "", e))?;
     let mut batches = Vec::new();
     for b in reader {
-        batches.push(b.map_err(|e| input_error(key, format!("cannot decode: {e}")))?);
+        batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
     }
     let batch = in_spec_order(&batches, schema, &file_schema)?;
     let origins = (0..batch.num_rows() as u64)
