@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, JobId};
 
 /// Chunks per plan shard: a plan of 100k+ chunks is written as many small objects, so no
 /// reader holds one huge JSON document.
@@ -216,18 +216,19 @@ pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> ChunkId {
 /// Cuts `objects` into chunks.
 ///
 /// ```
+/// use fanout::ids::JobId;
 /// use fanout::plan::{plan_chunks, PlanObject, Sizing, Split};
 /// let objects = vec![
 ///     PlanObject { key: "big.csv".into(), etag: "1".into(), size: 250, split: Split::Lines },
 ///     PlanObject { key: "s1.csv".into(), etag: "2".into(), size: 40, split: Split::Lines },
 ///     PlanObject { key: "s2.csv".into(), etag: "3".into(), size: 40, split: Split::Lines },
 /// ];
-/// let chunks = plan_chunks("job", objects, Sizing { target_bytes: 100, max_objects_per_chunk: 10 });
+/// let chunks = plan_chunks(&JobId::parse("job").unwrap(), objects, Sizing { target_bytes: 100, max_objects_per_chunk: 10 });
 /// // big.csv in three ranges, the two small objects packed into one chunk.
 /// assert_eq!(chunks.len(), 4);
 /// assert_eq!(chunks.iter().map(|c| c.bytes).sum::<u64>(), 330);
 /// ```
-pub fn plan_chunks(job_id: &str, mut objects: Vec<PlanObject>, sizing: Sizing) -> Vec<Chunk> {
+pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing) -> Vec<Chunk> {
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     let target = sizing.target_bytes.max(1);
     let mut out: Vec<Vec<Piece>> = Vec::new();
@@ -362,7 +363,7 @@ mod tests {
     #[test]
     fn large_objects_are_cut_into_ranges_that_tile_them() {
         let chunks = plan_chunks(
-            "j",
+            &JobId::parse("j").expect("id"),
             vec![lines("a", 1000)],
             Sizing {
                 target_bytes: 300,
@@ -393,7 +394,7 @@ mod tests {
             lines("d", 10),
         ];
         let chunks = plan_chunks(
-            "j",
+            &JobId::parse("j").expect("id"),
             objects,
             Sizing {
                 target_bytes: 100,
@@ -415,7 +416,7 @@ mod tests {
             split: Split::RowGroups(vec![(10, 300), (10, 300), (10, 300), (5, 100)]),
         };
         let chunks = plan_chunks(
-            "j",
+            &JobId::parse("j").expect("id"),
             vec![o],
             Sizing {
                 target_bytes: 600,
@@ -439,7 +440,7 @@ mod tests {
     #[test]
     fn the_same_listing_in_any_order_gives_the_same_chunk_ids() {
         let a = plan_chunks(
-            "j",
+            &JobId::parse("j").expect("id"),
             vec![lines("x", 50), lines("y", 500)],
             Sizing {
                 target_bytes: 100,
@@ -447,7 +448,7 @@ mod tests {
             },
         );
         let b = plan_chunks(
-            "j",
+            &JobId::parse("j").expect("id"),
             vec![lines("y", 500), lines("x", 50)],
             Sizing {
                 target_bytes: 100,
@@ -464,7 +465,7 @@ mod tests {
             target in 1u64..2_000,
         ) {
             let objects: Vec<PlanObject> = sizes.iter().enumerate().map(|(i, s)| lines(&format!("k{i:03}"), *s)).collect();
-            let chunks = plan_chunks("j", objects, Sizing { target_bytes: target, max_objects_per_chunk: 7 });
+            let chunks = plan_chunks(&JobId::parse("j").expect("id"), objects, Sizing { target_bytes: target, max_objects_per_chunk: 7 });
             for (i, size) in sizes.iter().enumerate() {
                 let key = format!("k{i:03}");
                 let mut spans: Vec<(u64, u64)> = chunks.iter().flat_map(|c| c.pieces.iter()).filter(|p| p.key() == key).map(|p| match p {

@@ -14,7 +14,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::clock::now_ms;
 use crate::env::Env;
 pub use crate::error::FaultPoint;
-use crate::ids::JobId;
+use crate::ids::{ChunkId, JobId};
 use crate::job::{
     ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, load_spec, to_json_bytes,
 };
@@ -52,7 +52,7 @@ pub enum Disposition {
 /// Decides whether a simulated crash happens (test-only; a worker has none by default).
 pub trait Faults: Send + Sync {
     /// Whether to crash at `point` in chunk `chunk_id`.
-    fn fire(&self, point: FaultPoint, chunk_id: &str) -> bool;
+    fn fire(&self, point: FaultPoint, chunk_id: &ChunkId) -> bool;
 }
 
 /// Everything a worker keeps per job: spec, stores, lookups.
@@ -215,7 +215,7 @@ impl Worker {
         self
     }
 
-    fn crash_at(&self, point: FaultPoint, chunk_id: &str) -> Result<()> {
+    fn crash_at(&self, point: FaultPoint, chunk_id: &ChunkId) -> Result<()> {
         match &self.faults {
             Some(f) if f.fire(point, chunk_id) => Err(Error::Injected { point }),
             _ => Ok(()),

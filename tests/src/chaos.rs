@@ -266,7 +266,7 @@ impl Queue for FaultyQueue {
 pub struct RandomCrashes(pub Arc<Injector>);
 
 impl Faults for RandomCrashes {
-    fn fire(&self, point: FaultPoint, _chunk_id: &str) -> bool {
+    fn fire(&self, point: FaultPoint, _chunk_id: &fanout::ids::ChunkId) -> bool {
         self.0.roll(self.0.rates.crash, &format!("crash.{point:?}"))
     }
 }

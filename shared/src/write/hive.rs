@@ -5,6 +5,8 @@
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use crate::ids::ChunkId;
+
 /// Hive's name for a null (or empty) partition value.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -47,7 +49,7 @@ pub fn partition_segment(column: &str, value: Option<&str>) -> String {
 
 /// The name of a chunk's `n`-th file in one partition: derived from the chunk id only,
 /// so a retried chunk overwrites its own earlier files instead of adding to them.
-pub(super) fn part_file_name(chunk_id: &str, n: usize) -> String {
+pub(super) fn part_file_name(chunk_id: &ChunkId, n: usize) -> String {
     format!("part-{chunk_id}-{n:05}.parquet")
 }
 

@@ -31,6 +31,7 @@ use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::ChunkId;
 use crate::spec::{OutputCompression, OutputSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
@@ -135,7 +136,7 @@ pub struct PartitionedWriter {
     data_idx: Vec<usize>,
     props: WriterProperties,
     max_file_bytes: u64,
-    chunk_id: String,
+    chunk_id: ChunkId,
     staging: tempfile::TempDir,
     spill: Arc<SpillFactory>,
     staged: usize,
@@ -158,7 +159,7 @@ impl std::fmt::Debug for PartitionedWriter {
 
 impl PartitionedWriter {
     /// A writer for the chunk `chunk_id`'s rows of `schema`.
-    pub fn new(output: &OutputSpec, chunk_id: &str, schema: &SchemaRef) -> Result<Self> {
+    pub fn new(output: &OutputSpec, chunk_id: &ChunkId, schema: &SchemaRef) -> Result<Self> {
         let part_idx: Vec<usize> = output
             .partition_by
             .iter()
@@ -212,7 +213,7 @@ impl PartitionedWriter {
             data_idx,
             props: writer_properties(output.compression, output.row_group_rows)?,
             max_file_bytes: output.max_file_bytes,
-            chunk_id: chunk_id.to_string(),
+            chunk_id: chunk_id.clone(),
             staging,
             spill,
             staged: 0,
@@ -446,7 +447,7 @@ type BatchPart = (String, Vec<(String, Option<String>)>, Option<Vec<u32>>);
 pub async fn write_partitioned(
     store: &dyn ObjectStore,
     output: &OutputSpec,
-    chunk_id: &str,
+    chunk_id: &ChunkId,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     before_put: &(dyn Fn(usize) -> Result<()> + Send + Sync),
@@ -458,7 +459,7 @@ pub async fn write_partitioned(
     w.finish(store, before_put).await
 }
 
-fn close(p: &mut PartitionFiles, chunk_id: &str) -> Result<()> {
+fn close(p: &mut PartitionFiles, chunk_id: &ChunkId) -> Result<()> {
     if let Some(o) = p.open.take() {
         o.writer.close()?;
         p.done

@@ -50,7 +50,8 @@ async fn spilled_and_in_memory(
         row_group_rows,
         max_file_bytes: u64::MAX,
     };
-    let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
+    let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
+        .expect("writer");
     w.spill.0.lock().memory_limit = page_memory;
     let spill = w.spill.0.clone();
     let mut spilled = 0;
@@ -130,7 +131,8 @@ async fn many_partitions_open_at_once_keep_whole_row_groups() {
         row_group_rows: 1_000_000,
         max_file_bytes: u64::MAX,
     };
-    let mut w = PartitionedWriter::new(&output, "c1", &schema).expect("writer");
+    let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
+        .expect("writer");
     let mut peak = 0;
     for b in &batches {
         w.write(b).expect("write");
