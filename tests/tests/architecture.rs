@@ -261,22 +261,42 @@ fn test_files_of(code: &str, path: &Path, stem: &str, out: &mut BTreeSet<PathBuf
     test_only_files(code, dir, stem, out);
 }
 
-/// Every `crate::a::b…` path the code names, `use crate::{a::b, c}` groups expanded,
-/// as segment lists.
-fn crate_paths(code: &str) -> Vec<Vec<String>> {
+/// Every path the code of `module` names that starts with `crate::`, `super::` (any
+/// number) or `self::`, made absolute, `use …::{a::b, c}` groups expanded.
+fn module_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = code[from..].find("crate::") {
-        let start = from + p;
-        let preceded_by_ident = code[..start]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-        from = start + 7;
-        if preceded_by_ident {
-            continue;
+    let bytes = code.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &code[i..];
+        let at_word_start = i == 0 || {
+            let c = bytes[i - 1];
+            !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b':')
+        };
+        let base: Option<(Vec<String>, usize)> = if !at_word_start {
+            None
+        } else if rest.starts_with("crate::") {
+            Some((Vec::new(), 7))
+        } else if rest.starts_with("self::") {
+            Some((module.to_vec(), 6))
+        } else if rest.starts_with("super::") {
+            let mut base = module.to_vec();
+            let mut len = 0;
+            while code[i + len..].starts_with("super::") {
+                base.pop();
+                len += 7;
+            }
+            Some((base, len))
+        } else {
+            None
+        };
+        match base {
+            Some((base, len)) => {
+                expand_use_tree(&code[i + len..], base, &mut out);
+                i += len;
+            }
+            None => i += 1,
         }
-        expand_use_tree(&code[from..], Vec::new(), &mut out);
     }
     out
 }
@@ -320,28 +340,73 @@ fn expand_use_tree(s: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
     }
 }
 
-/// The crate root's re-exports (`pub use error::{Error, Result}`): name → module.
-fn root_reexports(sources: &[Source]) -> BTreeMap<String, String> {
+/// Re-exports of every module (`pub use error::{Error, Result}` in `lib.rs`,
+/// `pub use records::Manifest` in `job/mod.rs`): (module, name) → the absolute path
+/// of what it names.
+fn reexports(sources: &[Source]) -> BTreeMap<(Vec<String>, String), Vec<String>> {
+    let modules: BTreeSet<&[String]> = sources.iter().map(|s| s.module.as_slice()).collect();
     let mut out = BTreeMap::new();
-    for s in sources.iter().filter(|s| s.module.is_empty()) {
-        for line in s.code.lines() {
-            if let Some(rest) = line.trim().strip_prefix("pub use ") {
-                let mut paths = Vec::new();
-                expand_use_tree(rest.trim_end_matches(';'), Vec::new(), &mut paths);
-                for p in paths.into_iter().filter(|p| p.len() >= 2) {
-                    out.insert(p[p.len() - 1].clone(), p[0].clone());
-                }
+    for s in sources {
+        let mut from = 0;
+        while let Some(p) = s.code[from..]
+            .find("pub use ")
+            .or_else(|| s.code[from..].find("pub(crate) use "))
+        {
+            let start = from + p;
+            let tree = &s.code[start..];
+            let tree = &tree[tree.find("use ").map_or(0, |u| u + 4)..];
+            let end = tree.find(';').unwrap_or(tree.len());
+            from = start + 4;
+            let mut paths = Vec::new();
+            if ["crate::", "super::", "self::"]
+                .iter()
+                .any(|k| tree.starts_with(k))
+            {
+                paths = module_paths(&tree[..end], &s.module);
+            } else {
+                // `pub use child::X`: relative to this module when `child` is one of its modules.
+                expand_use_tree(&tree[..end], s.module.clone(), &mut paths);
+                paths.retain(|p| {
+                    p.len() > s.module.len() + 1 && modules.contains(&p[..=s.module.len()])
+                });
+            }
+            for p in paths.into_iter().filter(|p| p.len() >= 2) {
+                out.insert((s.module.clone(), p[p.len() - 1].clone()), p);
             }
         }
     }
     out
 }
 
+/// `path` with re-exported names replaced by what they name, until none is left.
+fn resolve(
+    mut path: Vec<String>,
+    reexports: &BTreeMap<(Vec<String>, String), Vec<String>>,
+) -> Vec<String> {
+    for _ in 0..16 {
+        let hop = (0..path.len()).find_map(|i| {
+            reexports
+                .get(&(path[..i].to_vec(), path[i].clone()))
+                .filter(|target| **target != path[..=i])
+                .map(|target| (i, target.clone()))
+        });
+        match hop {
+            Some((i, target)) => {
+                let mut next = target;
+                next.extend_from_slice(&path[i + 1..]);
+                path = next;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
 /// Edges between the children of `parent` (the crate root: empty): `a → b` when code in
 /// `parent::a` (or below) names `parent::b` (or below).
 fn module_graph(sources: &[Source], parent: &[String]) -> BTreeMap<String, BTreeSet<String>> {
     let depth = parent.len();
-    let reexports = root_reexports(sources);
+    let reexports = reexports(sources);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for s in sources
         .iter()
@@ -349,10 +414,8 @@ fn module_graph(sources: &[Source], parent: &[String]) -> BTreeMap<String, BTree
     {
         let from = s.module[depth].clone();
         let edges = graph.entry(from.clone()).or_default();
-        for mut path in crate_paths(&s.code) {
-            if let Some(m) = reexports.get(&path[0]) {
-                path.insert(0, m.clone());
-            }
+        for path in module_paths(&s.code, &s.module) {
+            let path = resolve(path, &reexports);
             if path.len() > depth && path[..depth] == *parent {
                 let to = &path[depth];
                 let is_module = sources
@@ -540,11 +603,51 @@ fn use_trees_expand_to_every_path() {
     expand_use_tree("{a::{b, c::D}, e, f::g as h};", Vec::new(), &mut out);
     let got: Vec<String> = out.iter().map(|p| p.join("::")).collect();
     assert_eq!(got, ["a::b", "a::c::D", "e", "f::g"]);
-    let paths = crate_paths(
-        "use crate::job::{layout, Manifest};\nlet x = crate::clock::now_ms(); mycrate::z",
+    let module = ["read".to_string(), "csv".to_string()];
+    let paths = module_paths(
+        "use crate::job::{layout, Manifest};\nlet x = crate::clock::now_ms(); mycrate::z;\n\
+         super::csv_fast::decode(); use super::super::plan::Chunk; self::inner::f(); a::super::b",
+        &module,
     );
     let got: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
-    assert_eq!(got, ["job::layout", "job::Manifest", "clock::now_ms"]);
+    assert_eq!(
+        got,
+        [
+            "job::layout",
+            "job::Manifest",
+            "clock::now_ms",
+            "read::csv_fast::decode",
+            "plan::Chunk",
+            "read::csv::inner::f"
+        ]
+    );
+}
+
+#[test]
+fn reexported_names_resolve_to_the_module_that_defines_them() {
+    let src = |module: &[&str], code: &str| Source {
+        path: PathBuf::from(format!("{}.rs", module.join("/"))),
+        module: module.iter().map(|m| m.to_string()).collect(),
+        code: blank_literals(code),
+        lines: 1,
+    };
+    let sources = [
+        src(&[], "pub mod job;\npub use error::{Error, Result};"),
+        src(&["error"], "pub enum Error {}"),
+        src(
+            &["job"],
+            "mod io;\nmod records;\npub use records::{Manifest, ChunkRecord};\npub use io::load;",
+        ),
+        src(&["job", "records"], "pub struct Manifest;"),
+        src(
+            &["job", "io"],
+            "use super::Manifest;\nfn f() -> crate::Result<()> { Ok(()) }",
+        ),
+    ];
+    let graph = module_graph(&sources, &["job".to_string()]);
+    assert_eq!(graph["io"], BTreeSet::from(["records".to_string()]));
+    let top = module_graph(&sources, &[]);
+    assert_eq!(top["job"], BTreeSet::from(["error".to_string()]));
 }
 
 #[test]

@@ -27,35 +27,6 @@ fn reader_builder(opts: &CsvOptions) -> ::csv::ReaderBuilder {
     b
 }
 
-/// Whether a quoted field in these bytes is opened and never closed. Quotes only open a
-/// field at its start; elsewhere they are literal (as csv-core, Python and Spark read them).
-pub(crate) fn unbalanced_quotes(bytes: &[u8], opts: &CsvOptions) -> bool {
-    let (mut i, mut field_start, mut quoted) = (0, true, false);
-    while i < bytes.len() {
-        let b = bytes[i];
-        if quoted {
-            if opts.escape == Some(b) && opts.escape != Some(opts.quote) {
-                i += 2;
-                continue;
-            }
-            if b == opts.quote {
-                if opts.escape.is_none() && bytes.get(i + 1) == Some(&opts.quote) {
-                    i += 2;
-                    continue;
-                }
-                quoted = false;
-            }
-        } else if field_start && b == opts.quote {
-            quoted = true;
-            field_start = false;
-        } else {
-            field_start = b == opts.delimiter || b == b'\n' || b == b'\r';
-        }
-        i += 1;
-    }
-    quoted
-}
-
 /// The first line holding something else than blanks: (its start, the index after it).
 pub(crate) fn header_line(text: &[u8]) -> Option<(usize, usize)> {
     let mut at = 0;
@@ -72,7 +43,7 @@ pub(crate) fn header_line(text: &[u8]) -> Option<(usize, usize)> {
 /// The fields of a header line, or why it cannot name columns.
 pub(crate) fn header_fields(line: &[u8], opts: &CsvOptions) -> Result<Vec<String>, String> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    if unbalanced_quotes(line, opts) {
+    if super::unbalanced_quotes(line, opts) {
         return Err("the header line has an unterminated quote".into());
     }
     let mut rdr = reader_builder(opts).from_reader(line);
@@ -246,7 +217,7 @@ fn decode_records(
                 seg_line = line + 1;
                 continue 'segments;
             }
-            if unbalanced_quotes(&text[start as usize..end as usize], opts) {
+            if super::unbalanced_quotes(&text[start as usize..end as usize], opts) {
                 // A quote opened and never closed runs to the end of the object.
                 out.reject_format(
                     start,

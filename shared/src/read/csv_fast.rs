@@ -419,7 +419,7 @@ fn split_with_csv_core(
             || lone_cr
             || (pos >= text.len()
                 && memchr::memchr(opts.quote, raw).is_some()
-                && super::csv::unbalanced_quotes(raw, opts))
+                && super::unbalanced_quotes(raw, opts))
         {
             return None;
         }

@@ -430,3 +430,32 @@ async fn object_header(
     }
     Ok(header)
 }
+
+/// Whether a quoted field in these bytes is opened and never closed. Quotes only open a
+/// field at its start; elsewhere they are literal (as csv-core, Python and Spark read them).
+pub(crate) fn unbalanced_quotes(bytes: &[u8], opts: &crate::spec::CsvOptions) -> bool {
+    let (mut i, mut field_start, mut quoted) = (0, true, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if quoted {
+            if opts.escape == Some(b) && opts.escape != Some(opts.quote) {
+                i += 2;
+                continue;
+            }
+            if b == opts.quote {
+                if opts.escape.is_none() && bytes.get(i + 1) == Some(&opts.quote) {
+                    i += 2;
+                    continue;
+                }
+                quoted = false;
+            }
+        } else if field_start && b == opts.quote {
+            quoted = true;
+            field_start = false;
+        } else {
+            field_start = b == opts.delimiter || b == b'\n' || b == b'\r';
+        }
+        i += 1;
+    }
+    quoted
+}
