@@ -24,10 +24,12 @@
 //!   failure record with the kind, the message, `permanent` and `last_attempt`) and the
 //!   message is left on the queue: it comes back after its visibility timeout and, after
 //!   the queue's `maxReceiveCount` receives, moves to the dead-letter queue. Permanent errors
-//!   are retried too, deliberately: their causes (a missing lookup, a corrupt object) are
-//!   fixed by an operator, who then redrives the dead-lettered messages into the same job
-//!   (RUNBOOK.md); a message deleted on its first permanent error would need a new job
-//!   instead. The failure record says whether a retry alone can help, and `status` and the
+//!   are retried too, deliberately: causes outside the input (a missing lookup, a denied
+//!   permission, a bad deployment setting) are fixed by an operator, who then redrives the
+//!   dead-lettered messages into the same job (RUNBOOK.md); a message deleted on its first
+//!   permanent error would need a new job instead. A cause in the input itself (an object
+//!   corrupt or changed since planning) needs a new job: a replaced object is a new
+//!   version, which the job's plan does not name. The failure record says whether a retry alone can help, and `status` and the
 //!   report show it.
 //! - **The planner and reducer** return the error to their caller. In Lambda the runtime
 //!   reports it with [`Error::kind`] as `errorType`; the Step Functions workflow retries
@@ -176,7 +178,7 @@ pub enum Error {
 }
 
 /// Points of the chunk protocol where a test can simulate a crash
-/// ([`crate::worker::Worker::with_faults`]); a worker has no faults by default.
+/// (`worker::Worker::with_faults`); a worker has no faults by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultPoint {
     /// After reading and transforming, before the first output file.
@@ -204,7 +206,6 @@ impl Error {
             Error::Staging { .. } => true,
             // The Parquet writer's sink is the staging disk.
             Error::Parquet(parquet::errors::ParquetError::External(_)) => true,
-            Error::Metrics(_) => true,
             _ => false,
         }
     }

@@ -22,7 +22,7 @@
 //! with the size limits (no function over 120 lines, no file over 700, no file of the
 //! CLI over 400).
 //!
-//! **Leaves**, importing no other module of the crate:
+//! **Leaves**, importing no other module of the crate but [`ids`]:
 //!
 //! - [`clock`]: wall-clock milliseconds for records and metrics.
 //! - [`ids`]: typed ids ([`ids::JobId`], [`ids::ChunkId`]), validated where they enter.

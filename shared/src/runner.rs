@@ -202,9 +202,9 @@ async fn run_lanes(
     }
     let mut committed_now = 0;
     while let Some(r) = tasks.join_next().await {
-        committed_now += r.map_err(|e| Error::Job {
-            job_id: job_id.to_string(),
-            message: format!("a worker task died: {e}"),
+        committed_now += r.map_err(|source| Error::Task {
+            what: "a worker task",
+            source,
         })??;
     }
     Ok(committed_now)

@@ -459,8 +459,9 @@ mod sql {
         pub async fn wait(self) -> Result<()> {
             match self.0 {
                 None => Ok(()),
-                Some(t) => t.await.map_err(|e| crate::Error::Transform {
-                    message: format!("the transform task failed: {e}"),
+                Some(t) => t.await.map_err(|source| crate::Error::Task {
+                    what: "the transform task",
+                    source,
                 })?,
             }
         }

@@ -582,7 +582,7 @@ impl Worker {
                 }
                 // Even a permanent error is left to the queue's redrive: the chunk ends in the
                 // dead-letter queue, where an operator redrives it once the cause (a missing
-                // lookup, a corrupt object replaced) is fixed. The record says whether a
+                // lookup, a denied permission) is fixed. The record says whether a
                 // retry alone can help.
                 Disposition::Retry(e)
             }

@@ -330,3 +330,33 @@ fn a_job_id_that_would_leave_its_prefix_is_refused_by_the_cli() {
     assert!(stderr.contains("not a job id"), "{stderr}");
     assert!(!dir.path().join("work").exists(), "nothing was written");
 }
+
+#[test]
+fn an_unreadable_or_unparsable_spec_and_a_bad_worker_memory_exit_2_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let broken = root.join("broken.yaml");
+    std::fs::write(&broken, "name: [unclosed\n").unwrap();
+    for spec in [broken, root.join("missing.yaml")] {
+        let out = Command::new(fanout_bin())
+            .arg("run")
+            .arg(&spec)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", spec.display());
+        assert!(stderr.contains(&*spec.display().to_string()), "{stderr}");
+    }
+    let out = Command::new(fanout_bin())
+        .arg("run")
+        .arg(repo().join("examples/orders.yaml"))
+        .env("FANOUT_WORKER_MEMORY_MB", "lots")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("FANOUT_WORKER_MEMORY_MB=\"lots\""), "{stderr}");
+    assert!(!root.join("out").exists(), "work started despite a bad setting");
+}

@@ -351,4 +351,10 @@ async fn ids_that_would_leave_their_key_prefix_are_refused_at_every_entry_point(
     let err = fanout::job::ChunkTask::from_body(&task.to_string()).unwrap_err();
     assert_eq!(err.kind(), "MalformedMessage");
     assert!(err.to_string().contains("not a job id"), "{err}");
+
+    let mut task: serde_json::Value = serde_json::from_str(body).unwrap();
+    task["work"] = "s3://".into();
+    let err = fanout::job::ChunkTask::from_body(&task.to_string()).unwrap_err();
+    assert_eq!(err.kind(), "MalformedMessage");
+    assert!(err.to_string().contains("work location"), "{err}");
 }

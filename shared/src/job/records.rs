@@ -67,6 +67,14 @@ impl ChunkTask {
             ),
             source: Some(Box::new(e)),
         })?;
+        // Checked here so a bad location is refused (and the message deleted) like any
+        // other malformed body, not retried until the dead-letter queue.
+        if let Err(m) = crate::location::Location::parse(&t.work) {
+            return Err(crate::Error::Message {
+                message: format!("work location `{}`: {m}", t.work),
+                source: None,
+            });
+        }
         if crate::plan::chunk_id(&t.job_id, &t.chunk.pieces) != t.chunk.id {
             return Err(crate::Error::Message {
                 message: format!("chunk id {} does not match its pieces", t.chunk.id),

@@ -95,10 +95,10 @@ impl FsStore {
 }
 
 /// A blocking file task that panicked or was cancelled (not an I/O error of the file).
-fn blocking_task_failed(e: tokio::task::JoinError) -> StoreError {
+fn blocking_task_failed(op: &'static str, key: &str, e: tokio::task::JoinError) -> StoreError {
     StoreError::Request {
-        op: "blocking task",
-        key: String::new(),
+        op,
+        key: key.to_string(),
         message: e.to_string(),
         retryable: false,
         source: Some(Box::new(e)),
@@ -164,7 +164,7 @@ impl ObjectStore for FsStore {
             walk(&root, &root, &p2, &mut out).map(|()| out)
         })
         .await
-        .map_err(blocking_task_failed)?
+        .map_err(|e| blocking_task_failed("list", &prefix, e))?
         .map_err(|e| Self::io_error("list", &prefix, e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -204,7 +204,7 @@ impl ObjectStore for FsStore {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(blocking_task_failed)?
+        .map_err(|e| blocking_task_failed("get_range", key, e))?
         .map_err(|e| Self::io_error("get_range", &k, e))
     }
 
@@ -219,7 +219,7 @@ impl ObjectStore for FsStore {
             })
         })
         .await
-        .map_err(blocking_task_failed)?
+        .map_err(|e| blocking_task_failed("put", key, e))?
         .map_err(|e| Self::io_error("put", &k, e))
     }
 
@@ -247,7 +247,7 @@ impl ObjectStore for FsStore {
             })
         })
         .await
-        .map_err(blocking_task_failed)?
+        .map_err(|e| blocking_task_failed("put", key, e))?
         .map_err(|e| Self::io_error("put", &k, e))
     }
 
@@ -269,7 +269,7 @@ impl ObjectStore for FsStore {
             outcome
         })
         .await
-        .map_err(blocking_task_failed)?
+        .map_err(|e| blocking_task_failed("put_if_absent", key, e))?
         .map_err(|e| Self::io_error("put_if_absent", &k, e))
     }
 

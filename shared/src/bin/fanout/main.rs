@@ -74,7 +74,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let invalid = e
                 .downcast_ref::<fanout::Error>()
-                .is_some_and(|f| matches!(f, fanout::Error::Spec(_) | fanout::Error::Config(_)));
+                .is_some_and(|f| matches!(f, fanout::Error::Spec(_) | fanout::Error::Config(_)))
+                || e.downcast_ref::<fanout::spec::SpecFileError>().is_some();
             eprintln!("error: {e:#}");
             ExitCode::from(if invalid {
                 EXIT_INVALID

@@ -29,17 +29,22 @@ impl WorkArgs {
     }
 }
 
-/// The embedded default, or the AWS adapters when something lives on AWS; the measured
-/// cost assumes the worker memory `FANOUT_WORKER_MEMORY_MB` names (a bad value is an error).
+/// The embedded default, or the AWS adapters when something lives on AWS.
 pub async fn env_for(aws: bool) -> anyhow::Result<(Env, Arc<MemoryMetrics>)> {
     let metrics = Arc::new(MemoryMetrics::new());
-    let memory_mb = fanout::config::worker_memory_mb()?;
     let env = if aws {
         Env::aws(metrics.clone()).await
     } else {
         Env::embedded(metrics.clone())
     };
-    Ok((env.with_worker_memory_mb(memory_mb), metrics))
+    Ok((env, metrics))
+}
+
+/// For the commands that measure a job's cost (`run`, `report`): the worker memory it
+/// assumes, `FANOUT_WORKER_MEMORY_MB` (as the reducer Lambda reads it; a bad value is an
+/// error, not a silent default).
+pub fn with_cost_settings(env: Env) -> anyhow::Result<Env> {
+    Ok(env.with_worker_memory_mb(fanout::config::worker_memory_mb()?))
 }
 
 /// Whether any location the spec names is on S3 (and so needs the AWS adapters).

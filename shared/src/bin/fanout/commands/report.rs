@@ -24,6 +24,7 @@ pub struct Args {
 /// Collects the job's records and writes the page (or prints the data).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (work, env) = args.job.open().await?;
+    let env = crate::work::with_cost_settings(env)?;
     let job_id = &args.job.job_id;
     let data = fanout::report::collect(&env, &work, job_id).await?;
     if args.json {

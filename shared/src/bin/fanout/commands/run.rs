@@ -12,7 +12,7 @@ use fanout::spec::JobSpec;
 use crate::EXIT_JOB_FAILED;
 use crate::print::{print_aggregate, print_manifest_summary, print_status};
 use crate::progress::Bar;
-use crate::work::{env_for, load_spec, spec_uses_s3};
+use crate::work::{env_for, load_spec, spec_uses_s3, with_cost_settings};
 
 /// Plan, process every chunk and finalize a job on the embedded queue.
 #[derive(clap::Args)]
@@ -43,6 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let uses_aws = args.queue.is_some() || spec_uses_s3(&job);
     let (env, metrics) = env_for(uses_aws).await?;
+    let env = with_cost_settings(env)?;
     if args.since_last {
         let Some(fresh) = skip_committed(&env, job).await? else {
             return Ok(ExitCode::SUCCESS);
