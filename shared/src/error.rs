@@ -160,7 +160,7 @@ pub enum Error {
     #[error("job `{job_id}` failed: {message}")]
     Job {
         /// The job.
-        job_id: String,
+        job_id: crate::ids::JobId,
         /// Why.
         message: String,
     },

@@ -50,7 +50,7 @@ pub async fn collect_garbage(
         get_json_opt(store.as_ref(), &layout::manifest(job_id)).await?;
     if manifest.is_none() && !abandoned {
         return Err(Error::Job {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             message: "has no manifest: finalize it, or collect it as abandoned (--abandoned) to delete all its files".into(),
         });
     }

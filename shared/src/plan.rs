@@ -191,12 +191,14 @@ pub struct Sizing {
 /// The id of a chunk reading `pieces` in job `job_id`.
 ///
 /// ```
+/// use fanout::ids::JobId;
 /// use fanout::plan::{chunk_id, Piece};
 /// let p = vec![Piece::Object { key: "a.csv".into(), etag: "e1".into(), size: 10 }];
-/// assert_eq!(chunk_id("job", &p), chunk_id("job", &p));
-/// assert_ne!(chunk_id("job", &p), chunk_id("other-job", &p));
+/// let (job, other) = (JobId::parse("job").unwrap(), JobId::parse("other-job").unwrap());
+/// assert_eq!(chunk_id(&job, &p), chunk_id(&job, &p));
+/// assert_ne!(chunk_id(&job, &p), chunk_id(&other, &p));
 /// ```
-pub fn chunk_id(job_id: &str, pieces: &[Piece]) -> ChunkId {
+pub fn chunk_id(job_id: &JobId, pieces: &[Piece]) -> ChunkId {
     let mut h = Sha256::new();
     h.update(job_id.as_bytes());
     for p in pieces {
@@ -357,7 +359,10 @@ mod tests {
                 first_row: 0,
             },
         ];
-        assert_eq!(chunk_id("job", &pieces), "99ef8d5bc54e32f0a146");
+        assert_eq!(
+            chunk_id(&JobId::parse("job").expect("id"), &pieces),
+            "99ef8d5bc54e32f0a146"
+        );
     }
 
     #[test]

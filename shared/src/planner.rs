@@ -76,7 +76,8 @@ pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<O
 /// The job id for a spec and its input listing: `<name>-<hash>`.
 pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> JobId {
     let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&spec.resolved).unwrap_or_default());
+    // A Value displays as compact JSON, the bytes serde_json::to_vec gives, infallibly.
+    h.update(spec.resolved.to_string().as_bytes());
     for o in listing {
         // The bytes of "\n{key}\t{etag}\t{size}", without formatting a string per object.
         h.update(b"\n");

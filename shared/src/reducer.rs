@@ -63,7 +63,7 @@ pub async fn job_status(env: &Env, work: &Location, job_id: &JobId) -> Result<Jo
     let summary: PlanSummary = get_json_opt(store.as_ref(), &layout::plan_summary(job_id))
         .await?
         .ok_or_else(|| Error::Job {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             message: format!("no plan under {work}: is the job id or the work location wrong?"),
         })?;
     let committed = committed_ids(store.as_ref(), job_id).await?;
@@ -191,7 +191,7 @@ pub async fn finalize_job(env: &Env, work: &Location, job_id: &JobId) -> Result<
     if !problems.is_empty() {
         store.delete(&layout::success(job_id)).await?;
         return Err(Error::Job {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             message: problems.join("; "),
         });
     }
@@ -229,7 +229,7 @@ async fn ensure_all_committed(
         })
         .collect();
     Err(Error::Job {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         message: format!(
             "{missing} of {} chunks are not committed ({} failed for good){}{}",
             plan.len(),
@@ -450,7 +450,7 @@ pub async fn read_manifest(env: &Env, work: &Location, job_id: &JobId) -> Result
     crate::job::read_manifest_opt(store.as_ref(), job_id)
         .await?
         .ok_or_else(|| Error::Job {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             message: format!("no manifest under {work}: the job has not been finalized"),
         })
 }

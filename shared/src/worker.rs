@@ -282,7 +282,7 @@ impl Worker {
         counts.rejected = run.read.rejects.len() as u64;
         if !counts.reconciles() {
             return Err(Error::Job {
-                job_id: task.job_id.to_string(),
+                job_id: task.job_id.clone(),
                 message: format!(
                     "chunk {} does not reconcile: read {} ≠ valid {} + rejected {}",
                     chunk.id, counts.read, counts.valid, counts.rejected
@@ -397,7 +397,7 @@ impl Worker {
         let written: u64 = outputs.iter().map(|f| f.rows).sum();
         if written != out_rows {
             return Err(Error::Job {
-                job_id: task.job_id.to_string(),
+                job_id: task.job_id.clone(),
                 message: format!(
                     "chunk {chunk_id}: the transform produced {out_rows} rows but {written} were written"
                 ),

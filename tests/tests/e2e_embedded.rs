@@ -357,6 +357,12 @@ fn an_unreadable_or_unparsable_spec_and_a_bad_worker_memory_exit_2_before_any_wo
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("FANOUT_WORKER_MEMORY_MB=\"lots\""), "{stderr}");
-    assert!(!root.join("out").exists(), "work started despite a bad setting");
+    assert!(
+        stderr.contains("FANOUT_WORKER_MEMORY_MB=\"lots\""),
+        "{stderr}"
+    );
+    assert!(
+        !root.join("out").exists(),
+        "work started despite a bad setting"
+    );
 }
