@@ -106,14 +106,8 @@ pub async fn plan(n: u64) -> Result<(&'static str, f64)> {
             size: o.size,
         })
         .collect();
-    let chunks = plan_chunks(
-        &job_id,
-        objects,
-        Sizing {
-            target_bytes: spec.chunking.target_bytes,
-            max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
-        },
-    );
+    let chunks = plan_chunks(&job_id, objects, crate::planner::sizing(&spec, &job_id)?);
+    crate::planner::check_messages_fit(&spec, &chunks, &crate::planner::sizing(&spec, &job_id)?)?;
     // The cost estimate kept in the plan summary, as the planner makes it.
     let estimate = crate::planner::estimate_chunks(
         &spec,
@@ -190,6 +184,7 @@ fn write_committed_job(work: &Path, spec: &JobSpec, job_id: &JobId, n: u64) -> R
         Sizing {
             target_bytes: 1_000,
             max_objects_per_chunk: 1,
+            ..crate::planner::sizing(spec, job_id)?
         },
     );
     write_plan(work, spec, job_id, &chunks, n)?;

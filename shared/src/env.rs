@@ -64,18 +64,24 @@ impl Env {
     }
 
     /// Opens a queue: `local` is not allowed here (the local runner owns its queue);
-    /// an `https://…` or `http://…` URL is SQS.
+    /// an `https://…` or `http://…` URL is SQS, sent messages of at most
+    /// `max_message_bytes` (a job's `queue.max_message_size`, or
+    /// [`crate::queue::DEFAULT_MAX_MESSAGE_BYTES`] where no spec is at hand).
     #[cfg(feature = "aws")]
-    pub fn sqs_queue(clients: &AwsClients, url: &str) -> Result<Arc<dyn crate::queue::Queue>> {
+    pub fn sqs_queue(
+        clients: &AwsClients,
+        url: &str,
+        max_message_bytes: usize,
+    ) -> Result<Arc<dyn crate::queue::Queue>> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(Error::Config(format!(
                 "`{url}` is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
             )));
         }
-        Ok(Arc::new(crate::queue::SqsQueue::new(
-            clients.sqs.clone(),
-            url,
-        )))
+        Ok(Arc::new(
+            crate::queue::SqsQueue::new(clients.sqs.clone(), url)
+                .with_max_message_bytes(max_message_bytes),
+        ))
     }
 
     /// S3 and local stores, SQS queues: the AWS world, configured from the environment

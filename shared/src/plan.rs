@@ -6,7 +6,8 @@
 //!   owns the records that start inside it ([`crate::read::lines`]);
 //! - a Parquet object larger than the target is cut between row groups;
 //! - compressed objects, multiline CSV and anything smaller than the target are whole;
-//!   small whole objects are packed together up to the target size.
+//!   small whole objects are packed together up to the target size, the object cap and
+//!   the room a queue message leaves for the chunk's pieces ([`Sizing`]).
 //!
 //! Objects are visited in key order, so the same listing always gives the same chunks,
 //! and a chunk's id is a hash of the job id and what the chunk reads.
@@ -104,6 +105,56 @@ impl Piece {
         }
     }
 
+    /// An upper bound of the size of this piece's JSON in a chunk message (what
+    /// `serde_json` writes for it): the fixed text of its variant, its strings as JSON
+    /// escapes them and its numbers in decimal. Computed, not serialized, so planning a
+    /// million objects costs no million serializations.
+    ///
+    /// ```
+    /// use fanout::plan::Piece;
+    /// let p = Piece::Object { key: "a \"b\".csv".into(), etag: "\"e1\"".into(), size: 42 };
+    /// assert!(p.json_bytes() >= serde_json::to_string(&p).unwrap().len());
+    /// ```
+    pub fn json_bytes(&self) -> usize {
+        match self {
+            Piece::Object { key, etag, size } => {
+                r#"{"kind":"object","key":,"etag":,"size":}"#.len()
+                    + json_string_bytes(key)
+                    + json_string_bytes(etag)
+                    + decimal_digits(*size)
+            }
+            Piece::Range {
+                key,
+                etag,
+                size,
+                start,
+                end,
+            } => {
+                r#"{"kind":"range","key":,"etag":,"size":,"start":,"end":}"#.len()
+                    + json_string_bytes(key)
+                    + json_string_bytes(etag)
+                    + decimal_digits(*size)
+                    + decimal_digits(*start)
+                    + decimal_digits(*end)
+            }
+            Piece::RowGroups {
+                key,
+                etag,
+                size,
+                row_groups,
+                first_row,
+            } => {
+                // One separator fewer than indexes.
+                row_groups_json_base(key, etag, *size, *first_row)
+                    + row_groups
+                        .iter()
+                        .map(|g| decimal_digits(*g as u64) + 1)
+                        .sum::<usize>()
+                    - usize::from(!row_groups.is_empty())
+            }
+        }
+    }
+
     /// Bytes this piece covers (approximate for row groups).
     pub fn bytes(&self) -> u64 {
         match self {
@@ -166,6 +217,44 @@ impl Piece {
     }
 }
 
+/// Bytes of `s` as a JSON string: its quotes, and `"`, `\\` and control characters escaped
+/// (two bytes, or six for a `\u00XX` escape); everything else, UTF-8 included, as is.
+fn json_string_bytes(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// A row-groups piece's JSON without its group indexes and their separators.
+fn row_groups_json_base(key: &str, etag: &str, size: u64, first_row: u64) -> usize {
+    r#"{"kind":"row_groups","key":,"etag":,"size":,"row_groups":[],"first_row":}"#.len()
+        + json_string_bytes(key)
+        + json_string_bytes(etag)
+        + decimal_digits(size)
+        + decimal_digits(first_row)
+}
+
+/// An upper bound of the size of the JSON array of `pieces` in a chunk message (one
+/// separator per piece: one more than the array has).
+///
+/// ```
+/// use fanout::plan::{pieces_json_bytes, Piece};
+/// let p = vec![Piece::Object { key: "a.csv".into(), etag: "e".into(), size: 1 }; 3];
+/// assert!(pieces_json_bytes(&p) >= serde_json::to_string(&p).unwrap().len());
+/// ```
+pub fn pieces_json_bytes(pieces: &[Piece]) -> usize {
+    "[]".len() + pieces.iter().map(|p| p.json_bytes() + 1).sum::<usize>()
+}
+
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
@@ -186,6 +275,10 @@ pub struct Sizing {
     pub target_bytes: u64,
     /// Most whole objects packed into one chunk.
     pub max_objects_per_chunk: usize,
+    /// Most bytes the JSON of one chunk's pieces ([`pieces_json_bytes`]) may take: the
+    /// queue's message size limit less the rest of the chunk's message. Packed chunks and
+    /// row-group runs are closed before they would exceed it.
+    pub max_pieces_json_bytes: usize,
 }
 
 /// The id of a chunk reading `pieces` in job `job_id`.
@@ -225,7 +318,8 @@ pub fn chunk_id(job_id: &JobId, pieces: &[Piece]) -> ChunkId {
 ///     PlanObject { key: "s1.csv".into(), etag: "2".into(), size: 40, split: Split::Lines },
 ///     PlanObject { key: "s2.csv".into(), etag: "3".into(), size: 40, split: Split::Lines },
 /// ];
-/// let chunks = plan_chunks(&JobId::parse("job").unwrap(), objects, Sizing { target_bytes: 100, max_objects_per_chunk: 10 });
+/// let sizing = Sizing { target_bytes: 100, max_objects_per_chunk: 10, max_pieces_json_bytes: 256 * 1024 };
+/// let chunks = plan_chunks(&JobId::parse("job").unwrap(), objects, sizing);
 /// // big.csv in three ranges, the two small objects packed into one chunk.
 /// assert_eq!(chunks.len(), 4);
 /// assert_eq!(chunks.iter().map(|c| c.bytes).sum::<u64>(), 330);
@@ -234,12 +328,21 @@ pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing)
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     let target = sizing.target_bytes.max(1);
     let mut out: Vec<Vec<Piece>> = Vec::new();
+    // A chunk of one piece may still exceed `max_pieces_json_bytes` on its own; the
+    // planner refuses it. It cannot happen with S3 input at the default limit: a key is at
+    // most 1 KiB (6 KiB escaped), a message 256 KiB.
+    let max_json = sizing.max_pieces_json_bytes;
     let mut pack: Vec<Piece> = Vec::new();
     let mut pack_bytes = 0u64;
-    let flush = |pack: &mut Vec<Piece>, pack_bytes: &mut u64, out: &mut Vec<Vec<Piece>>| {
+    let mut pack_json = "[]".len();
+    let flush = |pack: &mut Vec<Piece>,
+                 pack_bytes: &mut u64,
+                 pack_json: &mut usize,
+                 out: &mut Vec<Vec<Piece>>| {
         if !pack.is_empty() {
             out.push(std::mem::take(pack));
             *pack_bytes = 0;
+            *pack_json = "[]".len();
         }
     };
     for o in objects {
@@ -268,8 +371,16 @@ pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing)
                 let mut current_bytes = 0u64;
                 let mut first_row = 0u64;
                 let mut row = 0u64;
+                // The piece's JSON with the first row and size at their widest, so the
+                // bound holds whatever they end up being.
+                let base =
+                    "[]".len() + 1 + row_groups_json_base(&o.key, &o.etag, u64::MAX, u64::MAX);
+                let mut current_json = base;
                 for (i, (rows, bytes)) in groups.iter().enumerate() {
-                    if !current.is_empty() && current_bytes + bytes > target {
+                    let index_json = decimal_digits(i as u64) + 1;
+                    if !current.is_empty()
+                        && (current_bytes + bytes > target || current_json + index_json > max_json)
+                    {
                         out.push(vec![Piece::RowGroups {
                             key: o.key.clone(),
                             etag: o.etag.clone(),
@@ -278,12 +389,14 @@ pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing)
                             first_row,
                         }]);
                         current_bytes = 0;
+                        current_json = base;
                     }
                     if current.is_empty() {
                         first_row = row;
                     }
                     current.push(i);
                     current_bytes += bytes;
+                    current_json += index_json;
                     row += rows;
                 }
                 if !current.is_empty() {
@@ -298,15 +411,21 @@ pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing)
             }
             _ if o.size >= target => out.push(vec![whole(o)]),
             _ => {
-                if pack_bytes + o.size > target || pack.len() >= sizing.max_objects_per_chunk {
-                    flush(&mut pack, &mut pack_bytes, &mut out);
+                let piece = whole(o);
+                let piece_json = piece.json_bytes() + 1;
+                if pack_bytes + piece.bytes() > target
+                    || pack.len() >= sizing.max_objects_per_chunk
+                    || pack_json + piece_json > max_json
+                {
+                    flush(&mut pack, &mut pack_bytes, &mut pack_json, &mut out);
                 }
-                pack_bytes += o.size;
-                pack.push(whole(o));
+                pack_bytes += piece.bytes();
+                pack_json += piece_json;
+                pack.push(piece);
             }
         }
     }
-    flush(&mut pack, &mut pack_bytes, &mut out);
+    flush(&mut pack, &mut pack_bytes, &mut pack_json, &mut out);
     out.into_iter()
         .enumerate()
         .map(|(i, pieces)| Chunk {
@@ -319,174 +438,4 @@ pub fn plan_chunks(job_id: &JobId, mut objects: Vec<PlanObject>, sizing: Sizing)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn lines(key: &str, size: u64) -> PlanObject {
-        PlanObject {
-            key: key.into(),
-            etag: "e".into(),
-            size,
-            split: Split::Lines,
-        }
-    }
-
-    #[test]
-    fn chunk_ids_hash_the_pieces_as_they_always_have() {
-        // Computed independently: Python's hashlib.sha256 of
-        // b'job\nobject\x00a.csv\x00"e1"\nrange\x00b.csv\x00e2\x00100\x00250\n'
-        // b'row_groups\x00c.parquet\x00e3\x000,2,11', the first 10 bytes in hex.
-        // Output keys derive from chunk ids, so they must not move.
-        let pieces = vec![
-            Piece::Object {
-                key: "a.csv".into(),
-                etag: "\"e1\"".into(),
-                size: 7,
-            },
-            Piece::Range {
-                key: "b.csv".into(),
-                etag: "e2".into(),
-                size: 999,
-                start: 100,
-                end: 250,
-            },
-            Piece::RowGroups {
-                key: "c.parquet".into(),
-                etag: "e3".into(),
-                size: 5,
-                row_groups: vec![0, 2, 11],
-                first_row: 0,
-            },
-        ];
-        assert_eq!(
-            chunk_id(&JobId::parse("job").expect("id"), &pieces),
-            "99ef8d5bc54e32f0a146"
-        );
-    }
-
-    #[test]
-    fn large_objects_are_cut_into_ranges_that_tile_them() {
-        let chunks = plan_chunks(
-            &JobId::parse("j").expect("id"),
-            vec![lines("a", 1000)],
-            Sizing {
-                target_bytes: 300,
-                max_objects_per_chunk: 10,
-            },
-        );
-        let ranges: Vec<(u64, u64)> = chunks
-            .iter()
-            .map(|c| match &c.pieces[0] {
-                Piece::Range { start, end, .. } => (*start, *end),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(ranges, vec![(0, 250), (250, 500), (500, 750), (750, 1000)]);
-    }
-
-    #[test]
-    fn whole_objects_are_never_split_and_small_ones_are_packed() {
-        let objects = vec![
-            PlanObject {
-                key: "a.gz".into(),
-                etag: "1".into(),
-                size: 5000,
-                split: Split::Whole,
-            },
-            lines("b", 10),
-            lines("c", 10),
-            lines("d", 10),
-        ];
-        let chunks = plan_chunks(
-            &JobId::parse("j").expect("id"),
-            objects,
-            Sizing {
-                target_bytes: 100,
-                max_objects_per_chunk: 2,
-            },
-        );
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[0].pieces.len(), 1);
-        assert_eq!(chunks[1].pieces.len(), 2);
-        assert_eq!(chunks[2].pieces.len(), 1);
-    }
-
-    #[test]
-    fn parquet_is_cut_between_row_groups() {
-        let o = PlanObject {
-            key: "p.parquet".into(),
-            etag: "1".into(),
-            size: 1000,
-            split: Split::RowGroups(vec![(10, 300), (10, 300), (10, 300), (5, 100)]),
-        };
-        let chunks = plan_chunks(
-            &JobId::parse("j").expect("id"),
-            vec![o],
-            Sizing {
-                target_bytes: 600,
-                max_objects_per_chunk: 10,
-            },
-        );
-        let groups: Vec<(Vec<usize>, u64)> = chunks
-            .iter()
-            .map(|c| match &c.pieces[0] {
-                Piece::RowGroups {
-                    row_groups,
-                    first_row,
-                    ..
-                } => (row_groups.clone(), *first_row),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(groups, vec![(vec![0, 1], 0), (vec![2, 3], 20)]);
-    }
-
-    #[test]
-    fn the_same_listing_in_any_order_gives_the_same_chunk_ids() {
-        let a = plan_chunks(
-            &JobId::parse("j").expect("id"),
-            vec![lines("x", 50), lines("y", 500)],
-            Sizing {
-                target_bytes: 100,
-                max_objects_per_chunk: 5,
-            },
-        );
-        let b = plan_chunks(
-            &JobId::parse("j").expect("id"),
-            vec![lines("y", 500), lines("x", 50)],
-            Sizing {
-                target_bytes: 100,
-                max_objects_per_chunk: 5,
-            },
-        );
-        assert_eq!(a, b);
-    }
-
-    proptest! {
-        #[test]
-        fn every_byte_of_every_object_is_planned_exactly_once(
-            sizes in proptest::collection::vec(0u64..5_000, 1..20),
-            target in 1u64..2_000,
-        ) {
-            let objects: Vec<PlanObject> = sizes.iter().enumerate().map(|(i, s)| lines(&format!("k{i:03}"), *s)).collect();
-            let chunks = plan_chunks(&JobId::parse("j").expect("id"), objects, Sizing { target_bytes: target, max_objects_per_chunk: 7 });
-            for (i, size) in sizes.iter().enumerate() {
-                let key = format!("k{i:03}");
-                let mut spans: Vec<(u64, u64)> = chunks.iter().flat_map(|c| c.pieces.iter()).filter(|p| p.key() == key).map(|p| match p {
-                    Piece::Object { size, .. } => (0, *size),
-                    Piece::Range { start, end, .. } => (*start, *end),
-                    Piece::RowGroups { .. } => unreachable!(),
-                }).collect();
-                spans.sort();
-                let mut at = 0;
-                for (s, e) in spans { prop_assert_eq!(s, at); at = e; }
-                prop_assert_eq!(at, *size);
-            }
-            let mut ids: Vec<&str> = chunks.iter().map(|c| c.id.as_str()).collect();
-            ids.sort();
-            ids.dedup();
-            prop_assert_eq!(ids.len(), chunks.len());
-        }
-    }
-}
+mod tests;

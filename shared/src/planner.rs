@@ -11,7 +11,7 @@ use crate::job::{
     get_json_opt, layout, load_plan, to_compact_json_bytes, to_json_bytes,
 };
 use crate::location::Location;
-use crate::plan::{Chunk, PlanObject, Sizing, Split, plan_chunks};
+use crate::plan::{Chunk, PlanObject, Sizing, Split, chunk_id, pieces_json_bytes, plan_chunks};
 use crate::queue::Queue;
 use crate::spec::{Format, JobSpec};
 use crate::store::{ObjectMeta, ObjectStore};
@@ -122,11 +122,9 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
             split: split_of(input.as_ref(), spec, o).await?,
         });
     }
-    let sizing = Sizing {
-        target_bytes: spec.chunking.target_bytes,
-        max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
-    };
+    let sizing = sizing(spec, &job_id)?;
     let chunks = plan_chunks(&job_id, objects, sizing);
+    check_messages_fit(spec, &chunks, &sizing)?;
     let estimate = estimate_chunks(
         spec,
         &chunks,
@@ -151,6 +149,63 @@ pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         chunks,
         reused: false,
     })
+}
+
+/// The chunk sizing of a spec: its target and object cap, and the room its queue
+/// message limit leaves for a chunk's pieces once the rest of the message (job id, work
+/// location, chunk id, index and size at their widest) is counted.
+pub fn sizing(spec: &JobSpec, job_id: &JobId) -> Result<Sizing> {
+    let empty = ChunkTask {
+        job_id: job_id.clone(),
+        work: spec.work.to_string(),
+        chunk: Chunk {
+            id: chunk_id(job_id, &[]),
+            index: u64::MAX,
+            pieces: Vec::new(),
+            bytes: u64::MAX,
+        },
+    };
+    let envelope = serde_json::to_string(&empty)
+        .map_err(|source| Error::Serialize {
+            what: "chunk task",
+            source,
+        })?
+        .len()
+        - "[]".len();
+    let limit = spec.queue.max_message_bytes;
+    if envelope + pieces_json_bytes(&[]) > limit {
+        return Err(Error::Config(format!(
+            "a chunk message of job {job_id} with work location `{}` takes {envelope} bytes before \
+             its first piece, over queue.max_message_size ({limit} bytes)",
+            spec.work
+        )));
+    }
+    Ok(Sizing {
+        target_bytes: spec.chunking.target_bytes,
+        max_objects_per_chunk: spec.chunking.max_objects_per_chunk,
+        max_pieces_json_bytes: limit - envelope,
+    })
+}
+
+/// Refuses a plan with a chunk whose message would not fit the queue: only a chunk of one
+/// piece can ([`plan_chunks`] closes packed ones in time), and only with a limit far below
+/// the default or a key far longer than S3 allows. Caught here, before anything is written
+/// or sent.
+pub fn check_messages_fit(spec: &JobSpec, chunks: &[Chunk], sizing: &Sizing) -> Result<()> {
+    match chunks
+        .iter()
+        .find(|c| pieces_json_bytes(&c.pieces) > sizing.max_pieces_json_bytes)
+    {
+        None => Ok(()),
+        Some(c) => Err(Error::Config(format!(
+            "the chunk reading `{}` needs a queue message of more than {} bytes, over \
+             queue.max_message_size ({} bytes): raise the limit (SQS accepts up to 1 MiB)",
+            c.pieces.first().map_or("", |p| p.key()),
+            spec.queue.max_message_bytes - sizing.max_pieces_json_bytes
+                + pieces_json_bytes(&c.pieces),
+            spec.queue.max_message_bytes
+        ))),
+    }
 }
 
 /// The cost estimate of planned chunks writing `files_per_chunk` files each (how many

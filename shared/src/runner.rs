@@ -165,7 +165,8 @@ fn queues(spec: &JobSpec, opts: &RunOptions) -> (Arc<dyn Queue>, Option<Arc<Loca
     let visibility = Duration::from_secs(spec.queue.visibility_timeout_s);
     let dlq = Arc::new(LocalQueue::new("chunks-dlq", visibility));
     let queue = LocalQueue::new("chunks", visibility)
-        .with_dead_letter(dlq.clone(), spec.queue.max_receive_count);
+        .with_dead_letter(dlq.clone(), spec.queue.max_receive_count)
+        .with_max_message_bytes(spec.queue.max_message_bytes);
     (Arc::new(queue), Some(dlq))
 }
 

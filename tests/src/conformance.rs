@@ -216,6 +216,8 @@ pub struct QueueSubject {
     pub max_receive: u32,
     /// The queue's visibility timeout.
     pub visibility: Duration,
+    /// The largest message (and batch payload) the adapter was built to send.
+    pub max_message_bytes: usize,
 }
 
 /// Queue checks (SQS semantics), each on a fresh [`QueueSubject`].
@@ -337,6 +339,41 @@ pub mod queue {
         }
         seen.sort();
         assert_eq!(seen, many);
+        assert!(s.queue.depth().await.unwrap().is_drained());
+    }
+
+    /// Sends are batched by bytes as well as by count: ten bodies of four fifths of the
+    /// limit each (twice SQS's 1 MiB batch payload at the default limit) all arrive. A
+    /// body over the limit refuses its whole send, naming its size and the limit, before
+    /// anything of it is sent.
+    pub async fn sends_respect_the_message_size_limit(s: &QueueSubject) {
+        let limit = s.max_message_bytes;
+        let big: Vec<String> = (0..10)
+            .map(|i| format!("{i}{}", "x".repeat(limit * 4 / 5)))
+            .collect();
+        s.queue.send(&big).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < big.len() {
+            let b = s.queue.receive(10, LONG).await.unwrap();
+            assert!(!b.is_empty(), "{} of {} received", seen.len(), big.len());
+            for m in &b {
+                s.queue.delete(&m.receipt).await.unwrap();
+            }
+            seen.extend(b.into_iter().map(|m| m.body));
+        }
+        seen.sort();
+        assert_eq!(seen, big);
+
+        let over = vec!["small".to_string(), "y".repeat(limit + 1)];
+        let e = s.queue.send(&over).await.unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains(&format!("{} bytes", limit + 1)), "{shown}");
+        assert!(
+            shown.contains(&format!("limit of {limit} bytes")),
+            "{shown}"
+        );
+        assert!(!e.retryable, "{shown}");
+        assert!(s.queue.receive(10, SHORT).await.unwrap().is_empty());
         assert!(s.queue.depth().await.unwrap().is_drained());
     }
 
@@ -574,6 +611,7 @@ macro_rules! queue_conformance {
                 a_stale_receipt_can_be_deleted_without_error,
                 the_redrive_moves_a_message_to_the_dead_letter_queue,
                 large_sends_are_split_into_batches,
+                sends_respect_the_message_size_limit,
                 depth_counts_visible_and_in_flight,
             ]
         );

@@ -79,6 +79,11 @@ async fn queues(
             QueueAttributeName::VisibilityTimeout,
             visibility_s.to_string(),
         )
+        // The limit of queues made before 2025, which the adapters send to by default.
+        .attributes(
+            QueueAttributeName::MaximumMessageSize,
+            fanout::queue::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+        )
         .attributes(
             QueueAttributeName::RedrivePolicy,
             format!(
@@ -241,10 +246,47 @@ mod sqs_queue {
             dlq: Arc::new(dlq),
             max_receive: 3,
             visibility: Duration::from_secs(1),
+            max_message_bytes: fanout::queue::DEFAULT_MAX_MESSAGE_BYTES,
         };
         (Box::new(subject), ())
     }
     fanout_tests::queue_conformance!(make);
+}
+
+/// The long-key job over an SQS queue on moto that refuses messages over 256 KiB (as
+/// queues made before 2025 do) and batches over 1 MiB: enqueued whole and run to success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_long_keys_are_enqueued_on_sqs_within_its_limits() {
+    require_moto();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::long_key_job(dir.path());
+    let clients = AwsClients::load().await;
+    let (q, _dlq, url, _) = queues(&clients, 3, 30).await;
+    let limit = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::MaximumMessageSize]
+        .clone();
+    assert_eq!(limit, (256 * 1024).to_string());
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let opts = fanout::runner::RunOptions {
+        workers: 2,
+        queue: Some(Arc::new(q)),
+        ..Default::default()
+    };
+    let report = fanout::runner::run_local(&env, &spec, &opts, Arc::new(fanout::runner::Silent))
+        .await
+        .unwrap();
+    common::assert_messages_fit(&spec, &report.plan.summary.job_id, &report.plan.chunks);
+    let m = report.result.unwrap();
+    let n = common::LONG_KEY_OBJECTS as u64;
+    assert_eq!((m.counts.read, m.counts.written), (n, n));
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ mod local_queue {
             dlq,
             max_receive: 3,
             visibility,
+            max_message_bytes: fanout::queue::DEFAULT_MAX_MESSAGE_BYTES,
         };
         (Box::new(subject), ())
     }

@@ -1,3 +1,4 @@
+use fanout::queue::DEFAULT_MAX_MESSAGE_BYTES;
 use std::sync::Arc;
 
 use fanout::env::{AwsClients, Env};
@@ -17,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let namespace =
         fanout::config::optional("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|| "Fanout".into());
     let env = Env::aws_with_clients(&clients, Arc::new(EmfMetrics::stdout(namespace)));
-    let queue = Env::sqs_queue(&clients, &queue_url)?;
+    let queue = Env::sqs_queue(&clients, &queue_url, DEFAULT_MAX_MESSAGE_BYTES)?;
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let (env, queue, settings) = (&env, queue.clone(), &settings);
         async move { handle(env, queue.as_ref(), settings, event.payload).await }

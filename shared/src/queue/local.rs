@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Message, Queue, QueueDepth};
+use super::{DEFAULT_MAX_MESSAGE_BYTES, Message, Queue, QueueDepth, batches_by_bytes};
 use super::{QueueError, Result};
 
 #[derive(Debug)]
@@ -27,7 +27,8 @@ struct State {
     entries: BTreeMap<u64, Entry>,
 }
 
-/// An in-memory queue with visibility timeout, receive count and redrive.
+/// An in-memory queue with visibility timeout, receive count, redrive and SQS's message
+/// size limit.
 #[derive(Debug)]
 pub struct LocalQueue {
     name: String,
@@ -35,10 +36,12 @@ pub struct LocalQueue {
     visibility: Duration,
     redrive: Option<(Arc<LocalQueue>, u32)>,
     notify: Notify,
+    max_message_bytes: usize,
 }
 
 impl LocalQueue {
-    /// A queue without redrive.
+    /// A queue without redrive, accepting messages of at most
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`] as every SQS queue does.
     pub fn new(name: impl Into<String>, visibility: Duration) -> Self {
         LocalQueue {
             name: name.into(),
@@ -46,7 +49,14 @@ impl LocalQueue {
             visibility,
             redrive: None,
             notify: Notify::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The same queue with another message size limit (an SQS queue's `MaximumMessageSize`).
+    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
+        self
     }
 
     /// Redrives to `dead_letter` a message received more than `max_receive_count` times.
@@ -115,8 +125,11 @@ impl LocalQueue {
 #[async_trait]
 impl Queue for LocalQueue {
     async fn send(&self, bodies: &[String]) -> Result<()> {
-        for b in bodies {
-            self.push(b.clone(), 0);
+        // Refused and batched as SQS would: a local run must fail where a deployed one would.
+        for batch in batches_by_bytes(bodies, self.max_message_bytes)? {
+            for b in batch {
+                self.push(b.clone(), 0);
+            }
         }
         Ok(())
     }

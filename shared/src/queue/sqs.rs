@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use super::{MAX_BATCH, Message, Queue, QueueDepth};
+use super::{DEFAULT_MAX_MESSAGE_BYTES, MAX_BATCH, Message, Queue, QueueDepth, batches_by_bytes};
 use super::{QueueError, Result};
 
 /// Attempts at re-sending the entries of a batch that SQS refused.
@@ -19,15 +19,25 @@ const SEND_ATTEMPTS: u32 = 5;
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    max_message_bytes: usize,
 }
 
 impl SqsQueue {
-    /// The queue at `url`.
+    /// The queue at `url`, sending messages and batches of at most
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`] (what every SQS queue accepts).
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
         SqsQueue {
             client,
             url: url.into(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The same queue with another message size limit: the queue's `MaximumMessageSize`
+    /// (at most 1 MiB), which also bounds the payload of one `SendMessageBatch`.
+    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
+        self
     }
 
     /// Its URL.
@@ -69,7 +79,7 @@ where
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, bodies: &[String]) -> Result<()> {
-        for batch in bodies.chunks(MAX_BATCH) {
+        for batch in batches_by_bytes(bodies, self.max_message_bytes)? {
             let mut pending: Vec<(String, &String)> = batch
                 .iter()
                 .enumerate()

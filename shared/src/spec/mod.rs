@@ -32,7 +32,8 @@ pub use values::{parse_size, parse_type};
 
 /// Default chunk size for splittable inputs.
 pub const DEFAULT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
-/// Default cap on small objects packed into one chunk (keeps a chunk message far below SQS's 256 KiB).
+/// Default cap on small objects packed into one chunk (the chunk message's size is bounded
+/// apart, by `queue.max_message_size`).
 pub const DEFAULT_MAX_OBJECTS_PER_CHUNK: usize = 100;
 /// Default rows per Parquet row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1_000_000;

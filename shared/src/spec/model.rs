@@ -250,4 +250,7 @@ pub struct QueueSpec {
     pub max_receive_count: u32,
     /// Visibility timeout of a received message, seconds.
     pub visibility_timeout_s: u64,
+    /// Largest chunk message (and `SendMessageBatch` payload): planning sizes packed
+    /// chunks to fit it, the embedded queue enforces it.
+    pub max_message_bytes: usize,
 }

@@ -196,4 +196,6 @@ pub struct RawQueue {
     pub max_receive_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility_timeout_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<serde_json::Value>,
 }

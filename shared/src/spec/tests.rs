@@ -192,6 +192,16 @@ const BAD: &[(&str, &str, &str)] = &[
         "multiline: nope }",
         "input.csv.multiline",
     ),
+    (
+        "metrics: { namespace: Fanout }",
+        "metrics: { namespace: Fanout }\nqueue: { max_message_size: 2MiB }",
+        "queue.max_message_size",
+    ),
+    (
+        "metrics: { namespace: Fanout }",
+        "metrics: { namespace: Fanout }\nqueue: { max_message_size: 512 }",
+        "queue.max_message_size",
+    ),
 ];
 
 #[test]
@@ -254,4 +264,16 @@ fn sizes_and_types_parse() {
         DataType::Timestamp(TimeUnit::Nanosecond, Some("Europe/Paris".into()))
     );
     assert!(parse_type("map<string,int>").is_err());
+}
+
+#[test]
+fn the_queue_message_limit_defaults_to_256_kib_and_takes_a_size() {
+    let spec = JobSpec::parse("job.yaml", GOOD).expect("spec");
+    assert_eq!(spec.queue.max_message_bytes, 256 * 1024);
+    assert!(spec.resolved["queue"].get("max_message_size").is_none());
+    let text = format!("{GOOD}queue: {{ max_message_size: 1MiB }}\n");
+    let spec = JobSpec::parse("job.yaml", &text).expect("spec");
+    assert_eq!(spec.queue.max_message_bytes, 1024 * 1024);
+    // Resolved to bytes, so `1MiB` and `1048576` give the same job.
+    assert_eq!(spec.resolved["queue"]["max_message_size"], 1_048_576);
 }

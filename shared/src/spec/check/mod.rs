@@ -21,6 +21,7 @@ use super::{
 };
 use crate::location::Location;
 use crate::location::Sse;
+use crate::queue::{DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES, SQS_MIN_MESSAGE_BYTES};
 
 /// Checks `raw`, parsed from `doc`: the resolved spec (`None` when a problem leaves a part
 /// without a value) and every problem found, in the order found.
@@ -194,9 +195,26 @@ impl Checker<'_> {
                 format!("{visibility_timeout_s} is out of range: SQS accepts 0 to 43200 seconds"),
             );
         }
+        let max_message_bytes = match &raw.max_message_size {
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+            Some(v) => match self.size("queue.max_message_size", v, SQS_MIN_MESSAGE_BYTES as u64) {
+                Some(n) if n <= SQS_MAX_MESSAGE_BYTES as u64 => n as usize,
+                Some(n) => {
+                    self.problem(
+                        "queue.max_message_size",
+                        format!(
+                            "{n} bytes is out of range: SQS accepts messages of 1 KiB to 1 MiB"
+                        ),
+                    );
+                    DEFAULT_MAX_MESSAGE_BYTES
+                }
+                None => DEFAULT_MAX_MESSAGE_BYTES,
+            },
+        };
         QueueSpec {
             max_receive_count,
             visibility_timeout_s,
+            max_message_bytes,
         }
     }
 
@@ -258,5 +276,11 @@ fn resolved_json(
     let mut resolved = raw.clone();
     resolved.chunking.target_size = Some(serde_json::json!(target_bytes));
     resolved.output.max_file_size = Some(serde_json::json!(max_file_bytes));
+    // Resolved only when given, so the ids of specs that do not set it stay as they were.
+    if let Some(v) = &raw.queue.max_message_size
+        && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
+    {
+        resolved.queue.max_message_size = Some(serde_json::json!(n));
+    }
     serde_json::to_value(&resolved).ok()
 }

@@ -1,5 +1,6 @@
 //! `fanout redrive`: dead-lettered chunk messages back to the chunk queue.
 
+use fanout::queue::DEFAULT_MAX_MESSAGE_BYTES;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -22,8 +23,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let clients = fanout::env::AwsClients::load().await;
     let env = Env::aws_with_clients(&clients, Arc::new(MemoryMetrics::new()));
     let moved = fanout::fleet::redrive(
-        Env::sqs_queue(&clients, &args.from)?.as_ref(),
-        Env::sqs_queue(&clients, &args.to)?.as_ref(),
+        Env::sqs_queue(&clients, &args.from, DEFAULT_MAX_MESSAGE_BYTES)?.as_ref(),
+        Env::sqs_queue(&clients, &args.to, DEFAULT_MAX_MESSAGE_BYTES)?.as_ref(),
         Some(&env),
     )
     .await?;

@@ -53,7 +53,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     fanout::lookup::preflight(&env, &job, &args.spec.display().to_string()).await?;
     let mut opts = RunOptions::default();
     if let Some(url) = &args.queue {
-        opts.queue = Some(Env::sqs_queue(&fanout::env::AwsClients::load().await, url)?);
+        opts.queue = Some(Env::sqs_queue(
+            &fanout::env::AwsClients::load().await,
+            url,
+            job.queue.max_message_bytes,
+        )?);
     }
     if let Some(w) = args.workers {
         anyhow::ensure!(w >= 1, "--workers must be at least 1");

@@ -1,5 +1,6 @@
 //! `fanout worker`: a long-polling fleet worker on an SQS queue.
 
+use fanout::queue::DEFAULT_MAX_MESSAGE_BYTES;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         fanout::metrics::CloudWatchMetrics::new(clients.cloudwatch.clone(), namespace),
     );
     let env = Env::aws_with_clients(&clients, metrics.clone());
-    let q = Env::sqs_queue(&clients, &args.queue)?;
+    let q = Env::sqs_queue(&clients, &args.queue, DEFAULT_MAX_MESSAGE_BYTES)?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fleet".into());
     let worker = Arc::new(fanout::worker::Worker::new(
         env,
