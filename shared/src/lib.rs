@@ -25,6 +25,7 @@
 //! **Leaves**, importing no other module of the crate but [`ids`]:
 //!
 //! - [`clock`]: wall-clock milliseconds for records and metrics.
+//! - [`codec`]: the Parquet codecs this build decodes and encodes, checked before use.
 //! - [`ids`]: typed ids ([`ids::JobId`], [`ids::ChunkId`]), validated where they enter.
 //! - [`location`]: local paths, `file://`, `s3://`, and the write encryption ([`location::Sse`]).
 //! - [`plan`]: pure chunk planning, no I/O.
@@ -88,6 +89,7 @@ pub mod alloc;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod cost;
 pub mod env;

@@ -169,6 +169,7 @@ pub(crate) async fn read_piece(
         _ => ((0..meta.num_row_groups()).collect(), 0),
     };
     let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
+    check_codecs(key, &meta, &groups, schema)?;
     let meta = Arc::new(meta);
     let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
         .map_err(|e| decode_error(key, "", e))?;
@@ -256,6 +257,35 @@ async fn fetch_row_groups(
         }
     }
     Ok(spans)
+}
+
+/// Refuses the object when a column the spec reads is compressed with a codec this
+/// build cannot decode: parquet-rs would fail (or, for some paths, panic) in the middle
+/// of the decode, and the footer says so up front.
+fn check_codecs(
+    key: &str,
+    meta: &ParquetMetaData,
+    groups: &[usize],
+    schema: &Schema,
+) -> Result<()> {
+    for &g in groups {
+        for c in meta.row_group(g).columns() {
+            let root = c.column_path().parts().first().map(String::as_str);
+            let read = root.is_some_and(|r| schema.index_of(r).is_ok());
+            if read && !crate::codec::is_built(c.compression()) {
+                return Err(input_error(
+                    key,
+                    format!(
+                        "column `{}` of row group {g} is {}-compressed, which this build cannot decode (it decodes {})",
+                        c.column_path().string(),
+                        c.compression(),
+                        crate::codec::BUILT_NAMES
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why the file cannot give the spec's columns, when it lacks some.

@@ -255,3 +255,22 @@ fn sizes_and_types_parse() {
     );
     assert!(parse_type("map<string,int>").is_err());
 }
+
+#[test]
+fn every_documented_output_codec_is_accepted_and_built() {
+    for (text, want) in [
+        ("zstd(3)", OutputCompression::Zstd(3)),
+        ("zstd(22)", OutputCompression::Zstd(22)),
+        ("snappy", OutputCompression::Snappy),
+        ("gzip(0)", OutputCompression::Gzip(0)),
+        ("gzip", OutputCompression::Gzip(6)),
+        ("lz4", OutputCompression::Lz4),
+        ("none", OutputCompression::None),
+        ("uncompressed", OutputCompression::None),
+    ] {
+        let yaml = GOOD.replace("compression: zstd(3)", &format!("compression: {text}"));
+        let spec = JobSpec::parse("job.yaml", &yaml).unwrap();
+        assert_eq!(spec.output.compression, want, "{text}");
+        assert!(crate::codec::is_built(want.codec().unwrap()), "{text}");
+    }
+}
