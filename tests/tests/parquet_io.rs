@@ -299,3 +299,100 @@ async fn an_object_in_a_codec_this_build_cannot_decode_fails_its_chunk_naming_it
         assert!(failure.contains(want), "{want} missing from: {failure}");
     }
 }
+
+/// A 6-row file of one row group (id, name), then its footer edited by `edit_group`
+/// (the file's row count is re-summed from the row groups by the footer writer).
+fn six_rows_patched(
+    path: &Path,
+    edit_group: impl Fn(
+        parquet::file::metadata::RowGroupMetaData,
+    ) -> parquet::file::metadata::RowGroupMetaData,
+) {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(1..=6)) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                (1..=6).map(|i| format!("n{i}")),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    patch_footer(path, |meta| {
+        let mut b = meta.into_builder();
+        let groups = b.take_row_groups().into_iter().map(&edit_group).collect();
+        b.set_row_groups(groups).build()
+    });
+}
+
+const ID_NAME_SCHEMA: &str = "    - { name: id, type: int64, nullable: false }
+    - { name: name, type: utf8 }";
+
+/// The job over `root/in` fails, commits no chunk, and its chunk's failure holds `want`.
+async fn fails_committing_nothing(root: &Path, want: &[&str]) {
+    let report = run(&spec(root, ID_NAME_SCHEMA, "zstd(3)")).await;
+    let e = report.result.unwrap_err().to_string();
+    assert_eq!(report.status.committed, 0, "{e}");
+    assert!(
+        !root
+            .join("work/jobs")
+            .join(report.plan.summary.job_id.as_str())
+            .join("_SUCCESS")
+            .exists()
+    );
+    let failure = &report.status.dead_lettered[0].message;
+    for w in want {
+        assert!(failure.contains(w), "{w} missing from: {failure}");
+    }
+}
+
+#[tokio::test]
+async fn a_footer_saying_0_rows_over_row_groups_holding_6_fails_its_chunk_naming_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    six_rows_patched(&root.join("in/six.parquet"), |g| {
+        g.into_builder().set_num_rows(0).build().unwrap()
+    });
+    let meta = footer(&root.join("in/six.parquet"));
+    assert_eq!(meta.file_metadata().num_rows(), 0);
+    fails_committing_nothing(
+        root,
+        &[
+            "reading `six.parquet`",
+            "row group 0 says 0 rows, its column `id` holds 6 values",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_row_group_claiming_more_rows_than_its_pages_hold_fails_its_chunk_naming_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    six_rows_patched(&root.join("in/six.parquet"), |g| {
+        let mut b = g.into_builder().set_num_rows(8);
+        let columns = b
+            .take_columns()
+            .into_iter()
+            .map(|c| c.into_builder().set_num_values(8).build().unwrap())
+            .collect();
+        b.set_column_metadata(columns).build().unwrap()
+    });
+    fails_committing_nothing(
+        root,
+        &[
+            "reading `six.parquet`",
+            "decoded to 6 rows, the footer says 8",
+        ],
+    )
+    .await;
+}

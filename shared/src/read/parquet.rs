@@ -170,6 +170,7 @@ pub(crate) async fn read_piece(
     };
     let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
     check_codecs(key, &meta, &groups, schema)?;
+    check_row_counts(key, &meta, &groups)?;
     let meta = Arc::new(meta);
     let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
         .map_err(|e| decode_error(key, "", e))?;
@@ -195,6 +196,9 @@ pub(crate) async fn read_piece(
         )?;
         return Ok(decoded(key, empty, Vec::new(), rejects, fetched));
     }
+    // Checked after the decode: a row group whose pages hold fewer rows than it claims.
+    let claimed: i64 = groups.iter().map(|g| meta.row_group(*g).num_rows()).sum();
+    let group_list = groups.clone();
     let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(Sparse { size, spans }, arrow_meta)
             .with_row_groups(groups)
@@ -207,6 +211,15 @@ pub(crate) async fn read_piece(
         batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
     }
     let batch = in_spec_order(&batches, schema, &file_schema)?;
+    if batch.num_rows() as i64 != claimed {
+        return Err(input_error(
+            key,
+            format!(
+                "row group(s) {group_list:?} decoded to {} rows, the footer says {claimed}",
+                batch.num_rows()
+            ),
+        ));
+    }
     let origins = (0..batch.num_rows() as u64)
         .map(|i| row_origin(first_row + i))
         .collect();
@@ -283,6 +296,56 @@ fn check_codecs(
                     ),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a footer whose row counts disagree: the file's with its row groups', or a row
+/// group's with the values of its flat columns. parquet-rs decodes as many rows as a row
+/// group claims, so a count too small would drop rows without a word.
+fn check_row_counts(key: &str, meta: &ParquetMetaData, groups: &[usize]) -> Result<()> {
+    let in_groups: i128 = meta
+        .row_groups()
+        .iter()
+        .map(|g| i128::from(g.num_rows()))
+        .sum();
+    let in_file = meta.file_metadata().num_rows();
+    if i128::from(in_file) != in_groups {
+        return Err(input_error(
+            key,
+            format!(
+                "corrupt Parquet footer: the file says {in_file} rows, its row groups hold {in_groups}"
+            ),
+        ));
+    }
+    for &g in groups {
+        let rg = meta.row_group(g);
+        if rg.num_rows() < 0 {
+            return Err(input_error(
+                key,
+                format!(
+                    "corrupt Parquet footer: row group {g} says {} rows",
+                    rg.num_rows()
+                ),
+            ));
+        }
+        // A repeated column holds more values than rows; a flat one exactly one per row
+        // (nulls included).
+        let flat = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_descr().max_rep_level() == 0 && c.num_values() != rg.num_rows());
+        if let Some(c) = flat {
+            return Err(input_error(
+                key,
+                format!(
+                    "corrupt Parquet footer: row group {g} says {} rows, its column `{}` holds {} values",
+                    rg.num_rows(),
+                    c.column_path().string(),
+                    c.num_values()
+                ),
+            ));
         }
     }
     Ok(())
@@ -385,5 +448,57 @@ fn decoded(
         text_offset: None,
         lines_before: LinesBefore::NotApplicable,
         bytes_read: fetched,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use bytes::Bytes;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::{FileMetaData, ParquetMetaData, ParquetMetaDataReader};
+
+    use super::check_row_counts;
+
+    fn six_rows() -> ParquetMetaData {
+        let batch =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(0..6)) as _)])
+                .unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        let bytes = Bytes::from(w.into_inner().unwrap());
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_footer_whose_rows_match_its_row_groups_is_accepted() {
+        check_row_counts("k", &six_rows(), &[0]).unwrap();
+    }
+
+    #[test]
+    fn a_file_row_count_other_than_its_row_groups_sum_is_refused_naming_the_object() {
+        let meta = six_rows();
+        let f = meta.file_metadata();
+        let lying = FileMetaData::new(
+            f.version(),
+            0,
+            f.created_by().map(str::to_string),
+            f.key_value_metadata().cloned(),
+            f.schema_descr_ptr(),
+            f.column_orders().cloned(),
+        );
+        let meta = ParquetMetaData::new(lying, meta.row_groups().to_vec());
+        let e = check_row_counts("in/a.parquet", &meta, &[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`in/a.parquet`"), "{e}");
+        assert!(
+            e.contains("the file says 0 rows, its row groups hold 6"),
+            "{e}"
+        );
     }
 }
