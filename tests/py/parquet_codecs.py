@@ -4,8 +4,9 @@ tests/tests/parquet_inputs.rs.
 
     parquet_codecs.py write DIR CODEC...   DIR/<codec>.parquet: ROWS rows (id, name, score,
                                            day) in row groups of 40, pages in CODEC
-    parquet_codecs.py int96 FILE           FILE: id and ts as INT96, as Spark writes them;
-                                           rows 3 and 5 hold 9999-12-31 (beyond timestamp(ns))
+    parquet_codecs.py int96 FILE [arrow]   FILE: id and ts as INT96, as Spark writes them;
+                                           rows 3 and 5 hold 9999-12-31 (beyond timestamp(ns));
+                                           with `arrow`, pyarrow's schema (ts in µs) embedded
     parquet_codecs.py read FILE...         one JSON line per file: its column chunks' codecs
                                            and its rows sorted by id
 """
@@ -43,7 +44,7 @@ def write(directory, codecs):
         )
 
 
-def int96(path):
+def int96(path, arrow_schema):
     ts = [
         dt.datetime(2024, 5, 1, 12, 30, 15, 123456),
         dt.datetime(1900, 1, 1, 6, 0, 0, 250000),
@@ -58,7 +59,12 @@ def int96(path):
             "ts": pa.array(ts, pa.timestamp("us")),
         }
     )
-    pq.write_table(t, path, use_deprecated_int96_timestamps=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Without the embedded arrow schema, as Spark writes it, readers take INT96 as
+    # nanoseconds, which year 9999 overflows.
+    pq.write_table(
+        t, path, use_deprecated_int96_timestamps=True, store_schema=arrow_schema
+    )
 
 
 def value(v):
@@ -89,7 +95,7 @@ def main():
     if cmd == "write":
         write(args[0], args[1:])
     elif cmd == "int96":
-        int96(args[0])
+        int96(args[0], args[1:] == ["arrow"])
     elif cmd == "read":
         read(args)
     else:

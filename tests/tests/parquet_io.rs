@@ -396,3 +396,115 @@ async fn a_row_group_claiming_more_rows_than_its_pages_hold_fails_its_chunk_nami
     )
     .await;
 }
+
+/// The job's rejects: (object, row, rule, column, message).
+fn rejects(root: &Path, m: &fanout::job::Manifest) -> Vec<(String, u64, String, String, String)> {
+    let mut out: Vec<_> = m
+        .rejects
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(root.join("rejects").join(&f.key)).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<fanout::transform::Reject>(l).unwrap())
+                .map(|r| {
+                    (
+                        r.object,
+                        r.row.unwrap(),
+                        r.rule,
+                        r.column.unwrap_or_default(),
+                        r.message,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+const INT96_SCHEMA: &str = "    - { name: id, type: int64, nullable: false }
+    - { name: ts, type: \"TYPE\" }";
+
+/// Runs the INT96 file (see `parquet_codecs.py int96`, `how` its options) with `ts` read
+/// as `ts_type`.
+async fn run_int96(root: &Path, how: &[&str], ts_type: &str) -> fanout::job::Manifest {
+    let file = root.join("in/int96.parquet");
+    let mut args = vec!["int96", file.to_str().unwrap()];
+    args.extend(how);
+    py(&args);
+    let schema = INT96_SCHEMA.replace("TYPE", ts_type);
+    let report = run(&spec(root, &schema, "zstd(3)")).await;
+    report.result.unwrap()
+}
+
+fn ts_of(rows: &[Value]) -> Vec<(i64, Value)> {
+    rows.iter()
+        .map(|r| (r["id"].as_i64().unwrap(), r["ts"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn int96_instants_beyond_timestamp_ns_are_rejected_by_type_and_the_rest_kept_exact() {
+    // As Spark writes it, and with pyarrow's schema (µs) embedded.
+    for how in [&[][..], &["arrow"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let m = run_int96(root, how, "timestamp(ns)").await;
+        assert_eq!(
+            (m.counts.read, m.counts.rejected, m.counts.written),
+            (6, 2, 4),
+            "{how:?}"
+        );
+        let got = rejects(root, &m);
+        let coordinates: Vec<_> = got
+            .iter()
+            .map(|(o, row, rule, c, _)| (o.as_str(), *row, rule.as_str(), c.as_str()))
+            .collect();
+        let t = |row: u64| ("int96.parquet", row, "type", "ts");
+        assert_eq!(coordinates, vec![t(2), t(4)], "{how:?}");
+        assert!(got[0].4.contains("9999-12-31T23:59:59"), "{:?}", got[0]);
+        let (_, rows) = output(root, &m);
+        assert_eq!(
+            ts_of(&rows),
+            vec![
+                (1, Value::from("2024-05-01T12:30:15.123456")),
+                (2, Value::from("1900-01-01T06:00:00.250000")),
+                (4, Value::from("2262-04-11T00:00:00")),
+                (6, Value::Null),
+            ],
+            "{how:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn int96_instants_beyond_timestamp_ns_are_kept_exact_in_a_coarser_unit() {
+    for ts_type in ["timestamp(us)", "timestamp(ms)"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let m = run_int96(root, &[], ts_type).await;
+        assert_eq!(
+            (m.counts.read, m.counts.rejected, m.counts.written),
+            (6, 0, 6),
+            "{ts_type}"
+        );
+        let (_, rows) = output(root, &m);
+        let micros = if ts_type == "timestamp(us)" {
+            "123456"
+        } else {
+            "123000"
+        };
+        assert_eq!(
+            ts_of(&rows),
+            vec![
+                (1, Value::from(format!("2024-05-01T12:30:15.{micros}"))),
+                (2, Value::from("1900-01-01T06:00:00.250000")),
+                (3, Value::from("9999-12-31T23:59:59")),
+                (4, Value::from("2262-04-11T00:00:00")),
+                (5, Value::from("9999-12-31T00:00:00")),
+                (6, Value::Null),
+            ],
+            "{ts_type}"
+        );
+    }
+}

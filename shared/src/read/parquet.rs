@@ -20,7 +20,10 @@ use crate::{Error, Result};
 
 const FOOTER_GUESS: u64 = 64 * 1024;
 
+mod int96;
+
 /// Object bytes held as a few fetched spans.
+#[derive(Clone)]
 struct Sparse {
     size: u64,
     spans: Vec<(u64, Bytes)>,
@@ -198,24 +201,16 @@ pub(crate) async fn read_piece(
     }
     // Checked after the decode: a row group whose pages hold fewer rows than it claims.
     let claimed: i64 = groups.iter().map(|g| meta.row_group(*g).num_rows()).sum();
-    let group_list = groups.clone();
-    let reader =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(Sparse { size, spans }, arrow_meta)
-            .with_row_groups(groups)
-            .with_projection(projection(&meta, schema, &file_schema))
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| decode_error(key, "", e))?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
-    }
+    let int96 = int96::columns(&meta, schema, &file_schema);
+    let sparse = Sparse { size, spans };
+    let mask = projection(&meta, schema, &file_schema);
+    let batches = decode(key, sparse.clone(), arrow_meta, &groups, mask)?;
     let batch = in_spec_order(&batches, schema, &file_schema)?;
     if batch.num_rows() as i64 != claimed {
         return Err(input_error(
             key,
             format!(
-                "row group(s) {group_list:?} decoded to {} rows, the footer says {claimed}",
+                "row group(s) {groups:?} decoded to {} rows, the footer says {claimed}",
                 batch.num_rows()
             ),
         ));
@@ -223,7 +218,45 @@ pub(crate) async fn read_piece(
     let origins = (0..batch.num_rows() as u64)
         .map(|i| row_origin(first_row + i))
         .collect();
-    Ok(decoded(key, batch, origins, Vec::new(), fetched))
+    if int96.is_empty() {
+        return Ok(decoded(key, batch, origins, Vec::new(), fetched));
+    }
+    // The INT96 columns again, as whole seconds (see `int96`).
+    let hinted = ArrowReaderOptions::new()
+        .with_schema(Arc::new(int96::seconds_schema(&file_schema, &int96)));
+    let seconds_meta =
+        ArrowReaderMetadata::try_new(meta.clone(), hinted).map_err(|e| decode_error(key, "", e))?;
+    let seconds_schema = seconds_meta.schema().clone();
+    let roots = int96.iter().map(|(_, r)| *r);
+    let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), roots);
+    let seconds = decode(key, sparse, seconds_meta, &groups, mask)?;
+    let seconds = match seconds.first() {
+        Some(b) => concat_batches(&b.schema(), &seconds)?,
+        None => RecordBatch::new_empty(seconds_schema),
+    };
+    let (batch, origins, rejects) = int96::make_exact(batch, &seconds, schema, origins)?;
+    Ok(decoded(key, batch, origins, rejects, fetched))
+}
+
+/// Decodes the `mask` columns of the row groups.
+fn decode(
+    key: &str,
+    sparse: Sparse,
+    arrow_meta: ArrowReaderMetadata,
+    groups: &[usize],
+    mask: ProjectionMask,
+) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(sparse, arrow_meta)
+        .with_row_groups(groups.to_vec())
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| decode_error(key, "", e))?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
+    }
+    Ok(batches)
 }
 
 /// The piece's object and its size (asked of the store when the plan does not hold it).
