@@ -60,8 +60,8 @@
 //!   step per section), `spec::model` (the resolved parts), `spec::values` (types, sizes,
 //!   literals).
 //! - [`read`]: pieces → Arrow: `read::csv`, `read::csv_fast` (clean CSV straight into
-//!   typed columns), `read::jsonl`, [`read::parquet`], and record ownership for byte
-//!   ranges ([`read::lines`]).
+//!   typed columns), `read::jsonl`, [`read::parquet`] (`read::parquet::int96`: exact INT96
+//!   timestamps), and record ownership for byte ranges ([`read::lines`]).
 //! - [`transform`]: typed conversion, rules, rejects, SQL.
 //! - [`mod@write`]: partitioned deterministic Parquet: `write::hive` (partition paths and
 //!   file names), `write::spill` (finished pages waiting for their row group).
