@@ -25,6 +25,7 @@
 //! **Leaves**, importing no other module of the crate but [`ids`]:
 //!
 //! - [`clock`]: wall-clock milliseconds for records and metrics.
+//! - [`codec`]: the Parquet codecs this build decodes and encodes, checked before use.
 //! - [`ids`]: typed ids ([`ids::JobId`], [`ids::ChunkId`]), validated where they enter.
 //! - [`location`]: local paths, `file://`, `s3://`, and the write encryption ([`location::Sse`]).
 //! - [`plan`]: pure chunk planning, no I/O.
@@ -59,8 +60,8 @@
 //!   step per section), `spec::model` (the resolved parts), `spec::values` (types, sizes,
 //!   literals).
 //! - [`read`]: pieces → Arrow: `read::csv`, `read::csv_fast` (clean CSV straight into
-//!   typed columns), `read::jsonl`, [`read::parquet`], and record ownership for byte
-//!   ranges ([`read::lines`]).
+//!   typed columns), `read::jsonl`, [`read::parquet`] (`read::parquet::int96`: exact INT96
+//!   timestamps), and record ownership for byte ranges ([`read::lines`]).
 //! - [`transform`]: typed conversion, rules, rejects, SQL.
 //! - [`mod@write`]: partitioned deterministic Parquet: `write::hive` (partition paths and
 //!   file names), `write::spill` (finished pages waiting for their row group).
@@ -88,6 +89,7 @@ pub mod alloc;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod cost;
 pub mod env;

@@ -20,7 +20,10 @@ use crate::{Error, Result};
 
 const FOOTER_GUESS: u64 = 64 * 1024;
 
+mod int96;
+
 /// Object bytes held as a few fetched spans.
+#[derive(Clone)]
 struct Sparse {
     size: u64,
     spans: Vec<(u64, Bytes)>,
@@ -169,6 +172,8 @@ pub(crate) async fn read_piece(
         _ => ((0..meta.num_row_groups()).collect(), 0),
     };
     let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
+    check_codecs(key, &meta, &groups, schema)?;
+    check_row_counts(key, &meta, &groups)?;
     let meta = Arc::new(meta);
     let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
         .map_err(|e| decode_error(key, "", e))?;
@@ -194,22 +199,64 @@ pub(crate) async fn read_piece(
         )?;
         return Ok(decoded(key, empty, Vec::new(), rejects, fetched));
     }
-    let reader =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(Sparse { size, spans }, arrow_meta)
-            .with_row_groups(groups)
-            .with_projection(projection(&meta, schema, &file_schema))
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| decode_error(key, "", e))?;
+    // Checked after the decode: a row group whose pages hold fewer rows than it claims.
+    let claimed: i64 = groups.iter().map(|g| meta.row_group(*g).num_rows()).sum();
+    let int96 = int96::columns(&meta, schema, &file_schema);
+    let sparse = Sparse { size, spans };
+    let mask = projection(&meta, schema, &file_schema);
+    let batches = decode(key, sparse.clone(), arrow_meta, &groups, mask)?;
+    let batch = in_spec_order(&batches, schema, &file_schema)?;
+    if batch.num_rows() as i64 != claimed {
+        return Err(input_error(
+            key,
+            format!(
+                "row group(s) {groups:?} decoded to {} rows, the footer says {claimed}",
+                batch.num_rows()
+            ),
+        ));
+    }
+    let origins = (0..batch.num_rows() as u64)
+        .map(|i| row_origin(first_row + i))
+        .collect();
+    if int96.is_empty() {
+        return Ok(decoded(key, batch, origins, Vec::new(), fetched));
+    }
+    // The INT96 columns again, as whole seconds (see `int96`).
+    let hinted = ArrowReaderOptions::new()
+        .with_schema(Arc::new(int96::seconds_schema(&file_schema, &int96)));
+    let seconds_meta =
+        ArrowReaderMetadata::try_new(meta.clone(), hinted).map_err(|e| decode_error(key, "", e))?;
+    let seconds_schema = seconds_meta.schema().clone();
+    let roots = int96.iter().map(|(_, r)| *r);
+    let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), roots);
+    let seconds = decode(key, sparse, seconds_meta, &groups, mask)?;
+    let seconds = match seconds.first() {
+        Some(b) => concat_batches(&b.schema(), &seconds)?,
+        None => RecordBatch::new_empty(seconds_schema),
+    };
+    let (batch, origins, rejects) = int96::make_exact(batch, &seconds, schema, origins)?;
+    Ok(decoded(key, batch, origins, rejects, fetched))
+}
+
+/// Decodes the `mask` columns of the row groups.
+fn decode(
+    key: &str,
+    sparse: Sparse,
+    arrow_meta: ArrowReaderMetadata,
+    groups: &[usize],
+    mask: ProjectionMask,
+) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(sparse, arrow_meta)
+        .with_row_groups(groups.to_vec())
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| decode_error(key, "", e))?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
     }
-    let batch = in_spec_order(&batches, schema, &file_schema)?;
-    let origins = (0..batch.num_rows() as u64)
-        .map(|i| row_origin(first_row + i))
-        .collect();
-    Ok(decoded(key, batch, origins, Vec::new(), fetched))
+    Ok(batches)
 }
 
 /// The piece's object and its size (asked of the store when the plan does not hold it).
@@ -256,6 +303,85 @@ async fn fetch_row_groups(
         }
     }
     Ok(spans)
+}
+
+/// Refuses the object when a column the spec reads is compressed with a codec this
+/// build cannot decode: parquet-rs would fail (or, for some paths, panic) in the middle
+/// of the decode, and the footer says so up front.
+fn check_codecs(
+    key: &str,
+    meta: &ParquetMetaData,
+    groups: &[usize],
+    schema: &Schema,
+) -> Result<()> {
+    for &g in groups {
+        for c in meta.row_group(g).columns() {
+            let root = c.column_path().parts().first().map(String::as_str);
+            let read = root.is_some_and(|r| schema.index_of(r).is_ok());
+            if read && !crate::codec::is_built(c.compression()) {
+                return Err(input_error(
+                    key,
+                    format!(
+                        "column `{}` of row group {g} is {}-compressed, which this build cannot decode (it decodes {})",
+                        c.column_path().string(),
+                        c.compression(),
+                        crate::codec::BUILT_NAMES
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a footer whose row counts disagree: the file's with its row groups', or a row
+/// group's with the values of its flat columns. parquet-rs decodes as many rows as a row
+/// group claims, so a count too small would drop rows without a word.
+fn check_row_counts(key: &str, meta: &ParquetMetaData, groups: &[usize]) -> Result<()> {
+    let in_groups: i128 = meta
+        .row_groups()
+        .iter()
+        .map(|g| i128::from(g.num_rows()))
+        .sum();
+    let in_file = meta.file_metadata().num_rows();
+    if i128::from(in_file) != in_groups {
+        return Err(input_error(
+            key,
+            format!(
+                "corrupt Parquet footer: the file says {in_file} rows, its row groups hold {in_groups}"
+            ),
+        ));
+    }
+    for &g in groups {
+        let rg = meta.row_group(g);
+        if rg.num_rows() < 0 {
+            return Err(input_error(
+                key,
+                format!(
+                    "corrupt Parquet footer: row group {g} says {} rows",
+                    rg.num_rows()
+                ),
+            ));
+        }
+        // A repeated column holds more values than rows; a flat one exactly one per row
+        // (nulls included).
+        let flat = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_descr().max_rep_level() == 0 && c.num_values() != rg.num_rows());
+        if let Some(c) = flat {
+            return Err(input_error(
+                key,
+                format!(
+                    "corrupt Parquet footer: row group {g} says {} rows, its column `{}` holds {} values",
+                    rg.num_rows(),
+                    c.column_path().string(),
+                    c.num_values()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why the file cannot give the spec's columns, when it lacks some.
@@ -355,5 +481,57 @@ fn decoded(
         text_offset: None,
         lines_before: LinesBefore::NotApplicable,
         bytes_read: fetched,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use bytes::Bytes;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::{FileMetaData, ParquetMetaData, ParquetMetaDataReader};
+
+    use super::check_row_counts;
+
+    fn six_rows() -> ParquetMetaData {
+        let batch =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(0..6)) as _)])
+                .unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        let bytes = Bytes::from(w.into_inner().unwrap());
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_footer_whose_rows_match_its_row_groups_is_accepted() {
+        check_row_counts("k", &six_rows(), &[0]).unwrap();
+    }
+
+    #[test]
+    fn a_file_row_count_other_than_its_row_groups_sum_is_refused_naming_the_object() {
+        let meta = six_rows();
+        let f = meta.file_metadata();
+        let lying = FileMetaData::new(
+            f.version(),
+            0,
+            f.created_by().map(str::to_string),
+            f.key_value_metadata().cloned(),
+            f.schema_descr_ptr(),
+            f.column_orders().cloned(),
+        );
+        let meta = ParquetMetaData::new(lying, meta.row_groups().to_vec());
+        let e = check_row_counts("in/a.parquet", &meta, &[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`in/a.parquet`"), "{e}");
+        assert!(
+            e.contains("the file says 0 rows, its row groups hold 6"),
+            "{e}"
+        );
     }
 }

@@ -181,6 +181,20 @@ pub enum OutputCompression {
     None,
 }
 
+impl OutputCompression {
+    /// The Parquet codec at its level; an error for a level out of the codec's range.
+    pub fn codec(self) -> parquet::errors::Result<parquet::basic::Compression> {
+        use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+        Ok(match self {
+            OutputCompression::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l)?),
+            OutputCompression::Gzip(l) => Compression::GZIP(GzipLevel::try_new(l)?),
+            OutputCompression::Snappy => Compression::SNAPPY,
+            OutputCompression::Lz4 => Compression::LZ4_RAW,
+            OutputCompression::None => Compression::UNCOMPRESSED,
+        })
+    }
+}
+
 /// Where and how to write.
 #[derive(Debug, Clone)]
 pub struct OutputSpec {

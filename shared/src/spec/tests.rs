@@ -277,3 +277,22 @@ fn the_queue_message_limit_defaults_to_256_kib_and_takes_a_size() {
     // Resolved to bytes, so `1MiB` and `1048576` give the same job.
     assert_eq!(spec.resolved["queue"]["max_message_size"], 1_048_576);
 }
+
+#[test]
+fn every_documented_output_codec_is_accepted_and_built() {
+    for (text, want) in [
+        ("zstd(3)", OutputCompression::Zstd(3)),
+        ("zstd(22)", OutputCompression::Zstd(22)),
+        ("snappy", OutputCompression::Snappy),
+        ("gzip(0)", OutputCompression::Gzip(0)),
+        ("gzip", OutputCompression::Gzip(6)),
+        ("lz4", OutputCompression::Lz4),
+        ("none", OutputCompression::None),
+        ("uncompressed", OutputCompression::None),
+    ] {
+        let yaml = GOOD.replace("compression: zstd(3)", &format!("compression: {text}"));
+        let spec = JobSpec::parse("job.yaml", &yaml).unwrap();
+        assert_eq!(spec.output.compression, want, "{text}");
+        assert!(crate::codec::is_built(want.codec().unwrap()), "{text}");
+    }
+}

@@ -27,7 +27,6 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
@@ -67,13 +66,14 @@ pub fn writer_properties(
     compression: OutputCompression,
     row_group_rows: usize,
 ) -> Result<WriterProperties> {
-    let c = match compression {
-        OutputCompression::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l)?),
-        OutputCompression::Gzip(l) => Compression::GZIP(GzipLevel::try_new(l)?),
-        OutputCompression::Snappy => Compression::SNAPPY,
-        OutputCompression::Lz4 => Compression::LZ4_RAW,
-        OutputCompression::None => Compression::UNCOMPRESSED,
-    };
+    let c = compression.codec()?;
+    // The spec check refuses such a codec already; this guards the tables fanout builds
+    // itself, since parquet-rs panics on a codec left out of the build.
+    if !crate::codec::is_built(c) {
+        return Err(Error::Parquet(parquet::errors::ParquetError::General(
+            format!("this build cannot write {c}-compressed Parquet"),
+        )));
+    }
     Ok(WriterProperties::builder()
         .set_compression(c)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))

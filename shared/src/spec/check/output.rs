@@ -117,7 +117,21 @@ impl Checker<'_> {
                 return None;
             }
         };
-        Some(c)
+        // A codec left out of the build would panic in the writer of every chunk.
+        match c.codec() {
+            Ok(codec) if crate::codec::is_built(codec) => Some(c),
+            Ok(codec) => {
+                self.problem(
+                    field,
+                    format!("`{text}` ({codec}) is not built into this fanout"),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(field, format!("`{text}`: {e}"));
+                None
+            }
+        }
     }
 
     pub(super) fn resolve_rejects(
