@@ -259,6 +259,7 @@ fn commit_record(
             rejected: 0,
             valid: 10,
             written: 10,
+            partition_rejected: 0,
         },
         bytes_read: 1_000,
         outputs: vec![FileEntry {

@@ -338,12 +338,14 @@ fn check_reject_ratio(
     let reject_ratio = if counts.read == 0 {
         0.0
     } else {
-        counts.rejected as f64 / counts.read as f64
+        // Rows set aside for their partition value count as rejects: with the usual
+        // row-by-row SQL each is one record.
+        counts.rejects() as f64 / counts.read as f64
     };
     if reject_ratio > spec.rejects.max_ratio {
         problems.push(format!(
             "{} of {} records rejected ({:.4}%), above rejects.max_ratio {} — see {}{}/",
-            counts.rejected,
+            counts.rejects(),
             counts.read,
             reject_ratio * 100.0,
             spec.rejects.max_ratio,

@@ -161,6 +161,35 @@ async fn store_rejects(
     }))
 }
 
+/// The reject of a transformed row whose partition value cannot be a key. The SQL may
+/// join, aggregate or drop rows, so an output row is not traced back to one record:
+/// `object` names the chunk's object (its first, and how many more, for a packed chunk)
+/// and `raw` is the row as the SQL produced it.
+fn partition_reject(chunk: &crate::plan::Chunk, r: crate::write::PartitionReject) -> Reject {
+    let mut keys: Vec<&str> = chunk.pieces.iter().map(|p| p.key()).collect();
+    keys.dedup();
+    let object = match keys.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [first, rest @ ..] => format!(
+            "{first} (and {} more objects of chunk {})",
+            rest.len(),
+            chunk.id
+        ),
+    };
+    Reject {
+        rule: "partition".into(),
+        column: Some(r.column),
+        message: r.message,
+        object,
+        byte_offset: None,
+        decompressed_offset: None,
+        line: None,
+        row: None,
+        raw: r.raw,
+    }
+}
+
 /// Rejected records per rule.
 fn rule_counts(rejects: &[Reject]) -> std::collections::BTreeMap<String, u64> {
     rejects
@@ -277,7 +306,7 @@ impl Worker {
         let started_ms = now_ms();
         let requests = Arc::new(RequestCounter::default());
         let input = requests.wrap(job.input.clone());
-        let run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
+        let mut run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
         let mut counts = run.read.counts;
         counts.rejected = run.read.rejects.len() as u64;
         if !counts.reconciles() {
@@ -289,6 +318,11 @@ impl Worker {
                 ),
             });
         }
+        let set_aside = run.writer.take_rejects();
+        counts.partition_rejected = set_aside.len() as u64;
+        run.read
+            .rejects
+            .extend(set_aside.into_iter().map(|r| partition_reject(chunk, r)));
         let store_started = Instant::now();
         let output = requests.wrap(job.output.clone());
         let outputs = self

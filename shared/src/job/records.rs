@@ -94,8 +94,18 @@ pub struct Counts {
     pub rejected: u64,
     /// Records that converted and passed every rule.
     pub valid: u64,
-    /// Rows written (after the SQL transform: filters drop, joins may add).
+    /// Rows written (after the SQL transform: filters drop, joins may add; rows set aside
+    /// for their partition value not included).
     pub written: u64,
+    /// Rows of the SQL's output set aside because their partition value cannot be an
+    /// object key (rule `partition`): counted apart from `rejected`, which counts input
+    /// records, as the SQL may turn one record into several rows or none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partition_rejected: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -105,6 +115,13 @@ impl Counts {
         self.rejected += o.rejected;
         self.valid += o.valid;
         self.written += o.written;
+        self.partition_rejected += o.partition_rejected;
+    }
+
+    /// Entries in the rejects files: input records rejected and rows set aside for their
+    /// partition value.
+    pub fn rejects(&self) -> u64 {
+        self.rejected + self.partition_rejected
     }
 
     /// Whether the record counts reconcile.

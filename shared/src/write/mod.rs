@@ -1,11 +1,13 @@
 //! Partitioned, deterministic Parquet.
 //!
 //! Rows are split by the values of the partition columns into Hive-style paths
-//! (`col=value/…`, values percent-encoded as Hive does, nulls as
-//! `__HIVE_DEFAULT_PARTITION__`) and written as `part-<chunk_id>-<n>.parquet`, `n`
+//! (`col=value/…`, values escaped as Hive does, nulls as `__HIVE_DEFAULT_PARTITION__`) and written as `part-<chunk_id>-<n>.parquet`, `n`
 //! counting the files of that chunk in that partition. Names derive from the chunk id
 //! only and the encoder is deterministic, so a chunk run twice writes the same keys with
 //! the same bytes: a retry overwrites its own earlier attempt instead of adding to it.
+//! A row whose partition path could not be a key at the output location (S3's 1,024
+//! bytes, a local file name's 255) is set aside as a [`PartitionReject`], and the others
+//! are written.
 //!
 //! This module splits and writes the rows ([`PartitionedWriter`]); `hive` names the
 //! paths and files, `spill` keeps the finished pages waiting for their row group.
@@ -13,7 +15,9 @@
 mod hive;
 mod spill;
 
-pub use hive::{NULL_PARTITION, partition_segment};
+pub use hive::{
+    LOCAL_MAX_NAME_BYTES, LOCAL_MAX_PATH_BYTES, NULL_PARTITION, S3_MAX_KEY_BYTES, partition_segment,
+};
 pub use spill::PAGE_MEMORY_BYTES;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +39,7 @@ use crate::spec::{OutputCompression, OutputSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
 
-use hive::{object_key, part_file_name};
+use hive::{KeyLimit, object_key, part_file_name};
 use spill::{Spill, SpillFactory};
 
 /// One written file.
@@ -51,6 +55,21 @@ pub struct FileEntry {
     /// Bytes.
     pub bytes: u64,
 }
+
+/// A transformed row whose partition values cannot make a key at the output location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReject {
+    /// The partition column at fault (the one with the longest value when the whole
+    /// path is too long).
+    pub column: String,
+    /// What is wrong: the value's first bytes, its length and the limit.
+    pub message: String,
+    /// The transformed row as JSON.
+    pub raw: String,
+}
+
+/// Bytes of a partition value a reject message quotes.
+const QUOTED_VALUE_BYTES: usize = 64;
 
 /// Data page size of the output files.
 pub const PAGE_BYTES: usize = 256 * 1024;
@@ -145,6 +164,8 @@ pub struct PartitionedWriter {
     rows: u64,
     /// Partitions with an open file, oldest first.
     open_order: std::collections::VecDeque<String>,
+    limit: KeyLimit,
+    rejected: Vec<PartitionReject>,
 }
 
 impl std::fmt::Debug for PartitionedWriter {
@@ -221,12 +242,24 @@ impl PartitionedWriter {
             keys,
             rows: 0,
             open_order: std::collections::VecDeque::new(),
+            limit: KeyLimit::new(&output.location, chunk_id),
+            rejected: Vec::new(),
         })
     }
 
-    /// Rows written so far.
+    /// Rows written so far (rows set aside for their partition values not included).
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Takes the rows set aside so far because their partition path cannot be a key.
+    pub fn take_rejects(&mut self) -> Vec<PartitionReject> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// Bytes a partition path may take at this writer's output location.
+    pub fn max_partition_path_bytes(&self) -> usize {
+        self.limit.path_bytes()
     }
 
     /// Splits `batch` by partition and appends each part to its partition's open file.
@@ -234,7 +267,18 @@ impl PartitionedWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        for (path, values, rows) in self.groups(batch)? {
+        for (path, values, rows, problem) in self.groups(batch)? {
+            if let Some((column, message)) = problem {
+                let all = || (0..batch.num_rows() as u32).collect();
+                for r in rows.unwrap_or_else(all) {
+                    self.rejected.push(PartitionReject {
+                        column: column.clone(),
+                        message: message.clone(),
+                        raw: crate::read::row_json(batch, r as usize),
+                    });
+                }
+                continue;
+            }
             let sub = match rows {
                 None => RecordBatch::try_new(
                     self.file_schema.clone(),
@@ -253,9 +297,9 @@ impl PartitionedWriter {
                     RecordBatch::try_new(self.file_schema.clone(), cols)?
                 }
             };
+            self.rows += sub.num_rows() as u64;
             self.append(path, values, &sub)?;
         }
-        self.rows += batch.num_rows() as u64;
         self.keep_within_budget()
     }
 
@@ -263,7 +307,7 @@ impl PartitionedWriter {
     /// rows when the whole batch goes to one partition.
     fn groups(&self, batch: &RecordBatch) -> Result<Vec<BatchPart>> {
         let Some(conv) = &self.keys else {
-            return Ok(vec![(String::new(), Vec::new(), None)]);
+            return Ok(vec![(String::new(), Vec::new(), None, None)]);
         };
         let cols: Vec<ArrayRef> = self
             .part_idx
@@ -303,19 +347,50 @@ impl PartitionedWriter {
             .zip(members)
             .map(|(r, rows)| {
                 let mut values = Vec::with_capacity(cols.len());
-                let mut path = String::new();
+                let mut segments = Vec::with_capacity(cols.len());
                 for (k, i) in self.part_idx.iter().enumerate() {
                     let v = (!cols[k].is_null(r)).then(|| formatters[k].value(r).to_string());
-                    if !path.is_empty() {
-                        path.push('/');
-                    }
                     let name = self.schema.field(*i).name();
-                    path.push_str(&partition_segment(name, v.as_deref()));
+                    segments.push(partition_segment(name, v.as_deref()));
                     values.push((name.clone(), v));
                 }
-                (path, values, (!single).then_some(rows))
+                let path = segments.join("/");
+                let problem = self.key_problem(&path, &segments, &values);
+                (path, values, (!single).then_some(rows), problem)
             })
             .collect())
+    }
+
+    /// Why the partition path `path` (made of `segments`, for `values`) cannot hold
+    /// files at the output location, as (column at fault, message), if it cannot.
+    fn key_problem(
+        &self,
+        path: &str,
+        segments: &[String],
+        values: &[(String, Option<String>)],
+    ) -> Option<(String, String)> {
+        let segment_problem = segments
+            .iter()
+            .zip(values)
+            .find_map(|(s, v)| Some((v, self.limit.segment_problem(s)?)));
+        let (value, reason) = match segment_problem {
+            Some(found) => found,
+            None => {
+                let reason = self.limit.path_problem(path)?;
+                let longest = segments.iter().zip(values).max_by_key(|(s, _)| s.len())?.1;
+                (longest, reason)
+            }
+        };
+        let (column, v) = value;
+        let v = v.as_deref().unwrap_or_default();
+        Some((
+            column.clone(),
+            format!(
+                "partition value of `{column}` starting {:?} ({} bytes) cannot be a key: {reason}",
+                first_bytes(v, QUOTED_VALUE_BYTES),
+                v.len()
+            ),
+        ))
     }
 
     fn append(
@@ -439,8 +514,23 @@ impl PartitionedWriter {
     }
 }
 
-/// Rows of one batch bound for one partition: (path, column values, row indexes or all).
-type BatchPart = (String, Vec<(String, Option<String>)>, Option<Vec<u32>>);
+/// Rows of one batch bound for one partition: (path, column values, row indexes or all,
+/// why the path cannot be a key as (column, message)).
+type BatchPart = (
+    String,
+    Vec<(String, Option<String>)>,
+    Option<Vec<u32>>,
+    Option<(String, String)>,
+);
+
+/// The first `n` bytes of `s` at most, cut at a character boundary.
+fn first_bytes(s: &str, n: usize) -> &str {
+    let mut end = n.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// Writes a chunk's transformed rows under `output` and returns the files, sorted by key.
 /// `before_put(n)` runs before the `n`-th file is stored (fault injection in tests).
@@ -455,6 +545,13 @@ pub async fn write_partitioned(
     let mut w = PartitionedWriter::new(output, chunk_id, schema)?;
     for b in batches {
         w.write(b)?;
+    }
+    // This caller has no rejects file: a row that cannot be a key fails the write
+    // instead of being dropped without a word.
+    if let Some(r) = w.rejected.first() {
+        return Err(Error::Transform {
+            message: format!("{} rows cannot be written: {}", w.rejected.len(), r.message),
+        });
     }
     w.finish(store, before_put).await
 }

@@ -232,3 +232,129 @@ fn pages_wait_on_the_heap_up_to_its_limit_and_in_the_file_past_it() {
     drop(a);
     assert_eq!((spill.lock().memory, size()), (0, 0));
 }
+
+#[test]
+fn the_key_limit_counts_the_s3_prefix_and_the_longest_file_name() {
+    let id = ChunkId::parse("0a1b2c3d4e5f60718293").expect("id");
+    let file = 1 + hive::part_file_name(&id, usize::MAX).len();
+    for (prefix, taken) in [("", 0), ("out/orders", 11), ("out/orders/", 11)] {
+        let loc = crate::location::Location::S3 {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+        };
+        let limit = KeyLimit::new(&loc, &id);
+        let max = S3_MAX_KEY_BYTES - taken - file;
+        assert_eq!(limit.path_bytes(), max, "{prefix:?}");
+        // At the limit the longest key is exactly S3's 1,024 bytes.
+        let path = format!("p={}", "x".repeat(max - 2));
+        let key = format!(
+            "{prefix}{}{path}/{}",
+            if prefix.is_empty() || prefix.ends_with('/') {
+                ""
+            } else {
+                "/"
+            },
+            hive::part_file_name(&id, usize::MAX)
+        );
+        assert_eq!(key.len(), S3_MAX_KEY_BYTES);
+        assert_eq!(limit.path_problem(&path), None);
+        assert!(limit.path_problem(&format!("{path}x")).is_some());
+        // S3 has no limit of its own per folder name.
+        assert_eq!(limit.segment_problem(&"y".repeat(900)), None);
+    }
+}
+
+#[test]
+fn the_local_key_limit_is_a_file_name_and_a_path_from_the_root() {
+    let id = ChunkId::parse("c1").expect("id");
+    let root = "/tmp/somewhere/out";
+    let limit = KeyLimit::new(&crate::location::Location::Local(root.into()), &id);
+    let name = "x".repeat(LOCAL_MAX_NAME_BYTES);
+    assert_eq!(limit.segment_problem(&name), None);
+    assert!(limit.segment_problem(&format!("{name}x")).is_some());
+    let file = 1 + hive::part_file_name(&id, usize::MAX).len();
+    assert_eq!(
+        limit.path_bytes(),
+        LOCAL_MAX_PATH_BYTES - root.len() - 1 - file
+    );
+}
+
+/// A writer below a local folder for rows (id, p, q) partitioned by `p` and `q`.
+fn two_level_writer(dir: &tempfile::TempDir) -> (PartitionedWriter, SchemaRef) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("p", DataType::Utf8, true),
+        Field::new("q", DataType::Utf8, true),
+    ]));
+    let output = OutputSpec {
+        location: crate::location::Location::Local(dir.path().to_path_buf()),
+        partition_by: vec!["p".into(), "q".into()],
+        compression: OutputCompression::Zstd(1),
+        row_group_rows: 1000,
+        max_file_bytes: u64::MAX,
+    };
+    let w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
+        .expect("writer");
+    (w, schema)
+}
+
+#[tokio::test]
+async fn a_row_whose_partition_path_cannot_be_a_key_is_set_aside_and_the_rest_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, schema) = two_level_writer(&dir);
+    // Row 1's `q` is over a file name; row 3's value escapes to 3 bytes a `/`, past it.
+    // (The whole local path, 4,095 bytes, would take some 16 such names: the limit's
+    // arithmetic is checked above.)
+    let q_over = "q".repeat(LOCAL_MAX_NAME_BYTES);
+    let slashes = "/".repeat(100);
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![0, 1, 2, 3])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("a"),
+                Some("b"),
+                Some("c"),
+            ])),
+            Arc::new(StringArray::from(vec![
+                Some("x"),
+                Some(q_over.as_str()),
+                None,
+                Some(slashes.as_str()),
+            ])),
+        ],
+    )
+    .expect("batch");
+    w.write(&batch).expect("write");
+    assert_eq!(w.rows(), 2);
+    let rejects = w.take_rejects();
+    let ids: Vec<String> = rejects
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.raw).expect("json")["id"].to_string())
+        .collect();
+    assert_eq!(ids, ["\"1\"", "\"3\""]);
+    assert!(rejects.iter().all(|r| r.column == "q"), "{rejects:?}");
+    let m = &rejects[0].message;
+    assert!(
+        m.contains("(255 bytes)") && m.contains("take 257 bytes"),
+        "{m}"
+    );
+    let m = &rejects[1].message;
+    assert!(
+        m.contains("(100 bytes)") && m.contains("take 302 bytes"),
+        "{m}"
+    );
+    let files = w
+        .finish(&crate::store::FsStore::new(dir.path()), &|_| Ok(()))
+        .await
+        .expect("finish");
+    let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "p=a/q=x/part-c1-00000.parquet",
+            "p=b/q=__HIVE_DEFAULT_PARTITION__/part-c1-00000.parquet"
+        ]
+    );
+}

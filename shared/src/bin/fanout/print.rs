@@ -168,10 +168,16 @@ pub fn print_manifest_summary(m: &Manifest) {
         println!("    {rule:<14} {n:>10}");
     }
     println!("  rows valid     {:>12}", m.counts.valid);
+    let set_aside = m.counts.partition_rejected;
     println!(
-        "  rows written   {:>12}   ({} filtered or added by the transform)",
+        "  rows written   {:>12}   ({} filtered or added by the transform{})",
         m.counts.written,
-        m.counts.valid as i64 - m.counts.written as i64
+        m.counts.valid as i64 - m.counts.written as i64 - set_aside as i64,
+        if set_aside > 0 {
+            format!(", {set_aside} set aside for their partition value")
+        } else {
+            String::new()
+        }
     );
     println!(
         "  files written  {:>12}   {} in {} partitions → {}",
