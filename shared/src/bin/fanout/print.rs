@@ -159,7 +159,9 @@ pub fn print_manifest_summary(m: &Manifest) {
     println!("  rows read      {:>12}", m.counts.read);
     println!(
         "  rows rejected  {:>12}   ({:.3}%) → {}{}/",
-        m.counts.rejected,
+        // With the rows set aside for their partition value: the ratio's numerator and
+        // the sum of the rules below.
+        m.counts.rejects(),
         m.reject_ratio * 100.0,
         m.rejects_location,
         m.job_id
