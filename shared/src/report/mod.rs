@@ -75,13 +75,14 @@ pub async fn collect(env: &Env, work: &Location, job_id: &JobId) -> Result<Value
         },
         "totals": {
             "chunks": records.len(), "rows_read": tally.totals.read,
-            "rows_valid": tally.totals.valid, "rows_rejected": tally.totals.rejected,
+            "rows_valid": tally.totals.valid, "rows_rejected": tally.totals.rejects(),
             "rows_written": tally.totals.written, "bytes_read": tally.bytes_read,
             "bytes_written": tally.bytes_written, "files": tally.files.len(),
             "partitions": tally.partitions.len(),
         },
         "chunks": tally.chunks,
-        "rejects": {"total": tally.totals.rejected, "by_rule": by_rule},
+        // Rows set aside for their partition value included, as in `by_rule`.
+        "rejects": {"total": tally.totals.rejects(), "by_rule": by_rule},
         "partitions": tally.partitions.into_iter().map(|(path, (files, rows, bytes))| json!({
             "path": path, "files": files, "rows": rows, "bytes": bytes,
         })).collect::<Vec<_>>(),
