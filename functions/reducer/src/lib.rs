@@ -46,7 +46,11 @@ pub struct StatusReply {
     pub failed: u64,
     /// Chunks failed for good.
     pub dead_lettered: u64,
-    /// Ids of failed and dead-lettered chunks with their last errors (at most
+    /// Chunks whose worker was killed (out of memory, timed out) without a record; those
+    /// on their last attempt are failed for good, and in `failed_chunks`.
+    #[serde(default)]
+    pub lost: u64,
+    /// Ids of lost, failed and dead-lettered chunks with their last errors (at most
     /// [`MAX_FAILED_CHUNKS`], then a count).
     pub failed_chunks: Vec<String>,
     /// No chunk can make progress any more.
@@ -110,15 +114,17 @@ impl From<ReduceError> for lambda_runtime::Diagnostic {
 pub const MAX_FAILED_CHUNKS: usize = 50;
 
 fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
-    let all: Vec<&fanout::job::FailureRecord> = s.dead_lettered.iter().chain(&s.failed).collect();
-    let mut out: Vec<String> = all
+    // Lost chunks first: the dead-lettered ones are why a settled job failed.
+    let all: Vec<String> = s
+        .lost
         .iter()
-        .take(MAX_FAILED_CHUNKS)
-        .map(|f| {
+        .map(fanout::reducer::describe_lost)
+        .chain(s.dead_lettered.iter().chain(&s.failed).map(|f| {
             let msg: String = f.message.chars().take(300).collect();
             format!("{}: {msg}", f.chunk_id)
-        })
+        }))
         .collect();
+    let mut out: Vec<String> = all.iter().take(MAX_FAILED_CHUNKS).cloned().collect();
     if all.len() > MAX_FAILED_CHUNKS {
         out.push(format!(
             "… and {} more: run `fanout status {}`",
@@ -160,6 +166,7 @@ pub async fn handle(
                 pending: s.pending,
                 failed: s.failed.len() as u64,
                 dead_lettered: s.dead_lettered.len() as u64,
+                lost: s.lost.len() as u64,
                 failed_chunks: failed_chunks(&s),
                 settled: s.is_settled(),
                 complete: s.is_complete(),
