@@ -194,3 +194,69 @@ pub async fn handle(
     };
     reply.map_err(|source| ReduceError::Reply { source })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fanout::job::{AttemptRecord, FailureRecord};
+    use fanout::reducer::JobStatus;
+
+    use super::failed_chunks;
+
+    fn lost(chunk: &str, last_attempt: bool) -> AttemptRecord {
+        AttemptRecord {
+            job_id: "orders-1".parse().unwrap(),
+            chunk_id: chunk.parse().unwrap(),
+            attempt: 3,
+            last_attempt,
+            worker: "2026/12/01/[$LATEST]abc".into(),
+            started_ms: 1_764_000_000_000,
+            stage: "read".into(),
+            memory_mb: Some(1769),
+            visibility_timeout_s: Some(1800),
+        }
+    }
+
+    #[test]
+    fn lost_chunks_come_first_with_what_is_known_of_them() {
+        let status = JobStatus {
+            job_id: "orders-1".parse().unwrap(),
+            planned: 3,
+            committed: 1,
+            failed: vec![],
+            dead_lettered: vec![FailureRecord {
+                job_id: "orders-1".parse().unwrap(),
+                chunk_id: "0000000000000000000a".parse().unwrap(),
+                attempts: 3,
+                error_kind: "InputError".into(),
+                message: "corrupt gzip".into(),
+                permanent: true,
+                last_attempt: true,
+                at_ms: 1,
+            }],
+            pending: 0,
+            lost: vec![lost("0000000000000000000b", true)],
+            outcome: None,
+        };
+        assert!(status.is_settled() && !status.is_complete());
+        let listed = failed_chunks(&status);
+        assert_eq!(2, listed.len(), "{listed:?}");
+        for part in [
+            "0000000000000000000b lost on attempt 3, the last: dead-lettered",
+            "last stage read",
+            "1769 MB worker",
+        ] {
+            assert!(listed[0].contains(part), "`{part}` not in {}", listed[0]);
+        }
+        assert_eq!("0000000000000000000a: corrupt gzip", listed[1]);
+
+        // Lost but not on the last receive: the queue retries it, the job is not settled.
+        let retrying = JobStatus {
+            dead_lettered: vec![],
+            lost: vec![lost("0000000000000000000b", false)],
+            ..status
+        };
+        assert!(!retrying.is_settled());
+    }
+}
