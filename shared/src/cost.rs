@@ -174,11 +174,12 @@ pub fn reads_of(piece: &crate::plan::Piece, input: &crate::spec::InputSpec) -> u
 }
 
 /// Requests a worker makes for a chunk that writes `files` files: the HEAD of its commit
-/// record, its reads, the files, the commit record.
+/// record, its attempt record (written at the start, again before storing), its reads, the
+/// files, the commit record.
 fn chunk_requests(c: &ChunkShape, files: u64) -> RequestCounts {
     RequestCounts {
         get: 1 + c.reads,
-        put: files + 1,
+        put: 2 + files + 1,
         list: 0,
     }
 }

@@ -141,8 +141,8 @@ async fn process(
 ///
 /// Interrupted between send and delete, a message exists in both queues: it is delivered
 /// twice, which the commit protocol makes harmless; it is never lost. With `env`, the
-/// failure records of the redriven chunks are cleared, so the job's status shows them
-/// pending again instead of dead-lettered.
+/// failure and attempt records of the redriven chunks are cleared, so the job's status
+/// shows them pending again instead of dead-lettered or lost.
 pub async fn redrive(
     dead_letter: &dyn Queue,
     source: &dyn Queue,
@@ -165,8 +165,14 @@ pub async fn redrive(
             {
                 let work =
                     crate::location::Location::parse(&task.work).map_err(crate::Error::Config)?;
-                env.store(&work)?
+                let store = env.store(&work)?;
+                store
                     .delete(&crate::job::layout::failure(&task.job_id, &task.chunk.id))
+                    .await?;
+                // A redriven chunk's receive count starts again: its last, lost attempt
+                // no longer counts either.
+                store
+                    .delete(&crate::job::layout::attempt(&task.job_id, &task.chunk.id))
                     .await?;
             }
         }

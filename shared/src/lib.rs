@@ -70,8 +70,8 @@
 //! - [`lookup`]: lookup tables and the SQL pre-flight (loaded through [`mod@env`]).
 //!
 //! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
-//! the work location), [`job::records`] (plan, chunk task, commit and failure records,
-//! manifest), [`job::io`] (JSON with a retried read, and the loaders).
+//! the work location), [`job::records`] (plan, chunk task, commit, failure and attempt
+//! records, manifest), [`job::io`] (JSON with a retried read, and the loaders).
 //!
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
 //! [`worker::Worker::process_chunk`], [`reducer::finalize_job`] / [`reducer::job_status`],

@@ -14,9 +14,9 @@ use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::ids::JobId;
 use crate::job::{
-    AggregateResult, ChunkRecord, Counts, FailureRecord, InputObject, Manifest, ManifestFile,
-    PartitionSummary, PlanSummary, READ_CONCURRENCY, RejectFile, chunk_records, committed_ids,
-    get_json, get_json_opt, layout, load_job, to_json_bytes,
+    AggregateResult, AttemptRecord, ChunkRecord, Counts, FailureRecord, InputObject, Manifest,
+    ManifestFile, PartitionSummary, PlanSummary, READ_CONCURRENCY, RejectFile, chunk_records,
+    committed_ids, get_json, get_json_opt, layout, load_job, to_json_bytes,
 };
 use crate::location::Location;
 use crate::metrics::{Unit, names};
@@ -40,6 +40,13 @@ pub struct JobStatus {
     pub dead_lettered: Vec<FailureRecord>,
     /// Planned chunks neither committed nor failed (queued or running).
     pub pending: u64,
+    /// Chunks whose latest attempt left neither a commit nor a failure record and cannot
+    /// still be running (started longer ago than the visibility timeout and
+    /// [`LOST_MARGIN_MS`]): the worker was killed (out of memory, timed out). With
+    /// `last_attempt` the message is dead-lettered and the chunk failed for good;
+    /// otherwise the queue delivers it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<AttemptRecord>,
     /// `succeeded` / `failed` once finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
@@ -53,12 +60,70 @@ impl JobStatus {
 
     /// No chunk can make progress any more: complete, or only final failures left.
     pub fn is_settled(&self) -> bool {
-        self.failed.is_empty() && self.pending == 0
+        self.failed.is_empty() && self.pending == 0 && self.lost.iter().all(|a| a.last_attempt)
+    }
+
+    /// Lost chunks whose message is dead-lettered: failed for good.
+    pub fn lost_dead_lettered(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.lost.iter().filter(|a| a.last_attempt)
     }
 }
 
-/// Reads a job's status.
+/// Past its visibility timeout, how much longer an attempt is given before it is called
+/// lost: clock skew between the worker and the reader, and the time its Lambda takes to
+/// be cut off.
+pub const LOST_MARGIN_MS: u64 = 60_000;
+
+/// Whether `attempt` is lost at `now_ms`: no failure record of it (`failure` is of an
+/// earlier attempt or absent) and too old to still be running.
+fn is_lost(attempt: &AttemptRecord, failure: Option<&FailureRecord>, now_ms: u64) -> bool {
+    let failed_after = failure.is_some_and(|f| f.attempts >= attempt.attempt);
+    let gone = attempt
+        .visibility_timeout_s
+        .is_some_and(|v| now_ms > attempt.started_ms + v.saturating_mul(1000) + LOST_MARGIN_MS);
+    !failed_after && gone
+}
+
+/// Reads the records under `prefix` of chunks not in `committed`.
+async fn read_uncommitted<T: serde::de::DeserializeOwned>(
+    store: &std::sync::Arc<dyn ObjectStore>,
+    prefix: &str,
+    committed: &HashSet<crate::ids::ChunkId>,
+) -> Result<Vec<T>> {
+    let keys: Vec<String> = store
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| {
+            k.strip_prefix(prefix)
+                .and_then(|s| s.strip_suffix(".json"))
+                .is_some_and(|id| !committed.contains(id))
+        })
+        .collect();
+    stream::iter(keys)
+        .map(|k| {
+            let store = store.clone();
+            async move { get_json::<T>(store.as_ref(), &k).await }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Reads a job's status, judging lost attempts by the clock.
 pub async fn job_status(env: &Env, work: &Location, job_id: &JobId) -> Result<JobStatus> {
+    job_status_at(env, work, job_id, crate::clock::now_ms()).await
+}
+
+/// Reads a job's status as of `now_ms` (ms since the epoch): an attempt is lost when its
+/// visibility timeout and [`LOST_MARGIN_MS`] have passed by then.
+pub async fn job_status_at(
+    env: &Env,
+    work: &Location,
+    job_id: &JobId,
+    now_ms: u64,
+) -> Result<JobStatus> {
     let store = env.store(work)?;
     let summary: PlanSummary = get_json_opt(store.as_ref(), &layout::plan_summary(job_id))
         .await?
@@ -67,40 +132,37 @@ pub async fn job_status(env: &Env, work: &Location, job_id: &JobId) -> Result<Jo
             message: format!("no plan under {work}: is the job id or the work location wrong?"),
         })?;
     let committed = committed_ids(store.as_ref(), job_id).await?;
-    let prefix = layout::failures(job_id);
-    let failure_keys: Vec<String> = store
-        .list(&prefix)
-        .await?
+    let failures: Vec<FailureRecord> =
+        read_uncommitted(&store, &layout::failures(job_id), &committed).await?;
+    let attempts: Vec<AttemptRecord> =
+        read_uncommitted(&store, &layout::attempts(job_id), &committed).await?;
+    let by_chunk: BTreeMap<&str, &FailureRecord> =
+        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
+    let lost: Vec<AttemptRecord> = attempts
         .into_iter()
-        .map(|o| o.key)
-        .filter(|k| {
-            k.strip_prefix(&prefix)
-                .and_then(|s| s.strip_suffix(".json"))
-                .is_some_and(|id| !committed.contains(id))
-        })
+        .filter(|a| is_lost(a, by_chunk.get(a.chunk_id.as_str()).copied(), now_ms))
         .collect();
-    let failures: Vec<FailureRecord> = stream::iter(failure_keys)
-        .map(|k| {
-            let store = store.clone();
-            async move { get_json::<FailureRecord>(store.as_ref(), &k).await }
-        })
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let (dead, failed): (Vec<_>, Vec<_>) = failures.into_iter().partition(|f| f.last_attempt);
+    let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
+    // A lost attempt is later than its chunk's failure record, which no longer says where
+    // the chunk stands.
+    let (dead, failed): (Vec<_>, Vec<_>) = failures
+        .iter()
+        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
+        .cloned()
+        .partition(|f| f.last_attempt);
     let outcome = get_json_opt::<Manifest>(store.as_ref(), &layout::manifest(job_id))
         .await?
         .map(|m| m.outcome);
     let committed = committed.len() as u64;
+    let unfinished = (failed.len() + dead.len() + lost.len()) as u64;
     Ok(JobStatus {
         job_id: job_id.clone(),
         planned: summary.chunks,
         committed,
-        pending: summary
-            .chunks
-            .saturating_sub(committed + failed.len() as u64 + dead.len() as u64),
+        pending: summary.chunks.saturating_sub(committed + unfinished),
         failed,
         dead_lettered: dead,
+        lost,
         outcome,
     })
 }
@@ -128,10 +190,20 @@ async fn schema_without_rows(
 /// Fails (and writes no `_SUCCESS`) when chunks are missing; writes a `failed` manifest
 /// and fails when the job does not reconcile or its reject ratio is too high.
 pub async fn finalize_job(env: &Env, work: &Location, job_id: &JobId) -> Result<Manifest> {
+    finalize_job_at(env, work, job_id, crate::clock::now_ms()).await
+}
+
+/// [`finalize_job`], naming the chunks lost as of `now_ms` when it refuses the job.
+pub async fn finalize_job_at(
+    env: &Env,
+    work: &Location,
+    job_id: &JobId,
+    now_ms: u64,
+) -> Result<Manifest> {
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
     let records = chunk_records(&store, job_id).await?;
-    ensure_all_committed(env, work, job_id, &plan, &records).await?;
+    ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
     let schema = match merged.schema.take() {
@@ -206,6 +278,7 @@ async fn ensure_all_committed(
     job_id: &JobId,
     plan: &[Chunk],
     records: &[ChunkRecord],
+    now_ms: u64,
 ) -> Result<()> {
     let committed: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
     let missing = plan
@@ -215,29 +288,49 @@ async fn ensure_all_committed(
     if missing == 0 {
         return Ok(());
     }
-    let status = job_status(env, work, job_id).await?;
+    let status = job_status_at(env, work, job_id, now_ms).await?;
     let detail: Vec<String> = status
-        .dead_lettered
-        .iter()
-        .chain(&status.failed)
-        .take(5)
-        .map(|f| {
+        .lost_dead_lettered()
+        .map(describe_lost)
+        .chain(status.dead_lettered.iter().chain(&status.failed).map(|f| {
             format!(
                 "{} after {} attempt(s): {}",
                 f.chunk_id, f.attempts, f.message
             )
-        })
+        }))
+        .take(5)
         .collect();
     Err(Error::Job {
         job_id: job_id.clone(),
         message: format!(
             "{missing} of {} chunks are not committed ({} failed for good){}{}",
             plan.len(),
-            status.dead_lettered.len(),
+            status.dead_lettered.len() + status.lost_dead_lettered().count(),
             if detail.is_empty() { "" } else { ": " },
             detail.join("; ")
         ),
     })
+}
+
+/// One line about a lost attempt: what is known of it, and its likely causes.
+pub fn describe_lost(a: &AttemptRecord) -> String {
+    let memory = a
+        .memory_mb
+        .map_or(String::new(), |m| format!(", {m} MB worker"));
+    format!(
+        "{} lost on attempt {}{} (started at {} ms, last stage {}{}, worker {}): no commit and no failure record, the worker was killed (out of memory or timed out?)",
+        a.chunk_id,
+        a.attempt,
+        if a.last_attempt {
+            ", the last: dead-lettered"
+        } else {
+            ""
+        },
+        a.started_ms,
+        a.stage,
+        memory,
+        a.worker
+    )
 }
 
 /// What the commit records add up to, and what is wrong with them.

@@ -16,7 +16,8 @@ use crate::env::Env;
 pub use crate::error::FaultPoint;
 use crate::ids::{ChunkId, JobId};
 use crate::job::{
-    ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, load_spec, to_json_bytes,
+    AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord, RejectFile, layout, load_spec,
+    to_json_bytes,
 };
 use crate::location::Location;
 use crate::metrics::{Unit, names};
@@ -204,6 +205,7 @@ fn rule_counts(rejects: &[Reject]) -> std::collections::BTreeMap<String, u64> {
 pub struct Worker {
     env: Env,
     name: String,
+    visibility: Option<Duration>,
     faults: Option<Arc<dyn Faults>>,
     jobs: Arc<JobCache>,
 }
@@ -222,6 +224,7 @@ impl Worker {
         Worker {
             env,
             name: name.into(),
+            visibility: None,
             faults: None,
             jobs: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
         }
@@ -233,9 +236,19 @@ impl Worker {
         Worker {
             env: self.env.clone(),
             name: name.into(),
+            visibility: self.visibility,
             faults: self.faults.clone(),
             jobs: self.jobs.clone(),
         }
+    }
+
+    /// The queue's visibility timeout, for a worker that cannot outlive it (a Lambda
+    /// worker: its timeout is at most the visibility timeout). Recorded in each attempt
+    /// record: past it, a chunk with neither a commit nor a failure record is lost. A
+    /// worker that renews its messages (the fleet) or runs in-process has none.
+    pub fn with_visibility_timeout(mut self, visibility: Duration) -> Self {
+        self.visibility = Some(visibility);
+        self
     }
 
     /// Simulated crashes (tests only).
@@ -283,15 +296,44 @@ impl Worker {
         Ok(ctx)
     }
 
-    /// Processes one chunk task; `attempt` is the message's receive count.
+    /// Processes one chunk task; `attempt` is the message's receive count, and no receive
+    /// is taken to be the last.
     pub async fn process_chunk(&self, task: &ChunkTask, attempt: u32) -> Result<ChunkOutcome> {
+        self.process_attempt(task, attempt, u32::MAX).await
+    }
+
+    /// Processes one chunk task; `attempt` is the message's receive count and
+    /// `max_receive_count` the queue's redrive setting (recorded in the attempt record, so
+    /// a lost last attempt is known to be dead-lettered). Writes no failure record.
+    pub async fn process_attempt(
+        &self,
+        task: &ChunkTask,
+        attempt: u32,
+        max_receive_count: u32,
+    ) -> Result<ChunkOutcome> {
         let span = info_span!("chunk", job_id = %task.job_id, chunk_id = %task.chunk.id, attempt);
-        self.process_chunk_inner(task, attempt)
+        self.process_chunk_inner(task, attempt, max_receive_count)
             .instrument(span)
             .await
     }
 
-    async fn process_chunk_inner(&self, task: &ChunkTask, attempt: u32) -> Result<ChunkOutcome> {
+    /// Writes the attempt record (`attempt.stage` is where it got): a killed worker leaves
+    /// this and nothing else.
+    async fn record_attempt(&self, work: &dyn ObjectStore, attempt: &AttemptRecord) -> Result<()> {
+        work.put(
+            &layout::attempt(&attempt.job_id, &attempt.chunk_id),
+            to_json_bytes("attempt record", attempt)?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn process_chunk_inner(
+        &self,
+        task: &ChunkTask,
+        attempt: u32,
+        max_receive_count: u32,
+    ) -> Result<ChunkOutcome> {
         let job = self.job(&task.work, &task.job_id).await?;
         let chunk = &task.chunk;
         let record_key = layout::chunk(&task.job_id, &chunk.id);
@@ -305,6 +347,19 @@ impl Worker {
         let started = Instant::now();
         let started_ms = now_ms();
         let requests = Arc::new(RequestCounter::default());
+        let mut trace = AttemptRecord {
+            job_id: task.job_id.clone(),
+            chunk_id: chunk.id.clone(),
+            attempt,
+            last_attempt: attempt >= max_receive_count,
+            worker: self.name.clone(),
+            started_ms,
+            stage: "read".into(),
+            memory_mb: Some(self.env.worker_memory_mb),
+            visibility_timeout_s: self.visibility.map(|v| v.as_secs()),
+        };
+        let work = requests.wrap(job.work.clone());
+        self.record_attempt(work.as_ref(), &trace).await?;
         let input = requests.wrap(job.input.clone());
         let mut run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
         let mut counts = run.read.counts;
@@ -323,6 +378,8 @@ impl Worker {
         run.read
             .rejects
             .extend(set_aside.into_iter().map(|r| partition_reject(chunk, r)));
+        trace.stage = "store".into();
+        self.record_attempt(work.as_ref(), &trace).await?;
         let store_started = Instant::now();
         let output = requests.wrap(job.output.clone());
         let outputs = self
@@ -365,7 +422,6 @@ impl Worker {
                 r
             },
         };
-        let work = requests.wrap(job.work.clone());
         self.commit(&job.spec, work.as_ref(), &record_key, record)
             .await
     }
@@ -592,7 +648,10 @@ impl Worker {
                 return Disposition::Reject(e);
             }
         };
-        match self.process_chunk(&task, msg.receive_count).await {
+        match self
+            .process_attempt(&task, msg.receive_count, max_receive_count)
+            .await
+        {
             Ok(ChunkOutcome::Committed(r)) => Disposition::Ack(Some(r)),
             Ok(ChunkOutcome::AlreadyCommitted) => Disposition::Ack(None),
             Err(e) => {

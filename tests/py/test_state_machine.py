@@ -82,9 +82,10 @@ def _post(path, body):
     return urllib.request.urlopen(req, timeout=30).read()
 
 
-def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="orders-1"):
-    """A reducer status answer, as the Lambda contract states it."""
-    pending = planned - committed - failed - dead
+def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="orders-1", lost=0):
+    """A reducer status answer, as the Lambda contract states it. `lost`: chunks whose
+    worker was killed on their last receive (dead-lettered without a failure record)."""
+    pending = planned - committed - failed - dead - lost
     return {
         "job_id": job_id,
         "planned": planned,
@@ -92,6 +93,7 @@ def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="order
         "pending": pending,
         "failed": failed,
         "dead_lettered": dead,
+        "lost": lost,
         "failed_chunks": list(failed_chunks),
         # Settled: nothing can move any more (no chunk queued, running or retryable).
         "settled": pending == 0 and failed == 0,
@@ -271,6 +273,19 @@ class ExecutionTest(unittest.TestCase):
         self.assertIn("0000000000000000000c", run.cause)
         self.assertIn("2 of 4 chunks committed", run.cause)
         self.assertIn("2 dead-lettered", run.cause)
+        self.assertNotIn("Finalize", run.states())
+        self.assertEqual("JobFailed", run.states()[-1])
+
+    def test_job_whose_only_unfinished_chunk_is_lost_fails_naming_it(self):
+        # A worker killed (out of memory, timed out) on the last receive writes no failure
+        # record; the reducer reports the chunk lost and the job settled.
+        lost = status(3, 2, lost=1, failed_chunks=["0000000000000000000b lost on attempt 3, the last: dead-lettered"])
+        self.assertTrue(lost["settled"])
+        run = self.run_job([PLAN, status(3, 2), lost], {"spec": {"name": "orders"}})
+        self.assertEqual("FAILED", run.status)
+        self.assertEqual("fanout.ChunksFailed", run.error)
+        self.assertIn("0000000000000000000b lost on attempt 3", run.cause)
+        self.assertIn("2 of 3 chunks committed, 0 failed, 0 dead-lettered, 1 lost", run.cause)
         self.assertNotIn("Finalize", run.states())
         self.assertEqual("JobFailed", run.states()[-1])
 

@@ -321,7 +321,15 @@ class FunctionsTest(unittest.TestCase):
             {**common, "FANOUT_QUEUE_URL": {"Ref": "ChunkQueue"}, "FANOUT_SPEC": {"Fn::Sub": "s3://${WorkBucket}/specs/default.yaml"}, "FANOUT_INPUT": {"Fn::Sub": "s3://${InputBucket}/"}},
             env("PlannerFunction"),
         )
-        self.assertEqual({**common, "FANOUT_MAX_RECEIVE_COUNT": {"Ref": "MaxReceiveCount"}}, env("WorkerFunction"))
+        self.assertEqual(
+            {
+                **common,
+                "FANOUT_MAX_RECEIVE_COUNT": {"Ref": "MaxReceiveCount"},
+                # Recorded with each attempt, so status can tell a killed one (lost).
+                "FANOUT_VISIBILITY_TIMEOUT_S": {"Fn::FindInMap": ["QueueVisibility", {"Ref": "WorkerTimeout"}, "Seconds"]},
+            },
+            env("WorkerFunction"),
+        )
         self.assertEqual(
             {
                 **common,

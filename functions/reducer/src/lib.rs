@@ -46,7 +46,11 @@ pub struct StatusReply {
     pub failed: u64,
     /// Chunks failed for good.
     pub dead_lettered: u64,
-    /// Ids of failed and dead-lettered chunks with their last errors (at most
+    /// Chunks whose worker was killed (out of memory, timed out) without a record; those
+    /// on their last attempt are failed for good, and in `failed_chunks`.
+    #[serde(default)]
+    pub lost: u64,
+    /// Ids of lost, failed and dead-lettered chunks with their last errors (at most
     /// [`MAX_FAILED_CHUNKS`], then a count).
     pub failed_chunks: Vec<String>,
     /// No chunk can make progress any more.
@@ -110,15 +114,17 @@ impl From<ReduceError> for lambda_runtime::Diagnostic {
 pub const MAX_FAILED_CHUNKS: usize = 50;
 
 fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
-    let all: Vec<&fanout::job::FailureRecord> = s.dead_lettered.iter().chain(&s.failed).collect();
-    let mut out: Vec<String> = all
+    // Lost chunks first: the dead-lettered ones are why a settled job failed.
+    let all: Vec<String> = s
+        .lost
         .iter()
-        .take(MAX_FAILED_CHUNKS)
-        .map(|f| {
+        .map(fanout::reducer::describe_lost)
+        .chain(s.dead_lettered.iter().chain(&s.failed).map(|f| {
             let msg: String = f.message.chars().take(300).collect();
             format!("{}: {msg}", f.chunk_id)
-        })
+        }))
         .collect();
+    let mut out: Vec<String> = all.iter().take(MAX_FAILED_CHUNKS).cloned().collect();
     if all.len() > MAX_FAILED_CHUNKS {
         out.push(format!(
             "… and {} more: run `fanout status {}`",
@@ -160,6 +166,7 @@ pub async fn handle(
                 pending: s.pending,
                 failed: s.failed.len() as u64,
                 dead_lettered: s.dead_lettered.len() as u64,
+                lost: s.lost.len() as u64,
                 failed_chunks: failed_chunks(&s),
                 settled: s.is_settled(),
                 complete: s.is_complete(),
@@ -186,4 +193,70 @@ pub async fn handle(
         }
     };
     reply.map_err(|source| ReduceError::Reply { source })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fanout::job::{AttemptRecord, FailureRecord};
+    use fanout::reducer::JobStatus;
+
+    use super::failed_chunks;
+
+    fn lost(chunk: &str, last_attempt: bool) -> AttemptRecord {
+        AttemptRecord {
+            job_id: "orders-1".parse().unwrap(),
+            chunk_id: chunk.parse().unwrap(),
+            attempt: 3,
+            last_attempt,
+            worker: "2026/12/01/[$LATEST]abc".into(),
+            started_ms: 1_764_000_000_000,
+            stage: "read".into(),
+            memory_mb: Some(1769),
+            visibility_timeout_s: Some(1800),
+        }
+    }
+
+    #[test]
+    fn lost_chunks_come_first_with_what_is_known_of_them() {
+        let status = JobStatus {
+            job_id: "orders-1".parse().unwrap(),
+            planned: 3,
+            committed: 1,
+            failed: vec![],
+            dead_lettered: vec![FailureRecord {
+                job_id: "orders-1".parse().unwrap(),
+                chunk_id: "0000000000000000000a".parse().unwrap(),
+                attempts: 3,
+                error_kind: "InputError".into(),
+                message: "corrupt gzip".into(),
+                permanent: true,
+                last_attempt: true,
+                at_ms: 1,
+            }],
+            pending: 0,
+            lost: vec![lost("0000000000000000000b", true)],
+            outcome: None,
+        };
+        assert!(status.is_settled() && !status.is_complete());
+        let listed = failed_chunks(&status);
+        assert_eq!(2, listed.len(), "{listed:?}");
+        for part in [
+            "0000000000000000000b lost on attempt 3, the last: dead-lettered",
+            "last stage read",
+            "1769 MB worker",
+        ] {
+            assert!(listed[0].contains(part), "`{part}` not in {}", listed[0]);
+        }
+        assert_eq!("0000000000000000000a: corrupt gzip", listed[1]);
+
+        // Lost but not on the last receive: the queue retries it, the job is not settled.
+        let retrying = JobStatus {
+            dead_lettered: vec![],
+            lost: vec![lost("0000000000000000000b", false)],
+            ..status
+        };
+        assert!(!retrying.is_settled());
+    }
 }

@@ -29,13 +29,30 @@ async fn serve() -> Result<(), Error> {
     };
     let namespace =
         fanout::config::optional("FANOUT_METRICS_NAMESPACE").unwrap_or_else(|| "Fanout".into());
+    // Lambda sets its memory; an attempt record names it, for a chunk killed out of memory.
+    let memory_mb = fanout::config::parsed(
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        fanout::cost::Model::default().memory_mb,
+        "the function's memory in MB, a whole number",
+    )?;
     let env = Env::aws_with_clients(
         &AwsClients::load().await,
         Arc::new(EmfMetrics::stdout(namespace)),
-    );
+    )
+    .with_worker_memory_mb(memory_mb);
     let name =
         fanout::config::optional("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|| "lambda".into());
-    let worker = Worker::new(env, name);
+    let mut worker = Worker::new(env, name);
+    // The function's timeout is at most the queue's visibility timeout (the template makes
+    // it 6x): an attempt started longer ago than that without a record was killed.
+    if let Some(s) = fanout::config::optional("FANOUT_VISIBILITY_TIMEOUT_S") {
+        let s: u64 = s.trim().parse().map_err(|_| {
+            fanout::Error::Config(format!(
+                "environment variable FANOUT_VISIBILITY_TIMEOUT_S={s:?}: expected the chunk queue's visibility timeout in seconds, a whole number"
+            ))
+        })?;
+        worker = worker.with_visibility_timeout(std::time::Duration::from_secs(s));
+    }
     run(service_fn(|event: LambdaEvent<_>| async {
         Ok::<_, Error>(handle(&worker, &settings, event).await)
     }))

@@ -6,6 +6,7 @@
 //! <work>/jobs/<job_id>/plan/_plan.json          plan summary, written last
 //! <work>/jobs/<job_id>/chunks/<chunk_id>.json   commit record, written last by a worker
 //! <work>/jobs/<job_id>/failures/<chunk_id>.json latest failed attempt of a chunk
+//! <work>/jobs/<job_id>/attempts/<chunk_id>.json latest started attempt of a chunk
 //! <work>/jobs/<job_id>/_manifest.json           reducer output
 //! <work>/jobs/<job_id>/aggregates.{json,parquet}
 //! <work>/jobs/<job_id>/_SUCCESS
@@ -45,6 +46,14 @@ pub fn failures(job_id: &JobId) -> String {
 /// One failure record.
 pub fn failure(job_id: &JobId, chunk_id: &ChunkId) -> String {
     format!("jobs/{job_id}/failures/{chunk_id}.json")
+}
+/// Prefix of attempt records.
+pub fn attempts(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/attempts/")
+}
+/// One attempt record.
+pub fn attempt(job_id: &JobId, chunk_id: &ChunkId) -> String {
+    format!("jobs/{job_id}/attempts/{chunk_id}.json")
 }
 /// Manifest.
 pub fn manifest(job_id: &JobId) -> String {

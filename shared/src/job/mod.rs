@@ -6,7 +6,7 @@
 //!
 //! - [`layout`]: the keys below the work location.
 //! - [`records`]: the records ([`PlanSummary`], [`ChunkTask`], [`ChunkRecord`],
-//!   [`FailureRecord`], [`Manifest`], …).
+//!   [`FailureRecord`], [`AttemptRecord`], [`Manifest`], …).
 //! - [`io`]: JSON with a retried read, and the loaders ([`load_spec`], [`load_job`],
 //!   [`committed_ids`], [`chunk_records`], …).
 
@@ -20,6 +20,6 @@ pub use io::{
     load_spec, read_manifest_opt, to_compact_json_bytes, to_json_bytes,
 };
 pub use records::{
-    AggregateResult, ChunkRecord, ChunkTask, Counts, FailureRecord, InputObject, Manifest,
-    ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
+    AggregateResult, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord, InputObject,
+    Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
 };

@@ -216,6 +216,36 @@ pub struct FailureRecord {
     pub at_ms: u64,
 }
 
+/// The latest started attempt of a chunk, written before it reads anything: a worker
+/// killed mid-chunk (out of memory, timed out) writes no failure record, and this is the
+/// trace it leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Job id.
+    pub job_id: JobId,
+    /// Chunk id.
+    pub chunk_id: ChunkId,
+    /// Which receive of the message this is.
+    pub attempt: u32,
+    /// No further attempt will come: this is the queue's last receive.
+    pub last_attempt: bool,
+    /// Who runs it.
+    pub worker: String,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// The last stage it reached: `read` (fetch, validate, transform, encode) or `store`
+    /// (storing the files and the commit record).
+    pub stage: String,
+    /// The worker's memory in MB, as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// The queue's visibility timeout, set only where the attempt cannot outlive it (a
+    /// Lambda worker: its timeout is at most the visibility timeout). Past it, with no
+    /// commit and no failure record, the attempt is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout_s: Option<u64>,
+}
+
 /// One output file in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {

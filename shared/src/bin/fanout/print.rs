@@ -136,8 +136,19 @@ pub fn print_status(s: &JobStatus) {
         "  dead-lettered  {:>8}   (no retry left)",
         s.dead_lettered.len()
     );
+    // Only when there are any: a status without lost chunks prints as it always did.
+    if !s.lost.is_empty() {
+        println!(
+            "  lost           {:>8}   ({} dead-lettered, no retry left; see RUNBOOK.md, \"Lost chunks\")",
+            s.lost.len(),
+            s.lost_dead_lettered().count()
+        );
+    }
     if let Some(o) = &s.outcome {
         println!("  outcome        {o}");
+    }
+    for a in &s.lost {
+        println!("  chunk {}", fanout::reducer::describe_lost(a));
     }
     for f in s.failed.iter().chain(&s.dead_lettered) {
         println!(

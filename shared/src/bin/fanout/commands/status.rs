@@ -16,8 +16,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Prints the job's status; exit 1 when a chunk is dead-lettered (the job cannot finish
-/// without a redrive).
+/// Prints the job's status; exit 1 when a chunk is dead-lettered or lost on its last
+/// attempt (the job cannot finish without a redrive).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (work, env) = args.job.open().await?;
     let status = fanout::reducer::job_status(&env, &work, &args.job.job_id).await?;
@@ -26,9 +26,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_status(&status);
     }
-    Ok(if status.dead_lettered.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_JOB_FAILED)
-    })
+    Ok(
+        if status.dead_lettered.is_empty() && status.lost_dead_lettered().next().is_none() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_JOB_FAILED)
+        },
+    )
 }
