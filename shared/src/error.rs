@@ -216,6 +216,7 @@ impl Error {
             Error::Spec(_) => "SpecError",
             Error::Id(_) => "InvalidId",
             Error::Store(StoreError::NotFound { .. }) => "NotFound",
+            Error::Store(StoreError::Changed { .. }) => "InputError",
             Error::Store(StoreError::Staging { .. }) | Error::Staging { .. } => "StagingError",
             Error::Store(StoreError::Request { .. }) => "StoreError",
             Error::Queue(_) => "QueueError",

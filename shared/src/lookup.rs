@@ -27,7 +27,8 @@ pub async fn load_lookup(
         (Some(s), _) => s.clone(),
         (None, Format::Parquet) => {
             let (m, _) =
-                crate::read::parquet::read_metadata(store.as_ref(), &key, meta.size).await?;
+                crate::read::parquet::read_metadata(store.as_ref(), &key, &meta.etag, meta.size)
+                    .await?;
             let s =
                 parquet::arrow::parquet_to_arrow_schema(m.file_metadata().schema_descr(), None)?;
             Arc::new(s)

@@ -96,7 +96,8 @@ pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> JobId {
 async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Result<Split> {
     Ok(match spec.input.format {
         Format::Parquet if o.size > spec.chunking.target_bytes => {
-            let (meta, _) = crate::read::parquet::read_metadata(store, &o.key, o.size).await?;
+            let (meta, _) =
+                crate::read::parquet::read_metadata(store, &o.key, &o.etag, o.size).await?;
             Split::RowGroups(crate::read::parquet::row_group_sizes(&meta))
         }
         Format::Parquet => Split::Whole,

@@ -159,6 +159,18 @@ impl ObjectStore for FaultyStore {
         }
         self.inner.get_range(key, range).await
     }
+    async fn get_range_if(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: &str,
+    ) -> fanout::store::Result<Bytes> {
+        if self.inj.roll(self.inj.rates.store_error, "store.get_range") {
+            return Err(injected("get_range", key));
+        }
+        // Forwarded, so reads against S3 keep their `If-Match`.
+        self.inner.get_range_if(key, range, etag).await
+    }
     async fn put(&self, key: &str, data: Bytes) -> fanout::store::Result<()> {
         if self.inj.roll(self.inj.rates.store_error, "store.put") {
             return Err(injected("put", key));

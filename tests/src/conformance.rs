@@ -103,6 +103,37 @@ pub mod store {
         );
     }
 
+    /// A read pinned to a version (`get_range_if`) reads that version only: once the
+    /// object is replaced, it fails permanently with `Changed`, naming the object.
+    pub async fn get_range_if_reads_only_the_pinned_version(store: &dyn ObjectStore) {
+        put(store, "p/in.csv", b"0123456789").await;
+        let v1 = store.head("p/in.csv").await.unwrap().unwrap().etag;
+        let pinned =
+            |etag: String| async move { store.get_range_if("p/in.csv", 2..5, &etag).await };
+        assert_eq!(
+            pinned(v1.clone()).await.unwrap(),
+            Bytes::from_static(b"234")
+        );
+        // Local version tags hold the modification time.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        put(store, "p/in.csv", b"9876543210").await;
+        let err = pinned(v1.clone()).await.unwrap_err();
+        assert!(
+            matches!(&err, fanout::store::StoreError::Changed { key, expected, .. }
+                if key == "p/in.csv" && expected == &v1),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("`p/in.csv` changed"), "{err}");
+        let v2 = store.head("p/in.csv").await.unwrap().unwrap().etag;
+        assert_eq!(pinned(v2).await.unwrap(), Bytes::from_static(b"765"));
+        store.delete("p/in.csv").await.unwrap();
+        assert!(matches!(
+            pinned(v1).await,
+            Err(fanout::store::StoreError::NotFound { .. })
+        ));
+    }
+
     /// Create-if-absent: the first write wins, the second is told, the content stays.
     pub async fn put_if_absent_first_wins(store: &dyn ObjectStore) {
         let create = |data| store.put_if_absent("commit.json", Bytes::from_static(data));
@@ -584,6 +615,7 @@ macro_rules! store_conformance {
                 missing_keys_are_absent,
                 put_get_delete_list,
                 get_range_clamps_at_the_end,
+                get_range_if_reads_only_the_pinned_version,
                 list_is_recursive_sorted_and_by_prefix,
                 overwrite_replaces_content_and_version_tag,
                 put_if_absent_first_wins,

@@ -579,6 +579,7 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
         concurrency: 2,
         visibility: Duration::from_secs(3),
         grace: Duration::from_secs(5),
+        backoff: Default::default(),
     };
     let (env2, work) = (env.clone(), Location::parse(&s3("work/")).unwrap());
     let done = async move {

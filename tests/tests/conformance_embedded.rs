@@ -22,6 +22,52 @@ mod fs_store {
     fanout_tests::store_conformance!(make);
 }
 
+/// The port's default pinned read (a HEAD, then the read), as a wrapper that does not
+/// override it gets: the same checks hold.
+mod default_pinned_read {
+    use super::*;
+    use bytes::Bytes;
+    use fanout::store::{ObjectMeta, PutOutcome};
+    use std::ops::Range;
+
+    #[derive(Debug)]
+    struct Plain(FsStore);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Plain {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn list(&self, prefix: &str) -> fanout::store::Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn head(&self, key: &str) -> fanout::store::Result<Option<ObjectMeta>> {
+            self.0.head(key).await
+        }
+        async fn get(&self, key: &str) -> fanout::store::Result<Bytes> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> fanout::store::Result<Bytes> {
+            self.0.get_range(key, range).await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> fanout::store::Result<()> {
+            self.0.put(key, data).await
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::store::Result<PutOutcome> {
+            self.0.put_if_absent(key, data).await
+        }
+        async fn delete(&self, key: &str) -> fanout::store::Result<()> {
+            self.0.delete(key).await
+        }
+    }
+
+    async fn make() -> (Box<dyn ObjectStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Box::new(Plain(FsStore::new(dir.path().join("root")))), dir)
+    }
+    fanout_tests::store_conformance!(make);
+}
+
 #[tokio::test]
 async fn fs_store_refuses_keys_that_escape_its_root() {
     let dir = tempfile::tempdir().unwrap();

@@ -575,6 +575,7 @@ async fn a_fleet_worker_keeps_a_long_chunk_invisible_and_releases_it_on_stop() {
         concurrency: 2,
         visibility,
         grace: Duration::from_secs(30),
+        backoff: Default::default(),
     };
     let (env2, work, job) = (env.clone(), spec.work.clone(), plan.summary.job_id.clone());
     let done = async move {

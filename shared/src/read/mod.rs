@@ -303,8 +303,11 @@ async fn fetch_text(
     compression: InputCompression,
 ) -> Result<(Bytes, Option<u64>, LinesBefore, u64)> {
     match piece {
-        Piece::Object { key, .. } | Piece::RowGroups { key, .. } => {
-            let raw = store.get(key).await?;
+        Piece::Object { key, etag, size }
+        | Piece::RowGroups {
+            key, etag, size, ..
+        } => {
+            let raw = store.get_range_if(key, 0..*size, etag).await?;
             let n = raw.len() as u64;
             match compression {
                 InputCompression::None | InputCompression::Auto => {
@@ -315,16 +318,16 @@ async fn fetch_text(
         }
         Piece::Range {
             key,
+            etag,
             size,
             start,
             end,
-            ..
         } => {
             let mut overread = DEFAULT_OVERREAD_BYTES;
             let mut fetched = 0u64;
             loop {
                 let w = lines::first_window(*start, *end, overread, *size);
-                let window = store.get_range(key, w.clone()).await?;
+                let window = store.get_range_if(key, w.clone(), etag).await?;
                 fetched += window.len() as u64;
                 if (window.len() as u64) < w.end - w.start {
                     return Err(Error::Input {
@@ -353,19 +356,29 @@ async fn fetch_text(
 }
 
 /// Counts `\n` in the object before `offset` (for absolute line numbers of rejects).
-pub async fn count_lines_before(store: &dyn ObjectStore, key: &str, offset: u64) -> Result<u64> {
-    count_lines_in(store, key, 0..offset).await
+pub async fn count_lines_before(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: &str,
+    offset: u64,
+) -> Result<u64> {
+    count_lines_in(store, key, etag, 0..offset).await
 }
 
-/// Counts `\n` in a byte range of the object.
-pub async fn count_lines_in(store: &dyn ObjectStore, key: &str, range: Range<u64>) -> Result<u64> {
+/// Counts `\n` in a byte range of the object's version `etag`.
+pub async fn count_lines_in(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: &str,
+    range: Range<u64>,
+) -> Result<u64> {
     const STEP: u64 = 8 * 1024 * 1024;
     let offset = range.end;
     let mut n = 0u64;
     let mut at = range.start;
     while at < offset {
         let end = (at + STEP).min(offset);
-        let b = store.get_range(key, at..end).await?;
+        let b = store.get_range_if(key, at..end, etag).await?;
         if b.is_empty() {
             break;
         }
@@ -405,7 +418,9 @@ async fn object_header(
     }
     let mut len = 4 * 1024u64;
     let header = loop {
-        let b = store.get_range(piece.key(), 0..len).await?;
+        let b = store
+            .get_range_if(piece.key(), 0..len, piece.etag())
+            .await?;
         let complete = (b.len() as u64) < len;
         match csv::header_line(&b) {
             // A line is whole once its `\n` is in, or the object ended.

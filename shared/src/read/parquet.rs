@@ -89,10 +89,12 @@ where
     }
 }
 
-/// Reads a Parquet object's metadata from its footer (two ranged reads at most).
+/// Reads a Parquet object's metadata from its footer (two ranged reads at most), of
+/// version `etag` only: the footer and the row groups read after it are one version.
 pub async fn read_metadata(
     store: &dyn ObjectStore,
     key: &str,
+    etag: &str,
     size: u64,
 ) -> Result<(ParquetMetaData, u64)> {
     if size < 12 {
@@ -102,7 +104,7 @@ pub async fn read_metadata(
         ));
     }
     let tail_start = size.saturating_sub(FOOTER_GUESS);
-    let mut tail = store.get_range(key, tail_start..size).await?;
+    let mut tail = store.get_range_if(key, tail_start..size, etag).await?;
     let mut fetched = tail.len() as u64;
     let n = tail.len();
     if n < 8 || &tail[n - 4..] != b"PAR1" {
@@ -121,7 +123,7 @@ pub async fn read_metadata(
     let meta_start = size - 8 - meta_len;
     let mut tail_offset = tail_start;
     if meta_start < tail_start {
-        tail = store.get_range(key, meta_start..size).await?;
+        tail = store.get_range_if(key, meta_start..size, etag).await?;
         fetched += tail.len() as u64;
         tail_offset = meta_start;
     }
@@ -162,7 +164,7 @@ pub(crate) async fn read_piece(
     schema: &SchemaRef,
 ) -> Result<Decoded> {
     let (key, size) = object_of(store, piece).await?;
-    let (meta, mut fetched) = read_metadata(store, key, size).await?;
+    let (meta, mut fetched) = read_metadata(store, key, piece.etag(), size).await?;
     let (groups, first_row) = match piece {
         Piece::RowGroups {
             row_groups,
@@ -171,7 +173,7 @@ pub(crate) async fn read_piece(
         } => (row_groups.clone(), *first_row),
         _ => ((0..meta.num_row_groups()).collect(), 0),
     };
-    let spans = fetch_row_groups(store, key, &meta, &groups, &mut fetched).await?;
+    let spans = fetch_row_groups(store, (key, piece.etag()), &meta, &groups, &mut fetched).await?;
     check_codecs(key, &meta, &groups, schema)?;
     check_row_counts(key, &meta, &groups)?;
     let meta = Arc::new(meta);
@@ -282,7 +284,7 @@ async fn object_of<'p>(store: &dyn ObjectStore, piece: &'p Piece) -> Result<(&'p
 /// Fetches the byte spans of the row groups, adding their bytes to `fetched`.
 async fn fetch_row_groups(
     store: &dyn ObjectStore,
-    key: &str,
+    (key, etag): (&str, &str),
     meta: &ParquetMetaData,
     groups: &[usize],
     fetched: &mut u64,
@@ -297,7 +299,7 @@ async fn fetch_row_groups(
         }
         let (lo, hi) = row_group_span(meta, g);
         if hi > lo {
-            let b = store.get_range(key, lo..hi).await?;
+            let b = store.get_range_if(key, lo..hi, etag).await?;
             *fetched += b.len() as u64;
             spans.push((lo, b));
         }

@@ -94,6 +94,56 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    /// Bytes `range` of the file; with `etag`, only if the opened file is that version.
+    /// The check is made on the open handle: a file replaced afterwards (an atomic rename,
+    /// as every writer of this store does) leaves the handle on the checked version.
+    async fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<String>,
+    ) -> Result<Bytes> {
+        let path = self.path("get_range", key)?;
+        let k = key.to_string();
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Pinned> {
+            let mut f = std::fs::File::open(&path)?;
+            let m = f.metadata()?;
+            if let Some(expected) = etag {
+                let found = Self::meta(String::new(), &m).etag;
+                if found != expected {
+                    return Ok(Pinned::Changed { expected, found });
+                }
+            }
+            let end = range.end.min(m.len());
+            if range.start >= end {
+                return Ok(Pinned::Bytes(Bytes::new()));
+            }
+            f.seek(SeekFrom::Start(range.start))?;
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(Pinned::Bytes(Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| blocking_task_failed("get_range", key, e))?
+        .map_err(|e| Self::io_error("get_range", &k, e))?;
+        match read {
+            Pinned::Bytes(b) => Ok(b),
+            Pinned::Changed { expected, found } => Err(StoreError::Changed {
+                key: k,
+                expected,
+                found: Some(found),
+            }),
+        }
+    }
+}
+
+/// What a pinned read of a file found.
+enum Pinned {
+    Bytes(Bytes),
+    Changed { expected: String, found: String },
+}
+
 /// A blocking file task that panicked or was cancelled (not an I/O error of the file).
 fn blocking_task_failed(op: &'static str, key: &str, e: tokio::task::JoinError) -> StoreError {
     StoreError::Request {
@@ -189,23 +239,11 @@ impl ObjectStore for FsStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = self.path("get_range", key)?;
-        let k = key.to_string();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-            let mut f = std::fs::File::open(&path)?;
-            let size = f.metadata()?.len();
-            let end = range.end.min(size);
-            if range.start >= end {
-                return Ok(Bytes::new());
-            }
-            f.seek(SeekFrom::Start(range.start))?;
-            let mut buf = vec![0u8; (end - range.start) as usize];
-            f.read_exact(&mut buf)?;
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| blocking_task_failed("get_range", key, e))?
-        .map_err(|e| Self::io_error("get_range", &k, e))
+        self.read_range(key, range, None).await
+    }
+
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
+        self.read_range(key, range, Some(etag.to_string())).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {

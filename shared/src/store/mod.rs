@@ -48,6 +48,21 @@ pub enum StoreError {
         key: String,
     },
 
+    /// An object read pinned to a version ([`ObjectStore::get_range_if`]) is now another
+    /// version: it was replaced since that version was listed.
+    #[error(
+        "object `{key}` changed since it was planned (version {expected} planned{}): plan a new job",
+        found.as_ref().map(|f| format!(", {f} now")).unwrap_or_default()
+    )]
+    Changed {
+        /// The object's key.
+        key: String,
+        /// The version the read was pinned to.
+        expected: String,
+        /// The version found, when the store says (S3 answers a failed `If-Match` without it).
+        found: Option<String>,
+    },
+
     /// A local file to be stored ([`ObjectStore::put_file`]) could not be read.
     #[error("local staging: {context}: {source}")]
     Staging {
@@ -65,7 +80,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Request { retryable, .. } => *retryable,
-            StoreError::NotFound { .. } => false,
+            StoreError::NotFound { .. } | StoreError::Changed { .. } => false,
             StoreError::Staging { .. } => true,
         }
     }
@@ -107,6 +122,24 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Bytes `range` of the object; the end is clamped to the object's size.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Bytes `range` of the object as [`get_range`](Self::get_range), but only of the
+    /// version tagged `etag` (an [`ObjectMeta::etag`]): any other version fails with
+    /// [`StoreError::Changed`], so the bytes of one planned read never mix two versions.
+    /// The default compares a HEAD first, which leaves a window between the two calls;
+    /// adapters close it (S3 `If-Match`, a check of the opened file).
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
+        match self.head(key).await? {
+            Some(m) if m.etag == etag => self.get_range(key, range).await,
+            Some(m) => Err(StoreError::Changed {
+                key: key.to_string(),
+                expected: etag.to_string(),
+                found: Some(m.etag),
+            }),
+            None => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
+        }
+    }
     /// Writes the object, replacing any previous one, atomically.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
@@ -211,6 +244,10 @@ impl ObjectStore for Counted {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.counter.add(&self.counter.get, 1);
         self.inner.get_range(key, range).await
+    }
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
+        self.counter.add(&self.counter.get, 1);
+        self.inner.get_range_if(key, range, etag).await
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.counter.add(&self.counter.put, 1);

@@ -137,6 +137,15 @@ fn status_of<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// An ETag as HTTP conditional headers carry it: quoted (listings are stored unquoted).
+fn quoted_etag(e: &str) -> String {
+    if e.starts_with('"') || e.starts_with("W/") {
+        e.to_string()
+    } else {
+        format!("\"{e}\"")
+    }
+}
+
 fn trim_etag(e: Option<&str>) -> String {
     e.unwrap_or_default().trim_matches('"').to_string()
 }
@@ -219,30 +228,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        if range.start >= range.end {
-            return Ok(Bytes::new());
-        }
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let resp = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .range(header)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if status_of(&e) == Some(404) => {
-                return Err(StoreError::NotFound {
-                    key: key.to_string(),
-                });
-            }
-            // 416: the range starts at or past the end of the object.
-            Err(e) if status_of(&e) == Some(416) => return Ok(Bytes::new()),
-            Err(e) => return Err(sdk_error("get_range", key, e)),
-        };
-        read_body("get_range", key, resp.body).await
+        self.read_range(key, range, None).await
+    }
+
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
+        self.read_range(key, range, Some(etag)).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -322,6 +312,47 @@ impl ObjectStore for S3Store {
 }
 
 impl S3Store {
+    /// A ranged GetObject; with `etag`, sent `If-Match` so S3 itself refuses any other
+    /// version (412), the check and the read being one request.
+    async fn read_range(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(header)
+            .set_if_match(etag.map(quoted_etag))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            // 416: the range starts at or past the end of the object.
+            Err(e) if status_of(&e) == Some(416) => return Ok(Bytes::new()),
+            Err(e) => {
+                return Err(match (status_of(&e), etag) {
+                    // 412 PreconditionFailed: the `If-Match` version is no longer the
+                    // object's. Permanent: no retry brings the planned bytes back.
+                    (Some(412), Some(expected)) => StoreError::Changed {
+                        key: key.to_string(),
+                        expected: expected.to_string(),
+                        found: None,
+                    },
+                    _ => sdk_error("get_range", key, e),
+                });
+            }
+        };
+        read_body("get_range", key, resp.body).await
+    }
+
     async fn put_multipart(&self, key: &str, data: PartSource<'_>) -> Result<()> {
         let full = self.full(key);
         let mut create = self

@@ -470,6 +470,8 @@ impl Worker {
         let mut sending = true;
         let mut line_marks: HashMap<String, (u64, u64)> = HashMap::new();
         for piece in &chunk.pieces {
+            // A cheap early check naming both versions; the reads below are pinned to the
+            // planned version themselves, so a change after this check fails them too.
             match input.head(piece.key()).await? {
                 Some(m) if m.etag == piece.etag() => {}
                 Some(m) => {
@@ -512,7 +514,8 @@ impl Worker {
                                 Some(&(at, n)) if at <= offset => (at, n),
                                 _ => (0, 0),
                             };
-                            let n = lines + count_lines_in(input, key, from..offset).await?;
+                            let n = lines
+                                + count_lines_in(input, key, segment.etag(), from..offset).await?;
                             line_marks.insert(key.to_string(), (offset, n));
                             Some(n)
                         }

@@ -51,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         visibility: Duration::from_secs(args.visibility_s.max(3)),
         grace: Duration::from_secs(args.grace_s),
+        backoff: fanout::fleet::QueueBackoff::default(),
     };
     eprintln!(
         "serving {} with {} workers (SIGTERM or Ctrl-C stops)",
@@ -59,8 +60,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = fanout::fleet::serve(worker, q, opts, shutdown_signal()).await?;
     metrics.flush().await?;
     eprintln!(
-        "stopped: {} acknowledged, {} left for retry, {} released",
-        report.acknowledged, report.retried, report.released
+        "stopped: {} acknowledged, {} left for retry, {} released, {} failed queue calls backed off, {} tasks ended on errors",
+        report.acknowledged,
+        report.retried,
+        report.released,
+        report.queue_errors,
+        report.tasks_failed
     );
     Ok(ExitCode::SUCCESS)
 }
