@@ -74,7 +74,8 @@
 //! records, manifest), [`job::io`] (JSON with a retried read, and the loaders).
 //!
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
-//! [`worker::Worker::process_chunk`], [`reducer::finalize_job`] / [`reducer::job_status`],
+//! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
+//! file), [`reducer::finalize_job`] / [`reducer::job_status`],
 //! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
 //! whole pipeline in one process.
 //!
