@@ -77,7 +77,9 @@ pub const LOST_MARGIN_MS: u64 = 60_000;
 /// Whether `attempt` is lost at `now_ms`: no failure record of it (`failure` is of an
 /// earlier attempt or absent) and too old to still be running.
 fn is_lost(attempt: &AttemptRecord, failure: Option<&FailureRecord>, now_ms: u64) -> bool {
-    let failed_after = failure.is_some_and(|f| f.attempts >= attempt.attempt);
+    // By time, not by receive count: a redrive restarts the count while an older failure
+    // record stays, and that record must not hide a later attempt that vanished.
+    let failed_after = failure.is_some_and(|f| f.at_ms >= attempt.started_ms);
     let gone = attempt
         .visibility_timeout_s
         .is_some_and(|v| now_ms > attempt.started_ms + v.saturating_mul(1000) + LOST_MARGIN_MS);
@@ -548,4 +550,50 @@ pub async fn read_manifest(env: &Env, work: &Location, job_id: &JobId) -> Result
             job_id: job_id.clone(),
             message: format!("no manifest under {work}: the job has not been finalized"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ChunkId;
+
+    fn attempt(attempt: u32, started_ms: u64) -> AttemptRecord {
+        AttemptRecord {
+            job_id: JobId::parse("j").expect("id"),
+            chunk_id: ChunkId::parse("c").expect("id"),
+            attempt,
+            last_attempt: false,
+            worker: "w".into(),
+            started_ms,
+            stage: "read".into(),
+            memory_mb: Some(1769),
+            visibility_timeout_s: Some(60),
+        }
+    }
+
+    fn failure(attempts: u32, at_ms: u64) -> FailureRecord {
+        FailureRecord {
+            job_id: JobId::parse("j").expect("id"),
+            chunk_id: ChunkId::parse("c").expect("id"),
+            attempts,
+            error_kind: "StoreError".into(),
+            message: "503".into(),
+            permanent: false,
+            last_attempt: true,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn an_attempt_is_lost_only_past_its_timeout_and_without_a_later_failure_record() {
+        let a = attempt(1, 1_000_000);
+        let deadline = 1_000_000 + 60_000 + LOST_MARGIN_MS;
+        assert!(!is_lost(&a, None, deadline));
+        assert!(is_lost(&a, None, deadline + 1));
+        // Its own failure record (written after it started): not lost.
+        assert!(!is_lost(&a, Some(&failure(1, 1_000_500)), deadline + 1));
+        // A failure record left from before a redrive, with a higher receive count than the
+        // restarted one: it does not hide the vanished attempt.
+        assert!(is_lost(&a, Some(&failure(3, 999_000)), deadline + 1));
+    }
 }

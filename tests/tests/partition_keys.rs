@@ -40,6 +40,7 @@ input:
 output: {{ location: {r}/out/, partition_by: [p] }}
 rejects: {{ location: {r}/rejects/, max_ratio: {max_ratio} }}
 queue: {{ max_receive_count: 2 }}
+aggregate: {{ group_by: [], measures: [{{ name: rows, fn: count }}, {{ name: ids, fn: sum, column: id }}] }}
 "#
     );
     JobSpec::parse("keys.yaml", &text).unwrap()
@@ -165,6 +166,11 @@ async fn a_partition_value_too_long_for_a_file_name_rejects_its_row_and_the_rest
         m.counts.written
     );
     assert_eq!(m.reject_rules.get("partition"), Some(&2));
+    // The aggregate is over the rows written, as for rows rejected by any other rule.
+    let agg = &m.aggregate.as_ref().unwrap().rows;
+    assert_eq!(agg.len(), 1, "{agg:?}");
+    assert_eq!(agg[0]["rows"].to_string().trim_matches('"'), "4", "{agg:?}");
+    assert_eq!(agg[0]["ids"].to_string().trim_matches('"'), "14", "{agg:?}");
     assert!(
         (m.reject_ratio - 2.0 / 6.0).abs() < 1e-9,
         "{}",
@@ -180,12 +186,16 @@ async fn a_partition_value_too_long_for_a_file_name_rejects_its_row_and_the_rest
         assert_eq!(r.object, "data.csv");
         assert!(r.message.contains("255"), "{}", r.message);
     }
-    let raw: Vec<Value> = rejected
-        .iter()
-        .map(|r| serde_json::from_str(&r.raw).unwrap())
-        .collect();
-    assert_eq!(raw[0]["id"], "2");
-    assert_eq!(raw[1]["id"], "5");
+    // The 2,000-byte row's text is capped at 1 KiB (a reject holds no huge values in memory);
+    // the 256-byte one is whole.
+    let capped = &rejected[0].raw;
+    assert!(
+        capped.len() <= 1024 + '…'.len_utf8() && capped.ends_with('…'),
+        "{capped}"
+    );
+    assert!(capped.contains("\"2\""), "{capped}");
+    let whole: Value = serde_json::from_str(&rejected[1].raw).unwrap();
+    assert_eq!(whole["id"], "5");
     // The message quotes the value's first bytes, not all 2,000.
     assert!(
         rejected[0].message.contains("2000 bytes"),

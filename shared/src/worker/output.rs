@@ -34,8 +34,18 @@ pub(super) async fn consume(
     let mut encode = Duration::ZERO;
     while let Some(b) = rows.recv().await {
         let t = Instant::now();
-        writer.write(&b)?;
+        let set_aside = writer.write(&b)?;
         encode += t.elapsed();
+        // Rows rejected for their partition value are in no file: not in the aggregate either.
+        let b = if set_aside.is_empty() {
+            b
+        } else {
+            let mut keep = vec![true; b.num_rows()];
+            for r in set_aside {
+                keep[r as usize] = false;
+            }
+            arrow::compute::filter_record_batch(&b, &arrow::array::BooleanArray::from(keep))?
+        };
         // A failed aggregate reports its error when awaited; the rows still get written.
         if let Some(tx) = &agg_tx
             && tx.send(b).await.is_err()

@@ -262,10 +262,13 @@ impl PartitionedWriter {
         self.limit.path_bytes()
     }
 
-    /// Splits `batch` by partition and appends each part to its partition's open file.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Splits `batch` by partition and appends each part to its partition's open file;
+    /// returns the rows of `batch` set aside because their partition path cannot be a key
+    /// (usually none), so the caller can keep them out of what else it feeds (the aggregate).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<u32>> {
+        let mut set_aside = Vec::new();
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(set_aside);
         }
         for (path, values, rows, problem) in self.groups(batch)? {
             if let Some((column, message)) = problem {
@@ -274,8 +277,9 @@ impl PartitionedWriter {
                     self.rejected.push(PartitionReject {
                         column: column.clone(),
                         message: message.clone(),
-                        raw: crate::read::row_json(batch, r as usize),
+                        raw: capped_raw(crate::read::row_json(batch, r as usize)),
                     });
+                    set_aside.push(r);
                 }
                 continue;
             }
@@ -300,7 +304,8 @@ impl PartitionedWriter {
             self.rows += sub.num_rows() as u64;
             self.append(path, values, &sub)?;
         }
-        self.keep_within_budget()
+        self.keep_within_budget()?;
+        Ok(set_aside)
     }
 
     /// The batch's rows grouped by partition path, in order of first appearance; `None`
@@ -586,6 +591,23 @@ pub fn remove_stale_staging(age: std::time::Duration) -> usize {
         }
     }
     removed
+}
+
+/// Most bytes of a set-aside row's text kept in its reject (the rejects file shows the
+/// beginning; a row of huge values must not hold the worker's memory).
+const MAX_REJECT_RAW_BYTES: usize = 1024;
+
+/// `raw` cut to [`MAX_REJECT_RAW_BYTES`] at a character boundary, marked when cut.
+fn capped_raw(mut raw: String) -> String {
+    if raw.len() > MAX_REJECT_RAW_BYTES {
+        let mut end = MAX_REJECT_RAW_BYTES;
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        raw.truncate(end);
+        raw.push('…');
+    }
+    raw
 }
 
 #[cfg(test)]
