@@ -262,6 +262,7 @@ fn commit_record(
             partition_rejected: 0,
         },
         bytes_read: 1_000,
+        range_bytes: c.bytes,
         outputs: vec![FileEntry {
             key: format!("k={k}/part-{}-00000.parquet", c.id),
             partition: vec![("k".into(), Some(k.clone()))],

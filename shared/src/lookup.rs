@@ -99,6 +99,7 @@ pub async fn load_lookup(
         compression: InputCompression::Auto,
         csv: l.csv.clone(),
         schema: schema.clone(),
+        max_record_bytes: crate::spec::DEFAULT_MAX_RECORD_BYTES,
     };
     let piece = Piece::Object {
         key: key.clone(),

@@ -105,6 +105,15 @@ impl Piece {
         }
     }
 
+    /// The object's size at planning.
+    pub fn object_size(&self) -> u64 {
+        match self {
+            Piece::Object { size, .. }
+            | Piece::Range { size, .. }
+            | Piece::RowGroups { size, .. } => *size,
+        }
+    }
+
     /// An upper bound of the size of this piece's JSON in a chunk message (what
     /// `serde_json` writes for it): the fixed text of its variant, its strings as JSON
     /// escapes them and its numbers in decimal. Computed, not serialized, so planning a

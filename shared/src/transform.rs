@@ -358,42 +358,39 @@ fn trim(a: &ArrayRef) -> Result<ArrayRef> {
 }
 
 /// Resolves reader and conversion rejects of one piece into [`Reject`]s.
-///
-/// `lines_before` must already be resolved to a known count when the piece has rejects.
 pub fn resolve_rejects(
     decoded: &Decoded,
-    lines_before: Option<u64>,
     pending: impl IntoIterator<Item = (Option<usize>, PendingReject)>,
 ) -> Vec<Reject> {
     let text_source = decoded.lines_before != LinesBefore::NotApplicable;
+    let offset = |p: &PendingReject| decoded.text_offset.map(|o| o + p.origin.start);
     pending
         .into_iter()
         .map(|(row, p)| Reject {
             raw: decoded.raw_text(&p.origin, row),
-            rule: p.rule,
-            column: p.column,
-            message: p.message,
-            object: decoded.object.clone(),
-            byte_offset: if text_source {
-                decoded.text_offset.map(|o| o + p.origin.start)
+            byte_offset: if text_source && !decoded.decompressed {
+                offset(&p)
             } else {
                 None
             },
-            decompressed_offset: if text_source && decoded.text_offset.is_none() {
-                Some(p.origin.start)
+            decompressed_offset: if text_source && decoded.decompressed {
+                offset(&p)
             } else {
                 None
             },
-            line: if text_source {
-                lines_before.map(|b| b + p.origin.line + 1)
-            } else {
-                None
+            line: match decoded.lines_before {
+                LinesBefore::Known(n) => Some(n + p.origin.line + 1),
+                LinesBefore::Unknown | LinesBefore::NotApplicable => None,
             },
             row: if text_source {
                 None
             } else {
                 Some(p.origin.row)
             },
+            rule: p.rule,
+            column: p.column,
+            message: p.message,
+            object: decoded.object.clone(),
         })
         .collect()
 }

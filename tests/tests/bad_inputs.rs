@@ -256,9 +256,11 @@ fn check_coordinates(r: &Reject, inputs: &Inputs, text_format: bool) {
         );
         return;
     }
-    let line = r
-        .line
-        .unwrap_or_else(|| panic!("a text reject has a line: {r:?}"));
+    // A line is known unless the reject's chunk started inside a plain object.
+    assert!(
+        r.line.is_some() || r.byte_offset.is_some_and(|o| o > 0),
+        "a text reject has a line, or an offset in a plain object: {r:?}"
+    );
     let (source, offset) = match (r.byte_offset, r.decompressed_offset) {
         (Some(o), None) => (stored, o),
         (None, Some(o)) => (
@@ -279,6 +281,7 @@ fn check_coordinates(r: &Reject, inputs: &Inputs, text_format: bool) {
         short(&r.raw),
         short(&at)
     );
+    let Some(line) = r.line else { return };
     let newlines = source[..offset].iter().filter(|b| **b == b'\n').count() as u64;
     assert_eq!(
         line,

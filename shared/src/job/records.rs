@@ -154,6 +154,11 @@ pub struct ChunkRecord {
     pub counts: Counts,
     /// Input bytes fetched.
     pub bytes_read: u64,
+    /// Input bytes the chunk owns (its ranges and whole objects): `bytes_read` over this is
+    /// its read amplification, at most about 2 (a range reads on to finish its last record,
+    /// which `input.max_record_size` bounds).
+    #[serde(default)]
+    pub range_bytes: u64,
     /// Files written, sorted by key.
     pub outputs: Vec<FileEntry>,
     /// Rejects file, when any record was rejected.

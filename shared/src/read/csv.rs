@@ -8,13 +8,8 @@ use super::{Decoded, LinesBefore, Origin, PendingReject, TextColumns};
 use crate::spec::CsvOptions;
 use crate::{Error, Result};
 
-/// Where the header comes from.
-pub(crate) enum HeaderSource {
-    /// The first record of this text is the header.
-    FirstRecord,
-    /// Read from the object's header line by the caller (or why it is unusable).
-    Given(Arc<Result<Vec<String>, String>>),
-}
+/// The object's header fields, read by the caller (or why they are unusable).
+pub(crate) type HeaderFields = Arc<Result<Vec<String>, String>>;
 
 fn reader_builder(opts: &CsvOptions) -> ::csv::ReaderBuilder {
     let mut b = ::csv::ReaderBuilder::new();
@@ -102,10 +97,10 @@ pub(crate) fn decode(
     skip: usize,
     opts: &CsvOptions,
     schema: &Schema,
-    header: Option<HeaderSource>,
+    header: Option<HeaderFields>,
     object: &str,
 ) -> Result<Decoded> {
-    let layout = layout(text, skip, opts, schema, header);
+    let layout = layout(skip, schema, header);
     if let Ok(map) = &layout.map
         && let Some(d) = super::csv_fast::decode(
             text,
@@ -125,47 +120,21 @@ pub(crate) fn decode(
     decode_records(text, layout, opts, schema, object)
 }
 
-/// Reads the header (when there is one) and maps the schema's columns to its fields.
-fn layout(
-    text: &[u8],
-    skip: usize,
-    opts: &CsvOptions,
-    schema: &Schema,
-    header: Option<HeaderSource>,
-) -> Layout {
-    let mut start = skip;
-    let mut first_line = 0u64;
+/// Maps the schema's columns to its fields.
+fn layout(skip: usize, schema: &Schema, header: Option<HeaderFields>) -> Layout {
     let (map, expected) = match header {
         None => (
             Ok((0..schema.fields().len()).collect::<Vec<_>>()),
             schema.fields().len(),
         ),
-        Some(h) => {
-            let fields = match h {
-                HeaderSource::Given(f) => f.as_ref().clone(),
-                HeaderSource::FirstRecord => match header_line(&text[skip..]) {
-                    None => Ok(Vec::new()),
-                    Some((line_start, end)) => {
-                        // The header belongs to the object, not to any record: it is its own line.
-                        start = skip + end;
-                        first_line =
-                            memchr::memchr_iter(b'\n', &text[skip..skip + end]).count() as u64;
-                        header_fields(&text[skip + line_start..skip + end], opts)
-                    }
-                },
-            };
-            match fields {
-                Ok(fields) => {
-                    let n = fields.len();
-                    (mapping(&fields, schema), n)
-                }
-                Err(why) => (Err(why), 0),
-            }
-        }
+        Some(h) => match h.as_ref() {
+            Ok(fields) => (mapping(fields, schema), fields.len()),
+            Err(why) => (Err(why.clone()), 0),
+        },
     };
     Layout {
-        start,
-        first_line,
+        start: skip,
+        first_line: 0,
         map,
         expected,
     }
@@ -238,6 +207,7 @@ fn decode_records(
         rejects: out.rejects,
         text: bytes::Bytes::new(),
         text_offset: Some(0),
+        decompressed: false,
         lines_before: LinesBefore::Known(0),
         bytes_read: 0,
     })

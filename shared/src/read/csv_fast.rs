@@ -592,6 +592,7 @@ fn finish(
         rejects: Vec::new(),
         text: bytes::Bytes::new(),
         text_offset: Some(0),
+        decompressed: false,
         lines_before: LinesBefore::Known(0),
         bytes_read: 0,
     })

@@ -114,6 +114,7 @@ pub(crate) fn decode(text: &[u8], skip: usize, schema: &Schema) -> Result<Decode
         rejects,
         text: bytes::Bytes::new(),
         text_offset: Some(0),
+        decompressed: false,
         lines_before: LinesBefore::Known(0),
         bytes_read: 0,
     })

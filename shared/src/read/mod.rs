@@ -10,11 +10,9 @@
 mod csv;
 mod csv_fast;
 mod jsonl;
-pub mod lines;
 pub mod parquet;
+pub mod text;
 
-use std::io::Read;
-use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
@@ -26,8 +24,10 @@ use crate::spec::{Format, InputCompression, InputSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
 
-/// A worker reads a byte range in segments of this size, so its memory stays bounded
-/// whatever the chunk's size.
+pub use text::TextReader;
+
+/// A worker reads text in segments of this size, so its memory stays bounded whatever the
+/// chunk's size.
 pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Whether an object can be cut into byte ranges at record starts: uncompressed CSV
@@ -40,47 +40,6 @@ pub fn splits_by_lines(input: &InputSpec, key: &str) -> bool {
         Format::Jsonl => true,
     }
 }
-
-/// The pieces a worker reads one after the other for `piece`: byte ranges in segments of
-/// at most `segment` bytes (a record belongs to the segment it starts in, as it belongs to
-/// the range), any other piece whole.
-pub fn segments(piece: &Piece, input: &InputSpec, segment: u64) -> Vec<Piece> {
-    match piece {
-        Piece::Object { key, etag, size } if *size > segment && splits_by_lines(input, key) => {
-            segments(
-                &Piece::Range {
-                    key: key.clone(),
-                    etag: etag.clone(),
-                    size: *size,
-                    start: 0,
-                    end: *size,
-                },
-                input,
-                segment,
-            )
-        }
-        Piece::Range {
-            key,
-            etag,
-            size,
-            start,
-            end,
-        } if end - start > segment => (*start..*end)
-            .step_by(segment.max(1) as usize)
-            .map(|s| Piece::Range {
-                key: key.clone(),
-                etag: etag.clone(),
-                size: *size,
-                start: s,
-                end: (s + segment).min(*end),
-            })
-            .collect(),
-        other => vec![other.clone()],
-    }
-}
-
-/// First read past a range's end; doubled until the last record is complete.
-pub const DEFAULT_OVERREAD_BYTES: u64 = 16 * 1024;
 
 /// Where a row came from, relative to the piece's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +72,9 @@ pub struct PendingReject {
 pub enum LinesBefore {
     /// Known.
     Known(u64),
-    /// Unknown until the object's `\n`s before this offset are counted (only done when a
-    /// record of the piece is rejected: line numbers are only needed then).
-    CountUpTo(u64),
+    /// Unknown: the text is part of a range that starts inside the object, and counting
+    /// the lines before it would mean reading the object from its start.
+    Unknown,
     /// Not a line-oriented source.
     NotApplicable,
 }
@@ -133,9 +92,10 @@ pub struct Decoded {
     pub rejects: Vec<PendingReject>,
     /// The text the origins point into (empty for Parquet).
     pub text: Bytes,
-    /// Object offset of `text[0]`; `None` when the text was decompressed (offsets are then
-    /// positions in the decompressed stream).
+    /// Offset of `text[0]` in the object, or in the decompressed stream when `decompressed`.
     pub text_offset: Option<u64>,
+    /// The text was decompressed from the object.
+    pub decompressed: bool,
     /// Lines before the text.
     pub lines_before: LinesBefore,
     /// Bytes fetched from the store.
@@ -246,170 +206,59 @@ pub struct ObjectHeader {
 pub type HeaderCache =
     std::sync::Mutex<std::collections::HashMap<(String, String), Arc<ObjectHeader>>>;
 
-/// Reads one piece of the input.
+/// Reads one whole piece of the input as a single decoded unit: for small objects read
+/// whole, such as lookup tables. A worker streams its pieces instead ([`TextReader`]).
 pub async fn read_piece(
     store: &dyn ObjectStore,
     piece: &Piece,
     input: &InputSpec,
     headers: &HeaderCache,
 ) -> Result<Decoded> {
-    match input.format {
-        Format::Parquet => parquet::read_piece(store, piece, &input.schema).await,
-        Format::Csv | Format::Jsonl => {
-            let key = piece.key();
-            let (text, text_offset, lines_before, bytes_read) =
-                fetch_text(store, piece, input.compression.of_key(key)).await?;
-            // A UTF-8 byte order mark belongs to the object, not to its first record.
-            let at_object_start = text_offset.unwrap_or(0) == 0;
-            let mut skip = if at_object_start && text.starts_with(b"\xEF\xBB\xBF") {
-                3
-            } else {
-                0
-            };
-            let mut d = match input.format {
-                Format::Csv => {
-                    let header = if !input.csv.header {
-                        None
-                    } else if at_object_start {
-                        Some(csv::HeaderSource::FirstRecord)
-                    } else {
-                        let h = object_header(store, piece, &input.csv, headers).await?;
-                        // Tiny ranges may start before the header line ends (blank lines
-                        // first): the header is never a record.
-                        let offset = text_offset.unwrap_or(0);
-                        if h.end > offset {
-                            skip = ((h.end - offset) as usize).min(text.len());
-                        }
-                        Some(csv::HeaderSource::Given(h.fields.clone()))
-                    };
-                    csv::decode(&text, skip, &input.csv, &input.schema, header, key)?
-                }
-                _ => jsonl::decode(&text, skip, &input.schema)?,
-            };
-            d.object = key.to_string();
-            d.text = text;
-            d.text_offset = text_offset;
-            d.lines_before = lines_before;
-            d.bytes_read = bytes_read;
-            Ok(d)
-        }
+    if input.format == Format::Parquet {
+        return parquet::read_piece(store, piece, &input.schema).await;
     }
-}
-
-/// Fetches the text a piece owns: (text, object offset of text[0], lines before, bytes fetched).
-async fn fetch_text(
-    store: &dyn ObjectStore,
-    piece: &Piece,
-    compression: InputCompression,
-) -> Result<(Bytes, Option<u64>, LinesBefore, u64)> {
-    match piece {
-        Piece::Object { key, etag, size }
-        | Piece::RowGroups {
-            key, etag, size, ..
-        } => {
-            let raw = store.get_range_if(key, 0..*size, etag).await?;
-            let n = raw.len() as u64;
-            match compression {
-                InputCompression::None | InputCompression::Auto => {
-                    Ok((raw, Some(0), LinesBefore::Known(0), n))
-                }
-                c => Ok((decompress(key, raw, c)?, None, LinesBefore::Known(0), n)),
-            }
-        }
-        Piece::Range {
-            key,
-            etag,
-            size,
-            start,
-            end,
-        } => {
-            let mut overread = DEFAULT_OVERREAD_BYTES;
-            let mut fetched = 0u64;
-            loop {
-                let w = lines::first_window(*start, *end, overread, *size);
-                let window = store.get_range_if(key, w.clone(), etag).await?;
-                fetched += window.len() as u64;
-                if (window.len() as u64) < w.end - w.start {
-                    return Err(Error::Input {
-                        object: key.clone(),
-                        message: format!(
-                            "the object shrank below the {size} bytes it had when planned: re-plan the job"
-                        ),
-                        source: None,
-                    });
-                }
-                match lines::owned(&window, w.start, *start..*end, *size) {
-                    lines::Owned::Span(s) => {
-                        let offset = w.start + s.start as u64;
-                        let lines_before = if offset == 0 {
-                            LinesBefore::Known(0)
-                        } else {
-                            LinesBefore::CountUpTo(offset)
-                        };
-                        return Ok((window.slice(s), Some(offset), lines_before, fetched));
-                    }
-                    lines::Owned::NeedMore => overread = overread.saturating_mul(4),
-                }
-            }
-        }
+    let mut reader = TextReader::open(store, piece, input, headers, u64::MAX).await?;
+    let mut parts = Vec::new();
+    while let Some(d) = reader.next().await? {
+        parts.push(d);
     }
-}
-
-/// Counts `\n` in the object before `offset` (for absolute line numbers of rejects).
-pub async fn count_lines_before(
-    store: &dyn ObjectStore,
-    key: &str,
-    etag: &str,
-    offset: u64,
-) -> Result<u64> {
-    count_lines_in(store, key, etag, 0..offset).await
-}
-
-/// Counts `\n` in a byte range of the object's version `etag`.
-pub async fn count_lines_in(
-    store: &dyn ObjectStore,
-    key: &str,
-    etag: &str,
-    range: Range<u64>,
-) -> Result<u64> {
-    const STEP: u64 = 8 * 1024 * 1024;
-    let offset = range.end;
-    let mut n = 0u64;
-    let mut at = range.start;
-    while at < offset {
-        let end = (at + STEP).min(offset);
-        let b = store.get_range_if(key, at..end, etag).await?;
-        if b.is_empty() {
-            break;
-        }
-        n += memchr::memchr_iter(b'\n', &b).count() as u64;
-        at += b.len() as u64;
-    }
-    Ok(n)
-}
-
-fn decompress(key: &str, raw: Bytes, c: InputCompression) -> Result<Bytes> {
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    let r = match c {
-        InputCompression::Gzip => flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out),
-        InputCompression::Zstd => {
-            zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out))
-        }
-        InputCompression::None | InputCompression::Auto => return Ok(raw),
+    let fetched = reader.bytes_fetched();
+    let mut parts = parts.into_iter();
+    let mut whole = match parts.next() {
+        Some(d) => d,
+        None => Decoded {
+            object: piece.key().to_string(),
+            batch: TextColumns::new(&input.schema).finish()?,
+            origins: Vec::new(),
+            rejects: Vec::new(),
+            text: Bytes::new(),
+            text_offset: Some(0),
+            decompressed: false,
+            lines_before: LinesBefore::Known(0),
+            bytes_read: 0,
+        },
     };
-    r.map_err(|e| Error::Input {
-        object: key.to_string(),
-        message: format!("cannot decompress ({c:?}): {e}"),
-        source: Some(Box::new(e)),
-    })?;
-    Ok(Bytes::from(out))
+    // Read in one segment, the text only splits around a record over the size limit.
+    if parts.next().is_some() || whole.rejects.iter().any(|r| r.rule == "max_record_size") {
+        return Err(Error::Input {
+            object: piece.key().to_string(),
+            message: format!(
+                "a record is longer than the {} bytes allowed (input.max_record_size)",
+                input.max_record_bytes
+            ),
+            source: None,
+        });
+    }
+    whole.bytes_read = fetched;
+    Ok(whole)
 }
 
 /// The header of a CSV object: its first non-blank line.
-async fn object_header(
+pub(crate) async fn object_header(
     store: &dyn ObjectStore,
     piece: &Piece,
     opts: &crate::spec::CsvOptions,
+    max_record: u64,
     cache: &HeaderCache,
 ) -> Result<Arc<ObjectHeader>> {
     let cache_key = (piece.key().to_string(), piece.etag().to_string());
@@ -433,6 +282,14 @@ async fn object_header(
             None if complete => {
                 break ObjectHeader {
                     fields: Arc::new(Ok(Vec::new())),
+                    end: b.len() as u64,
+                };
+            }
+            _ if len > max_record => {
+                break ObjectHeader {
+                    fields: Arc::new(Err(format!(
+                        "the header line is longer than input.max_record_size ({max_record} bytes)"
+                    ))),
                     end: b.len() as u64,
                 };
             }

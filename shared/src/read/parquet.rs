@@ -481,6 +481,7 @@ fn decoded(
         rejects,
         text: Bytes::new(),
         text_offset: None,
+        decompressed: false,
         lines_before: LinesBefore::NotApplicable,
         bytes_read: fetched,
     }

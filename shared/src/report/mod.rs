@@ -179,7 +179,7 @@ impl Tally {
             "id": r.chunk_id, "index": r.index, "worker": r.worker, "attempt": r.attempt,
             "started_ms": r.started_ms, "elapsed_ms": r.elapsed_ms,
             "rows_read": r.counts.read, "rows_written": r.counts.written,
-            "rows_rejected": r.counts.rejected, "bytes_read": r.bytes_read,
+            "rows_rejected": r.counts.rejected, "bytes_read": r.bytes_read, "range_bytes": r.range_bytes,
             "bytes_written": written, "stage_ms": r.stage_ms,
         }));
     }

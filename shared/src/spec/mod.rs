@@ -32,6 +32,13 @@ pub use values::{parse_size, parse_type};
 
 /// Default chunk size for splittable inputs.
 pub const DEFAULT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `input.max_record_size`: the longest CSV or JSON record read (Hadoop's
+/// `mapreduce.input.linerecordreader.line.maxlength` plays the same part). A worker holds
+/// at most one such record beside its segment, and a chunk reads at most this far past
+/// its range's end.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest `input.max_record_size` accepted: a record must fit a worker's memory.
+pub const MAX_MAX_RECORD_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default cap on small objects packed into one chunk (the chunk message's size is bounded
 /// apart, by `queue.max_message_size`).
 pub const DEFAULT_MAX_OBJECTS_PER_CHUNK: usize = 100;

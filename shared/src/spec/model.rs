@@ -101,6 +101,9 @@ pub struct InputSpec {
     pub csv: CsvOptions,
     /// Target schema: names, types, nullability.
     pub schema: SchemaRef,
+    /// Longest CSV or JSON record read, in bytes; a longer one is rejected
+    /// (`input.max_record_size`).
+    pub max_record_bytes: u64,
 }
 
 /// Chunk sizing.

@@ -23,7 +23,7 @@ use crate::job::{
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::queue::Message;
-use crate::read::{HeaderCache, LinesBefore, SEGMENT_BYTES, count_lines_in, read_piece, segments};
+use crate::read::{HeaderCache, SEGMENT_BYTES, TextReader, read_piece};
 use crate::spec::JobSpec;
 use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, StoreError};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
@@ -299,6 +299,7 @@ impl Worker {
             pieces: chunk.pieces.clone(),
             counts,
             bytes_read: run.read.bytes_read,
+            range_bytes: chunk.bytes,
             outputs,
             rejects: reject_file,
             reject_rules: rule_counts(&run.read.rejects),
@@ -468,7 +469,6 @@ impl Worker {
     ) -> Result<()> {
         let spec = &job.spec;
         let mut sending = true;
-        let mut line_marks: HashMap<String, (u64, u64)> = HashMap::new();
         for piece in &chunk.pieces {
             // A cheap early check naming both versions; the reads below are pinned to the
             // planned version themselves, so a change after this check fails them too.
@@ -492,48 +492,55 @@ impl Worker {
                     .into());
                 }
             }
-            for segment in segments(piece, &spec.input, SEGMENT_BYTES) {
+            if spec.input.format == crate::spec::Format::Parquet {
                 let t = Instant::now();
-                let decoded = read_piece(input, &segment, &spec.input, &job.headers).await?;
+                let decoded = read_piece(input, piece, &spec.input, &job.headers).await?;
                 read.read += t.elapsed();
-                let t = Instant::now();
                 read.bytes_read += decoded.bytes_read;
-                let records = decoded.records();
-                let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
-                let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
-                    decoded.rejects.iter().cloned().map(|r| (None, r)).collect();
-                pending.extend(conformed.rejects.into_iter().map(|(row, r)| (Some(row), r)));
-                if !pending.is_empty() {
-                    pending.sort_by_key(|(_, r)| (r.origin.start, r.origin.row));
-                    let lines_before = match decoded.lines_before {
-                        LinesBefore::Known(n) => Some(n),
-                        LinesBefore::CountUpTo(offset) => {
-                            // Counted once per object, from the last counted offset on.
-                            let key = segment.key();
-                            let (from, lines) = match line_marks.get(key) {
-                                Some(&(at, n)) if at <= offset => (at, n),
-                                _ => (0, 0),
-                            };
-                            let n = lines
-                                + count_lines_in(input, key, segment.etag(), from..offset).await?;
-                            line_marks.insert(key.to_string(), (offset, n));
-                            Some(n)
-                        }
-                        LinesBefore::NotApplicable => None,
-                    };
-                    read.rejects
-                        .extend(resolve_rejects(&decoded, lines_before, pending));
-                }
-                let valid = conformed.batch.num_rows() as u64;
-                read.validate += t.elapsed();
-                read.counts.read += records;
-                read.counts.valid += valid;
-                if valid > 0 && sending {
-                    sending = rows.send(conformed.batch).await.is_ok();
-                }
+                sending = Self::take(spec, decoded, rows, read, sending).await?;
+                continue;
             }
+            let mut reader =
+                TextReader::open(input, piece, &spec.input, &job.headers, SEGMENT_BYTES).await?;
+            loop {
+                let t = Instant::now();
+                let next = reader.next().await?;
+                read.read += t.elapsed();
+                let Some(decoded) = next else { break };
+                sending = Self::take(spec, decoded, rows, read, sending).await?;
+            }
+            read.bytes_read += reader.bytes_fetched();
         }
         Ok(())
+    }
+
+    /// Validates one decoded unit, keeps its counts and rejects, and sends its valid rows on
+    /// while `sending`; returns whether to go on sending.
+    async fn take(
+        spec: &JobSpec,
+        decoded: crate::read::Decoded,
+        rows: &tokio::sync::mpsc::Sender<RecordBatch>,
+        read: &mut ReadState,
+        sending: bool,
+    ) -> Result<bool> {
+        let t = Instant::now();
+        let records = decoded.records();
+        let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
+        let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
+            decoded.rejects.iter().cloned().map(|r| (None, r)).collect();
+        pending.extend(conformed.rejects.into_iter().map(|(row, r)| (Some(row), r)));
+        if !pending.is_empty() {
+            pending.sort_by_key(|(_, r)| (r.origin.start, r.origin.row));
+            read.rejects.extend(resolve_rejects(&decoded, pending));
+        }
+        let valid = conformed.batch.num_rows() as u64;
+        read.validate += t.elapsed();
+        read.counts.read += records;
+        read.counts.valid += valid;
+        if valid > 0 && sending {
+            return Ok(rows.send(conformed.batch).await.is_ok());
+        }
+        Ok(sending)
     }
 
     /// Handles one queue message: the shared logic of the local runner, the Lambda

@@ -8,7 +8,10 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use super::Checker;
 use crate::location::Location;
 use crate::spec::raw;
-use crate::spec::{CsvOptions, Format, InputCompression, InputSpec, parse_type};
+use crate::spec::{
+    CsvOptions, DEFAULT_MAX_RECORD_BYTES, Format, InputCompression, InputSpec,
+    MAX_MAX_RECORD_BYTES, parse_type,
+};
 
 /// The checked input, each part on its own: later sections need the location and the
 /// schema even when another part is wrong.
@@ -18,6 +21,7 @@ pub(super) struct InputParts {
     pub(super) compression: InputCompression,
     pub(super) csv: CsvOptions,
     pub(super) schema: Option<SchemaRef>,
+    pub(super) max_record_bytes: u64,
 }
 
 impl InputParts {
@@ -31,6 +35,7 @@ impl InputParts {
             compression: self.compression,
             csv: self.csv,
             schema: self.schema?,
+            max_record_bytes: self.max_record_bytes,
         })
     }
 }
@@ -67,12 +72,27 @@ impl Checker<'_> {
             }
         }
         let schema = self.schema("input.schema", &raw.schema, true);
+        let max_record_bytes = match &raw.max_record_size {
+            None => DEFAULT_MAX_RECORD_BYTES,
+            Some(v) => match self.size("input.max_record_size", v, 1) {
+                Some(n) if n > MAX_MAX_RECORD_BYTES => {
+                    self.problem(
+                        "input.max_record_size",
+                        format!("{n} bytes is too large: at most {MAX_MAX_RECORD_BYTES} (1GiB)"),
+                    );
+                    DEFAULT_MAX_RECORD_BYTES
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_RECORD_BYTES,
+            },
+        };
         InputParts {
             location,
             format,
             compression,
             csv,
             schema,
+            max_record_bytes,
         }
     }
 
