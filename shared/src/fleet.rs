@@ -19,7 +19,9 @@ pub struct ServeOptions {
     pub max_receive_count: u32,
     /// Messages processed at once.
     pub concurrency: usize,
-    /// Visibility timeout the heartbeat keeps renewing while a chunk runs.
+    /// Visibility timeout the heartbeat keeps renewing while a chunk runs. Build the
+    /// worker with [`Worker::with_renewed_visibility`] of the same duration, so that its
+    /// attempt records say when it was last alive and a killed one is reported lost.
     pub visibility: Duration,
     /// After a stop signal: how long in-flight chunks may still finish before their
     /// messages are released for another worker.

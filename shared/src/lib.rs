@@ -75,7 +75,8 @@
 //!
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
-//! file), [`reducer::finalize_job`] / [`reducer::job_status`],
+//! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
+//! / [`reducer::job_status`] (`reducer::status`: records and queue depths),
 //! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
 //! whole pipeline in one process.
 //!

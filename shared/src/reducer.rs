@@ -1,22 +1,22 @@
-//! `job_status` and `finalize_job`: merge the commit records into the manifest.
+//! `job_status` (in `reducer::status`) and `finalize_job`: merge the commit records into
+//! the manifest.
 //!
 //! Both are idempotent: status only reads; finalize rebuilds the same manifest from the
 //! same commit records (they never change once written) and refuses a job that is not
 //! complete or does not reconcile.
 
+mod status;
+
 use std::collections::{BTreeMap, HashSet};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::ids::JobId;
 use crate::job::{
-    AggregateResult, AttemptRecord, ChunkRecord, Counts, FailureRecord, InputObject, Manifest,
-    ManifestFile, PartitionSummary, PlanSummary, READ_CONCURRENCY, RejectFile, chunk_records,
-    committed_ids, get_json, get_json_opt, layout, load_job, to_json_bytes,
+    AggregateResult, ChunkRecord, Counts, InputObject, Manifest, ManifestFile, PartitionSummary,
+    PlanSummary, RejectFile, chunk_records, layout, load_job, to_json_bytes,
 };
 use crate::location::Location;
 use crate::metrics::{Unit, names};
@@ -24,150 +24,10 @@ use crate::plan::Chunk;
 use crate::spec::{AggregateSpec, JobSpec};
 use crate::store::ObjectStore;
 use crate::{Error, Result};
-
-/// Where a job stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobStatus {
-    /// Job id.
-    pub job_id: JobId,
-    /// Chunks planned.
-    pub planned: u64,
-    /// Chunks committed.
-    pub committed: u64,
-    /// Chunks whose last attempt failed and that may still be retried.
-    pub failed: Vec<FailureRecord>,
-    /// Chunks that will not be retried: receives exhausted, dead-lettered.
-    pub dead_lettered: Vec<FailureRecord>,
-    /// Planned chunks neither committed nor failed (queued or running).
-    pub pending: u64,
-    /// Chunks whose latest attempt left neither a commit nor a failure record and cannot
-    /// still be running (started longer ago than the visibility timeout and
-    /// [`LOST_MARGIN_MS`]): the worker was killed (out of memory, timed out). With
-    /// `last_attempt` the message is dead-lettered and the chunk failed for good;
-    /// otherwise the queue delivers it again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lost: Vec<AttemptRecord>,
-    /// `succeeded` / `failed` once finalized.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-}
-
-impl JobStatus {
-    /// Every planned chunk is committed.
-    pub fn is_complete(&self) -> bool {
-        self.committed == self.planned
-    }
-
-    /// No chunk can make progress any more: complete, or only final failures left.
-    pub fn is_settled(&self) -> bool {
-        self.failed.is_empty() && self.pending == 0 && self.lost.iter().all(|a| a.last_attempt)
-    }
-
-    /// Lost chunks whose message is dead-lettered: failed for good.
-    pub fn lost_dead_lettered(&self) -> impl Iterator<Item = &AttemptRecord> {
-        self.lost.iter().filter(|a| a.last_attempt)
-    }
-}
-
-/// Past its visibility timeout, how much longer an attempt is given before it is called
-/// lost: clock skew between the worker and the reader, and the time its Lambda takes to
-/// be cut off.
-pub const LOST_MARGIN_MS: u64 = 60_000;
-
-/// Whether `attempt` is lost at `now_ms`: no failure record of it (`failure` is of an
-/// earlier attempt or absent) and too old to still be running.
-fn is_lost(attempt: &AttemptRecord, failure: Option<&FailureRecord>, now_ms: u64) -> bool {
-    // By time, not by receive count: a redrive restarts the count while an older failure
-    // record stays, and that record must not hide a later attempt that vanished.
-    let failed_after = failure.is_some_and(|f| f.at_ms >= attempt.started_ms);
-    let gone = attempt
-        .visibility_timeout_s
-        .is_some_and(|v| now_ms > attempt.started_ms + v.saturating_mul(1000) + LOST_MARGIN_MS);
-    !failed_after && gone
-}
-
-/// Reads the records under `prefix` of chunks not in `committed`.
-async fn read_uncommitted<T: serde::de::DeserializeOwned>(
-    store: &std::sync::Arc<dyn ObjectStore>,
-    prefix: &str,
-    committed: &HashSet<crate::ids::ChunkId>,
-) -> Result<Vec<T>> {
-    let keys: Vec<String> = store
-        .list(prefix)
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| {
-            k.strip_prefix(prefix)
-                .and_then(|s| s.strip_suffix(".json"))
-                .is_some_and(|id| !committed.contains(id))
-        })
-        .collect();
-    stream::iter(keys)
-        .map(|k| {
-            let store = store.clone();
-            async move { get_json::<T>(store.as_ref(), &k).await }
-        })
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-}
-
-/// Reads a job's status, judging lost attempts by the clock.
-pub async fn job_status(env: &Env, work: &Location, job_id: &JobId) -> Result<JobStatus> {
-    job_status_at(env, work, job_id, crate::clock::now_ms()).await
-}
-
-/// Reads a job's status as of `now_ms` (ms since the epoch): an attempt is lost when its
-/// visibility timeout and [`LOST_MARGIN_MS`] have passed by then.
-pub async fn job_status_at(
-    env: &Env,
-    work: &Location,
-    job_id: &JobId,
-    now_ms: u64,
-) -> Result<JobStatus> {
-    let store = env.store(work)?;
-    let summary: PlanSummary = get_json_opt(store.as_ref(), &layout::plan_summary(job_id))
-        .await?
-        .ok_or_else(|| Error::Job {
-            job_id: job_id.clone(),
-            message: format!("no plan under {work}: is the job id or the work location wrong?"),
-        })?;
-    let committed = committed_ids(store.as_ref(), job_id).await?;
-    let failures: Vec<FailureRecord> =
-        read_uncommitted(&store, &layout::failures(job_id), &committed).await?;
-    let attempts: Vec<AttemptRecord> =
-        read_uncommitted(&store, &layout::attempts(job_id), &committed).await?;
-    let by_chunk: BTreeMap<&str, &FailureRecord> =
-        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
-    let lost: Vec<AttemptRecord> = attempts
-        .into_iter()
-        .filter(|a| is_lost(a, by_chunk.get(a.chunk_id.as_str()).copied(), now_ms))
-        .collect();
-    let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
-    // A lost attempt is later than its chunk's failure record, which no longer says where
-    // the chunk stands.
-    let (dead, failed): (Vec<_>, Vec<_>) = failures
-        .iter()
-        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
-        .cloned()
-        .partition(|f| f.last_attempt);
-    let outcome = get_json_opt::<Manifest>(store.as_ref(), &layout::manifest(job_id))
-        .await?
-        .map(|m| m.outcome);
-    let committed = committed.len() as u64;
-    let unfinished = (failed.len() + dead.len() + lost.len()) as u64;
-    Ok(JobStatus {
-        job_id: job_id.clone(),
-        planned: summary.chunks,
-        committed,
-        pending: summary.chunks.saturating_sub(committed + unfinished),
-        failed,
-        dead_lettered: dead,
-        lost,
-        outcome,
-    })
-}
+pub use status::{
+    JobStatus, LOST_MARGIN_MS, SQS_SETTLE_MS, StatusQueues, describe_lost, describe_stranded,
+    job_status, job_status_at, job_status_with,
+};
 
 /// The transformed rows' schema for a job no chunk reported one for (no input object
 /// matched): the SQL planned against the input schema, as the pre-flight does, so the
@@ -294,6 +154,7 @@ async fn ensure_all_committed(
     let detail: Vec<String> = status
         .lost_dead_lettered()
         .map(describe_lost)
+        .chain(status.stranded.iter().map(describe_stranded))
         .chain(status.dead_lettered.iter().chain(&status.failed).map(|f| {
             format!(
                 "{} after {} attempt(s): {}",
@@ -307,32 +168,13 @@ async fn ensure_all_committed(
         message: format!(
             "{missing} of {} chunks are not committed ({} failed for good){}{}",
             plan.len(),
-            status.dead_lettered.len() + status.lost_dead_lettered().count(),
+            status.dead_lettered.len()
+                + status.lost_dead_lettered().count()
+                + status.stranded.len(),
             if detail.is_empty() { "" } else { ": " },
             detail.join("; ")
         ),
     })
-}
-
-/// One line about a lost attempt: what is known of it, and its likely causes.
-pub fn describe_lost(a: &AttemptRecord) -> String {
-    let memory = a
-        .memory_mb
-        .map_or(String::new(), |m| format!(", {m} MB worker"));
-    format!(
-        "{} lost on attempt {}{} (started at {} ms, last stage {}{}, worker {}): no commit and no failure record, the worker was killed (out of memory or timed out?)",
-        a.chunk_id,
-        a.attempt,
-        if a.last_attempt {
-            ", the last: dead-lettered"
-        } else {
-            ""
-        },
-        a.started_ms,
-        a.stage,
-        memory,
-        a.worker
-    )
 }
 
 /// What the commit records add up to, and what is wrong with them.
@@ -550,50 +392,4 @@ pub async fn read_manifest(env: &Env, work: &Location, job_id: &JobId) -> Result
             job_id: job_id.clone(),
             message: format!("no manifest under {work}: the job has not been finalized"),
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::ChunkId;
-
-    fn attempt(attempt: u32, started_ms: u64) -> AttemptRecord {
-        AttemptRecord {
-            job_id: JobId::parse("j").expect("id"),
-            chunk_id: ChunkId::parse("c").expect("id"),
-            attempt,
-            last_attempt: false,
-            worker: "w".into(),
-            started_ms,
-            stage: "read".into(),
-            memory_mb: Some(1769),
-            visibility_timeout_s: Some(60),
-        }
-    }
-
-    fn failure(attempts: u32, at_ms: u64) -> FailureRecord {
-        FailureRecord {
-            job_id: JobId::parse("j").expect("id"),
-            chunk_id: ChunkId::parse("c").expect("id"),
-            attempts,
-            error_kind: "StoreError".into(),
-            message: "503".into(),
-            permanent: false,
-            last_attempt: true,
-            at_ms,
-        }
-    }
-
-    #[test]
-    fn an_attempt_is_lost_only_past_its_timeout_and_without_a_later_failure_record() {
-        let a = attempt(1, 1_000_000);
-        let deadline = 1_000_000 + 60_000 + LOST_MARGIN_MS;
-        assert!(!is_lost(&a, None, deadline));
-        assert!(is_lost(&a, None, deadline + 1));
-        // Its own failure record (written after it started): not lost.
-        assert!(!is_lost(&a, Some(&failure(1, 1_000_500)), deadline + 1));
-        // A failure record left from before a redrive, with a higher receive count than the
-        // restarted one: it does not hide the vanished attempt.
-        assert!(is_lost(&a, Some(&failure(3, 999_000)), deadline + 1));
-    }
 }

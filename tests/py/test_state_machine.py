@@ -82,10 +82,11 @@ def _post(path, body):
     return urllib.request.urlopen(req, timeout=30).read()
 
 
-def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="orders-1", lost=0):
+def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="orders-1", lost=0, stranded=0):
     """A reducer status answer, as the Lambda contract states it. `lost`: chunks whose
-    worker was killed on their last receive (dead-lettered without a failure record)."""
-    pending = planned - committed - failed - dead - lost
+    worker was killed on their last receive (dead-lettered without a failure record);
+    `stranded`: chunks without records left with no message to deliver them."""
+    pending = planned - committed - failed - dead - lost - stranded
     return {
         "job_id": job_id,
         "planned": planned,
@@ -94,6 +95,7 @@ def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="order
         "failed": failed,
         "dead_lettered": dead,
         "lost": lost,
+        "stranded": stranded,
         "failed_chunks": list(failed_chunks),
         # Settled: nothing can move any more (no chunk queued, running or retryable).
         "settled": pending == 0 and failed == 0,
@@ -285,9 +287,21 @@ class ExecutionTest(unittest.TestCase):
         self.assertEqual("FAILED", run.status)
         self.assertEqual("fanout.ChunksFailed", run.error)
         self.assertIn("0000000000000000000b lost on attempt 3", run.cause)
-        self.assertIn("2 of 3 chunks committed, 0 failed, 0 dead-lettered, 1 lost", run.cause)
+        self.assertIn("2 of 3 chunks committed, 0 failed, 0 dead-lettered, 1 lost, 0 stranded", run.cause)
         self.assertNotIn("Finalize", run.states())
         self.assertEqual("JobFailed", run.states()[-1])
+
+    def test_job_whose_chunks_are_stranded_fails_naming_them(self):
+        # The chunk queue is empty and the dead-letter queue is not: the chunks without
+        # records have no message left, and the reducer reports them stranded.
+        stranded = status(3, 1, stranded=2, failed_chunks=["0000000000000000000b stranded: no record", "0000000000000000000c stranded: no record"])
+        self.assertTrue(stranded["settled"])
+        run = self.run_job([PLAN, status(3, 1), stranded], {"spec": {"name": "orders"}})
+        self.assertEqual("FAILED", run.status)
+        self.assertEqual("fanout.ChunksFailed", run.error)
+        self.assertIn("0000000000000000000c stranded", run.cause)
+        self.assertIn("1 of 3 chunks committed, 0 failed, 0 dead-lettered, 0 lost, 2 stranded", run.cause)
+        self.assertNotIn("Finalize", run.states())
 
     def test_finalize_outcome_failed_fails_the_execution(self):
         rejected = {**FINALIZED, "outcome": "failed", "rows_rejected": 60, "rows_written": 40}

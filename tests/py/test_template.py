@@ -196,7 +196,9 @@ class IamTest(unittest.TestCase):
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"), ("s3:DeleteObject", "WorkBucket/jobs/*"),
                 # A job with no input rows plans its SQL, lookups included, for its aggregate's columns.
                 ("s3:GetObject", "WorkBucket/lookups/*"),
-                ("sqs:GetQueueAttributes", "ChunkDeadLetterQueue"),
+                # Status reports the dead-letter queue's depth, and stranded chunks when the
+                # chunk queue is empty beside it.
+                ("sqs:GetQueueAttributes", "ChunkQueue"), ("sqs:GetQueueAttributes", "ChunkDeadLetterQueue"),
                 ("cloudwatch:PutMetricData", "*"),
             },
             grants("ReducerRole"),
@@ -333,6 +335,7 @@ class FunctionsTest(unittest.TestCase):
         self.assertEqual(
             {
                 **common,
+                "FANOUT_QUEUE_URL": {"Ref": "ChunkQueue"},
                 "FANOUT_DLQ_URL": {"Ref": "ChunkDeadLetterQueue"},
                 # The measured cost prices the workers' busy time at their memory.
                 "FANOUT_WORKER_MEMORY_MB": {"Ref": "WorkerMemorySize"},

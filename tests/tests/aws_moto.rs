@@ -623,3 +623,110 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
     .unwrap();
     assert!(status.dead_lettered.is_empty() && status.is_complete());
 }
+
+/// A receive that never reached a worker (an invocation that failed before its first
+/// chunk) dead-letters a message without any record: status sees it only through the
+/// queues. The dead-letter queue's depth is reported; once the chunk queue has held
+/// nothing for longer than SQS's counts may lag, the job's chunks are stranded.
+#[tokio::test]
+async fn chunks_dead_lettered_without_a_record_are_stranded_once_the_chunk_queue_is_empty() {
+    require_moto();
+    let dir = tempfile::tempdir().unwrap();
+    write_input(&dir.path().join("in"));
+    let clients = AwsClients::load().await;
+    let b = bucket(&clients).await;
+    upload_dir(&clients, &b, "raw/", &dir.path().join("in")).await;
+    let s3 = |p: &str| format!("s3://{b}/{p}");
+    let spec = fanout::spec::JobSpec::parse(
+        "s3.yaml",
+        &spec_text(
+            &s3("raw/"),
+            &s3("work/"),
+            &s3("out/"),
+            &s3("rej/"),
+            &s3("ref/regions.csv"),
+        ),
+    )
+    .unwrap();
+    let env = Env::aws(Arc::new(MemoryMetrics::new())).await;
+    let plan = fanout::planner::plan_job(&env, &spec).await.unwrap();
+    let (job_id, chunks) = (plan.summary.job_id.clone(), plan.chunks.len() as u64);
+    let (q, dlq, _, _) = queues(&clients, 1, 1).await;
+    let (q, dlq): (Arc<dyn Queue>, Arc<dyn Queue>) = (Arc::new(q), Arc::new(dlq));
+    let work_store = env.store(&spec.work).unwrap();
+    fanout::planner::enqueue(
+        q.as_ref(),
+        &spec.work,
+        work_store.as_ref(),
+        &job_id,
+        &plan.chunks,
+    )
+    .await
+    .unwrap();
+    let queues = fanout::reducer::StatusQueues {
+        chunks: Some(q.clone()),
+        dead_letter: Some(dlq.clone()),
+    };
+    let quiet = || fanout::clock::now_ms() + fanout::reducer::SQS_SETTLE_MS + 1_000;
+    let status = |now_ms: u64| {
+        let (env, spec, job_id, queues) = (&env, &spec, &job_id, &queues);
+        async move {
+            fanout::reducer::job_status_with(env, &spec.work, job_id, now_ms, queues)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Queued: pending, however long it waits.
+    let s = status(quiet()).await;
+    assert_eq!(
+        (s.pending, s.stranded.len(), s.dead_letter_messages),
+        (chunks, 0, Some(0)),
+        "{s:?}"
+    );
+
+    // Received once (the only receive) and never processed: SQS dead-letters each message
+    // at its next receive, once visible again.
+    let started = std::time::Instant::now();
+    while dlq.depth().await.unwrap().visible < chunks {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not dead-lettered"
+        );
+        q.receive(10, Duration::from_millis(200)).await.unwrap();
+    }
+    assert!(q.depth().await.unwrap().is_drained());
+
+    // Just now the counts may still lag: still pending, the dead letters reported.
+    let s = status(fanout::clock::now_ms()).await;
+    assert_eq!(
+        (s.pending, s.stranded.len(), s.dead_letter_messages),
+        (chunks, 0, Some(chunks)),
+        "{s:?}"
+    );
+    assert!(!s.is_settled());
+
+    // Quiet for longer than that: stranded, the job settled and failed.
+    let s = status(quiet()).await;
+    assert_eq!((s.pending, s.stranded.len() as u64), (0, chunks), "{s:?}");
+    let planned: std::collections::BTreeSet<_> = plan.chunks.iter().map(|c| &c.id).collect();
+    assert_eq!(planned, s.stranded.iter().collect());
+    assert!(s.is_settled() && !s.is_complete());
+    let line = fanout::reducer::describe_stranded(&s.stranded[0]);
+    assert!(line.contains("stranded") && line.contains(s.stranded[0].as_str()));
+
+    // Without the chunk queue, the dead-letter queue's depth alone (every job's) strands
+    // nothing: it is only reported.
+    let only_dlq = fanout::reducer::StatusQueues {
+        chunks: None,
+        dead_letter: Some(dlq.clone()),
+    };
+    let s = fanout::reducer::job_status_with(&env, &spec.work, &job_id, quiet(), &only_dlq)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.pending, s.stranded.len(), s.dead_letter_messages),
+        (chunks, 0, Some(chunks)),
+        "{s:?}"
+    );
+}

@@ -7,7 +7,13 @@
 //! chunks, and after `gc` no file outside the manifest remains.
 //!
 //! Seeds are printed; replay one with FANOUT_CHAOS_SEED=<seed>.
+//!
+//! `killed_worker`: a real `fanout worker` process killed with SIGKILL mid-chunk, against
+//! moto; the job completes exactly after a retry, or on the last receive ends failed
+//! naming the chunk, within bounded waits (never a hang).
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -403,3 +409,6 @@ async fn at_least_a_hundred_faults_against_moto_lose_and_duplicate_nothing() {
         "moto chaos: {runs} runs, {faults} faults injected, {rows} rows checked, nothing lost or duplicated"
     );
 }
+
+#[path = "chaos/killed_worker.rs"]
+mod killed_worker;

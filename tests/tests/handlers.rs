@@ -146,6 +146,20 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
             .collect::<Vec<_>>()
     );
 
+    // Each attempt record carries the invocation's deadline: past it (and the margin), an
+    // attempt without a commit record would be lost, long before the visibility timeout.
+    let work_store = env.store(&Location::parse(&planned.work).unwrap()).unwrap();
+    let job_id = planned.job_id.clone();
+    let first = fanout::job::ChunkTask::from_body(&msgs[0].body).unwrap();
+    let attempt: fanout::job::AttemptRecord = fanout::job::get_json(
+        work_store.as_ref(),
+        &fanout::job::layout::attempt(&job_id, &first.chunk.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(attempt.deadline_ms, Some(ctx.deadline));
+    assert_eq!(attempt.ends_by_ms(), Some(ctx.deadline));
+
     // Too little time left: every message is handed back untouched.
     ctx.deadline = fanout::clock::now_ms() + 5_000;
     let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(sqs.clone(), ctx)).await;
@@ -156,8 +170,12 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let mut status = event("sfn-status.json");
     status["job_id"] = serde_json::json!(planned.job_id);
     status["work"] = serde_json::json!(planned.work);
-    let s: fanout_reducer::StatusReply =
-        serde_json::from_value(fanout_reducer::handle(&env, None, status).await.unwrap()).unwrap();
+    let s: fanout_reducer::StatusReply = serde_json::from_value(
+        fanout_reducer::handle(&env, None, &Default::default(), status)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         s.complete && s.settled && s.committed == planned.chunks,
         "{s:?}"
@@ -165,10 +183,10 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let mut fin = event("sfn-finalize.json");
     fin["job_id"] = serde_json::json!(planned.job_id);
     fin.as_object_mut().unwrap().remove("work");
-    let a = fanout_reducer::handle(&env, Some(&work), fin.clone())
+    let a = fanout_reducer::handle(&env, Some(&work), &Default::default(), fin.clone())
         .await
         .unwrap();
-    let b = fanout_reducer::handle(&env, Some(&work), fin)
+    let b = fanout_reducer::handle(&env, Some(&work), &Default::default(), fin)
         .await
         .unwrap();
     assert_eq!(a, b);
@@ -180,6 +198,7 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let bad = fanout_reducer::handle(
         &env,
         Some(&work),
+        &Default::default(),
         serde_json::json!({"action": "explode", "job_id": "x"}),
     )
     .await
@@ -296,8 +315,12 @@ async fn one_failing_chunk_of_a_batch_reports_only_its_message_id() {
     let mut status = event("sfn-status.json");
     status["job_id"] = serde_json::json!(planned.job_id);
     status["work"] = serde_json::json!(planned.work);
-    let s: fanout_reducer::StatusReply =
-        serde_json::from_value(fanout_reducer::handle(&env, None, status).await.unwrap()).unwrap();
+    let s: fanout_reducer::StatusReply = serde_json::from_value(
+        fanout_reducer::handle(&env, None, &Default::default(), status)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (s.committed, s.failed, s.dead_lettered, s.complete),
         (2, 1, 0, false),
@@ -335,7 +358,7 @@ async fn ids_that_would_leave_their_key_prefix_are_refused_at_every_entry_point(
     for bad in ["../x", "a/b", ".."] {
         let mut status = event("sfn-status.json");
         status["job_id"] = bad.into();
-        let err = fanout_reducer::handle(&env, Some(&work), status)
+        let err = fanout_reducer::handle(&env, Some(&work), &Default::default(), status)
             .await
             .unwrap_err();
         assert!(

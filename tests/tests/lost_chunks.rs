@@ -191,8 +191,9 @@ async fn a_failure_record_of_the_attempt_means_it_is_not_lost() {
 async fn a_committed_chunk_or_a_worker_without_a_visibility_timeout_is_never_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (env, spec, task) = planned(dir.path()).await;
-    // A killed attempt of a worker that renews its messages (fleet, local): no bound on
-    // how long it may run, so never lost.
+    // A killed attempt of a worker that states no lease (a local run, or a fleet worker
+    // built without `with_renewed_visibility`): no bound on how long it may run, so never
+    // lost.
     let fleet = Worker::new(env.clone(), "fleet-1").with_faults(Arc::new(KillBeforeOutput));
     fleet.process_attempt(&task, 3, 3).await.unwrap_err();
     let s = job_status_at(&env, &spec.work, &task.job_id, u64::MAX / 2)
@@ -214,4 +215,97 @@ async fn a_committed_chunk_or_a_worker_without_a_visibility_timeout_is_never_los
     finalize_job_at(&env, &spec.work, &task.job_id, u64::MAX / 2)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_lambda_attempt_is_lost_past_its_invocation_deadline_long_before_its_visibility_timeout()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (env, spec, task) = planned(dir.path()).await;
+    let deadline_ms = fanout::clock::now_ms() + 20_000;
+    let worker = Worker::new(env.clone(), "lambda-1")
+        .with_visibility_timeout(Duration::from_secs(VISIBILITY_S))
+        .with_faults(Arc::new(KillBeforeOutput))
+        .until(deadline_ms);
+    worker.process_attempt(&task, 3, 3).await.unwrap_err();
+    let store = env.store(&spec.work).unwrap();
+    let a: AttemptRecord = fanout::job::get_json(
+        store.as_ref(),
+        &layout::attempt(&task.job_id, &task.chunk.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (a.deadline_ms, a.visibility_timeout_s),
+        (Some(deadline_ms), Some(VISIBILITY_S))
+    );
+    let lost_at = deadline_ms + LOST_MARGIN_MS + 1;
+    assert!(lost_at < past_timeout(&a));
+    let s = job_status_at(&env, &spec.work, &task.job_id, lost_at - 1)
+        .await
+        .unwrap();
+    assert!(s.lost.is_empty() && s.pending == 1, "{s:?}");
+    let s = job_status_at(&env, &spec.work, &task.job_id, lost_at)
+        .await
+        .unwrap();
+    assert_eq!(s.lost_dead_lettered().count(), 1, "{s:?}");
+    assert!(s.is_settled());
+    let line = fanout::reducer::describe_lost(&s.lost[0]);
+    assert!(
+        line.contains(&format!("invocation deadline {deadline_ms} ms")),
+        "{line}"
+    );
+}
+
+/// Holds the chunk up before its first output for a while, then kills it: a chunk that
+/// runs longer than its visibility timeout, then dies.
+struct SlowThenKilled(Duration);
+
+impl Faults for SlowThenKilled {
+    fn fire(&self, point: FaultPoint, _chunk_id: &ChunkId) -> bool {
+        if point == FaultPoint::BeforeFirstOutput {
+            std::thread::sleep(self.0);
+        }
+        point == FaultPoint::BeforeFirstOutput
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewing_worker_refreshes_its_attempt_record_and_is_lost_a_timeout_after_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, spec, task) = planned(dir.path()).await;
+    // Renewed every 1/3 s; the chunk runs 2 s, twice its visibility timeout.
+    let worker = Worker::new(env.clone(), "fleet-1")
+        .with_renewed_visibility(Duration::from_secs(1))
+        .with_faults(Arc::new(SlowThenKilled(Duration::from_secs(2))));
+    worker.process_attempt(&task, 1, 1).await.unwrap_err();
+    let store = env.store(&spec.work).unwrap();
+    let a: AttemptRecord = fanout::job::get_json(
+        store.as_ref(),
+        &layout::attempt(&task.job_id, &task.chunk.id),
+    )
+    .await
+    .unwrap();
+    let alive = a.alive_ms.unwrap();
+    assert!(
+        alive >= a.started_ms + 1_500,
+        "heard of {} ms after the start",
+        alive - a.started_ms
+    );
+    // The heartbeat kept the stage the chunk had reached.
+    assert_eq!(a.stage, "store");
+    // Never lost while heard of within its visibility timeout, though it started long ago.
+    let lost_at = alive + 1_000 + LOST_MARGIN_MS + 1;
+    let s = job_status_at(&env, &spec.work, &task.job_id, lost_at - 1)
+        .await
+        .unwrap();
+    assert!(s.lost.is_empty(), "{s:?}");
+    let s = job_status_at(&env, &spec.work, &task.job_id, lost_at)
+        .await
+        .unwrap();
+    assert_eq!(s.lost_dead_lettered().count(), 1, "{s:?}");
+    assert!(
+        fanout::reducer::describe_lost(&s.lost[0])
+            .contains(&format!("last heard of at {alive} ms"))
+    );
 }

@@ -4,6 +4,7 @@
 use fanout::env::Env;
 use fanout::ids::JobId;
 use fanout::location::Location;
+use fanout::reducer::StatusQueues;
 use serde::{Deserialize, Serialize};
 
 /// The reducer's input.
@@ -50,7 +51,15 @@ pub struct StatusReply {
     /// on their last attempt are failed for good, and in `failed_chunks`.
     #[serde(default)]
     pub lost: u64,
-    /// Ids of lost, failed and dead-lettered chunks with their last errors (at most
+    /// Chunks with no record left without any message to deliver them (the chunk queue
+    /// empty, the dead-letter queue not): failed for good, and in `failed_chunks`.
+    #[serde(default)]
+    pub stranded: u64,
+    /// Messages in the dead-letter queue (every job's), when the reducer knows the queue
+    /// (`FANOUT_DLQ_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_messages: Option<u64>,
+    /// Ids of lost, stranded, failed and dead-lettered chunks with their last errors (at most
     /// [`MAX_FAILED_CHUNKS`], then a count).
     pub failed_chunks: Vec<String>,
     /// No chunk can make progress any more.
@@ -119,6 +128,7 @@ fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
         .lost
         .iter()
         .map(fanout::reducer::describe_lost)
+        .chain(s.stranded.iter().map(fanout::reducer::describe_stranded))
         .chain(s.dead_lettered.iter().chain(&s.failed).map(|f| {
             let msg: String = f.message.chars().take(300).collect();
             format!("{}: {msg}", f.chunk_id)
@@ -135,10 +145,12 @@ fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
     out
 }
 
-/// Handles one request.
+/// Handles one request; `queues` are the chunk queue and its dead-letter queue, where
+/// known, whose depths `status` reports.
 pub async fn handle(
     env: &Env,
     default_work: Option<&Location>,
+    queues: &StatusQueues,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, ReduceError> {
     let req: Request = serde_json::from_value(event).map_err(|e| {
@@ -157,7 +169,14 @@ pub async fn handle(
     };
     let reply = match req.action {
         Action::Status => {
-            let s = fanout::reducer::job_status(env, &work, &req.job_id).await?;
+            let s = fanout::reducer::job_status_with(
+                env,
+                &work,
+                &req.job_id,
+                fanout::clock::now_ms(),
+                queues,
+            )
+            .await?;
             serde_json::to_value(StatusReply {
                 job_id: s.job_id.clone(),
                 work: work.to_string(),
@@ -167,6 +186,8 @@ pub async fn handle(
                 failed: s.failed.len() as u64,
                 dead_lettered: s.dead_lettered.len() as u64,
                 lost: s.lost.len() as u64,
+                stranded: s.stranded.len() as u64,
+                dead_letter_messages: s.dead_letter_messages,
                 failed_chunks: failed_chunks(&s),
                 settled: s.is_settled(),
                 complete: s.is_complete(),
@@ -215,6 +236,8 @@ mod tests {
             stage: "read".into(),
             memory_mb: Some(1769),
             visibility_timeout_s: Some(1800),
+            alive_ms: None,
+            deadline_ms: None,
         }
     }
 
@@ -237,6 +260,8 @@ mod tests {
             }],
             pending: 0,
             lost: vec![lost("0000000000000000000b", true)],
+            dead_letter_messages: None,
+            stranded: vec![],
             outcome: None,
         };
         assert!(status.is_settled() && !status.is_complete());

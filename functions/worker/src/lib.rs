@@ -45,6 +45,10 @@ pub async fn handle(
 ) -> SqsBatchResponse {
     let mut failures = Vec::new();
     let deadline_ms = event.context.deadline;
+    // Each attempt record carries the invocation's deadline: past it, an attempt that left
+    // no record was killed, well before the queue's visibility timeout says so.
+    let invocation = (deadline_ms > PLAUSIBLE_EPOCH_MS).then(|| worker.until(deadline_ms));
+    let worker = invocation.as_ref().unwrap_or(worker);
     for record in &event.payload.records {
         let msg = message(record);
         let remaining = Duration::from_millis(deadline_ms.saturating_sub(fanout::clock::now_ms()));

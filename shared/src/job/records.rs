@@ -249,6 +249,47 @@ pub struct AttemptRecord {
     /// commit and no failure record, the attempt is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility_timeout_s: Option<u64>,
+    /// When the worker last renewed its message's visibility and said it was alive (ms
+    /// since the epoch): set by a worker that renews (the fleet), whose lease then runs a
+    /// visibility timeout from here instead of from `started_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_ms: Option<u64>,
+    /// When the invocation running it ends for good (ms since the epoch): a Lambda
+    /// worker's deadline, after which the function is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+impl AttemptRecord {
+    /// The moment after which the attempt cannot still be running (ms since the epoch):
+    /// the earlier of its lease's end (a visibility timeout after its start or its last
+    /// sign of life) and its invocation's deadline. `None`: nothing bounds it.
+    ///
+    /// ```
+    /// # use fanout::job::AttemptRecord;
+    /// let a = AttemptRecord {
+    ///     job_id: "j".parse().unwrap(), chunk_id: "c".parse().unwrap(), attempt: 1,
+    ///     last_attempt: false, worker: "w".into(), started_ms: 1_000, stage: "read".into(),
+    ///     memory_mb: None, visibility_timeout_s: Some(60), alive_ms: None, deadline_ms: None,
+    /// };
+    /// assert_eq!(a.ends_by_ms(), Some(61_000));
+    /// let renewed = AttemptRecord { alive_ms: Some(50_000), ..a.clone() };
+    /// assert_eq!(renewed.ends_by_ms(), Some(110_000));
+    /// let lambda = AttemptRecord { deadline_ms: Some(16_000), ..a };
+    /// assert_eq!(lambda.ends_by_ms(), Some(16_000));
+    /// ```
+    pub fn ends_by_ms(&self) -> Option<u64> {
+        let lease = self.visibility_timeout_s.map(|v| {
+            self.alive_ms
+                .unwrap_or(self.started_ms)
+                .max(self.started_ms)
+                .saturating_add(v.saturating_mul(1000))
+        });
+        match (lease, self.deadline_ms) {
+            (Some(l), Some(d)) => Some(l.min(d)),
+            (l, d) => l.or(d),
+        }
+    }
 }
 
 /// One output file in the manifest.

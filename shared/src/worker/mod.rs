@@ -13,6 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::now_ms;
 use crate::env::Env;
+mod attempt;
 mod output;
 
 pub use crate::error::FaultPoint;
@@ -29,6 +30,7 @@ use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, StoreError
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
 use crate::write::PartitionedWriter;
 use crate::{Error, Result};
+use attempt::{AttemptTrace, Lease};
 use output::{consume, partition_reject, rule_counts, store_rejects};
 
 /// What became of a chunk.
@@ -100,7 +102,7 @@ struct PipelineRun {
 pub struct Worker {
     env: Env,
     name: String,
-    visibility: Option<Duration>,
+    lease: Lease,
     faults: Option<Arc<dyn Faults>>,
     jobs: Arc<JobCache>,
 }
@@ -119,7 +121,7 @@ impl Worker {
         Worker {
             env,
             name: name.into(),
-            visibility: None,
+            lease: Lease::default(),
             faults: None,
             jobs: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
         }
@@ -131,7 +133,7 @@ impl Worker {
         Worker {
             env: self.env.clone(),
             name: name.into(),
-            visibility: self.visibility,
+            lease: self.lease,
             faults: self.faults.clone(),
             jobs: self.jobs.clone(),
         }
@@ -140,10 +142,32 @@ impl Worker {
     /// The queue's visibility timeout, for a worker that cannot outlive it (a Lambda
     /// worker: its timeout is at most the visibility timeout). Recorded in each attempt
     /// record: past it, a chunk with neither a commit nor a failure record is lost. A
-    /// worker that renews its messages (the fleet) or runs in-process has none.
+    /// worker that renews its messages (the fleet) says so with
+    /// [`Worker::with_renewed_visibility`]; one in-process has none.
     pub fn with_visibility_timeout(mut self, visibility: Duration) -> Self {
-        self.visibility = Some(visibility);
+        self.lease.visibility = Some(visibility);
         self
+    }
+
+    /// The queue's visibility timeout, renewed every third of it while a chunk runs (the
+    /// fleet worker): each attempt record is refreshed as often (`alive_ms`), so an
+    /// attempt not heard of for a whole visibility timeout is lost.
+    pub fn with_renewed_visibility(mut self, visibility: Duration) -> Self {
+        self.lease = Lease {
+            visibility: Some(visibility),
+            renewed: true,
+            ..self.lease
+        };
+        self
+    }
+
+    /// This worker for one invocation that ends at `deadline_ms` (ms since the epoch; a
+    /// Lambda invocation's deadline), sharing its per-job cache: each attempt record
+    /// carries the deadline, and past it an attempt without a record is lost.
+    pub fn until(&self, deadline_ms: u64) -> Self {
+        let mut w = self.named(self.name.clone());
+        w.lease.deadline_ms = Some(deadline_ms);
+        w
     }
 
     /// Simulated crashes (tests only).
@@ -212,17 +236,6 @@ impl Worker {
             .await
     }
 
-    /// Writes the attempt record (`attempt.stage` is where it got): a killed worker leaves
-    /// this and nothing else.
-    async fn record_attempt(&self, work: &dyn ObjectStore, attempt: &AttemptRecord) -> Result<()> {
-        work.put(
-            &layout::attempt(&attempt.job_id, &attempt.chunk_id),
-            to_json_bytes("attempt record", attempt)?,
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn process_chunk_inner(
         &self,
         task: &ChunkTask,
@@ -242,7 +255,7 @@ impl Worker {
         let started = Instant::now();
         let started_ms = now_ms();
         let requests = Arc::new(RequestCounter::default());
-        let mut trace = AttemptRecord {
+        let record = AttemptRecord {
             job_id: task.job_id.clone(),
             chunk_id: chunk.id.clone(),
             attempt,
@@ -251,10 +264,13 @@ impl Worker {
             started_ms,
             stage: "read".into(),
             memory_mb: Some(self.env.worker_memory_mb),
-            visibility_timeout_s: self.visibility.map(|v| v.as_secs()),
+            visibility_timeout_s: None,
+            alive_ms: None,
+            deadline_ms: None,
         };
         let work = requests.wrap(job.work.clone());
-        self.record_attempt(work.as_ref(), &trace).await?;
+        // A killed worker leaves this record and nothing else.
+        let trace = AttemptTrace::start(work.clone(), record, self.lease).await?;
         let input = requests.wrap(job.input.clone());
         let mut run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
         let mut counts = run.read.counts;
@@ -273,8 +289,7 @@ impl Worker {
         run.read
             .rejects
             .extend(set_aside.into_iter().map(|r| partition_reject(chunk, r)));
-        trace.stage = "store".into();
-        self.record_attempt(work.as_ref(), &trace).await?;
+        trace.stage("store").await?;
         let store_started = Instant::now();
         let output = requests.wrap(job.output.clone());
         let outputs = self

@@ -144,11 +144,23 @@ pub fn print_status(s: &JobStatus) {
             s.lost_dead_lettered().count()
         );
     }
+    if !s.stranded.is_empty() {
+        println!(
+            "  stranded       {:>8}   (no message left to deliver them; see RUNBOOK.md, \"Lost chunks\")",
+            s.stranded.len()
+        );
+    }
+    if let Some(n) = s.dead_letter_messages {
+        println!("  dead-letter queue {n:>5}   messages (every job's)");
+    }
     if let Some(o) = &s.outcome {
         println!("  outcome        {o}");
     }
     for a in &s.lost {
         println!("  chunk {}", fanout::reducer::describe_lost(a));
+    }
+    for id in &s.stranded {
+        println!("  chunk {}", fanout::reducer::describe_stranded(id));
     }
     for f in s.failed.iter().chain(&s.dead_lettered) {
         println!(

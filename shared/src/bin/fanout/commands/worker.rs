@@ -40,16 +40,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let env = Env::aws_with_clients(&clients, metrics.clone());
     let q = Env::sqs_queue(&clients, &args.queue, DEFAULT_MAX_MESSAGE_BYTES)?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fleet".into());
-    let worker = Arc::new(fanout::worker::Worker::new(
-        env,
-        format!("{host}-{}", std::process::id()),
-    ));
+    let visibility = Duration::from_secs(args.visibility_s.max(3));
+    // Its attempt records are refreshed as often as it renews its messages: one killed
+    // mid-chunk is reported lost a visibility timeout after it was last heard of.
+    let worker = Arc::new(
+        fanout::worker::Worker::new(env, format!("{host}-{}", std::process::id()))
+            .with_renewed_visibility(visibility),
+    );
     let opts = fanout::fleet::ServeOptions {
         max_receive_count: args.max_receive_count,
         concurrency: args
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        visibility: Duration::from_secs(args.visibility_s.max(3)),
+        visibility,
         grace: Duration::from_secs(args.grace_s),
         backoff: fanout::fleet::QueueBackoff::default(),
     };
