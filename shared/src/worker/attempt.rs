@@ -101,6 +101,19 @@ impl AttemptTrace {
     }
 }
 
+impl AttemptTrace {
+    /// Stops the heartbeat once any write of it in flight has landed.
+    pub async fn stop(mut self) {
+        // A beat holds the lock across its write: with the lock taken none is in flight,
+        // and aborted now the task cannot start another.
+        let record = self.record.clone();
+        let _guard = record.lock().await;
+        if let Some(b) = self.beat.take() {
+            b.abort();
+        }
+    }
+}
+
 impl Drop for AttemptTrace {
     fn drop(&mut self) {
         if let Some(b) = self.beat.take() {

@@ -271,70 +271,76 @@ impl Worker {
         let work = requests.wrap(job.work.clone());
         // A killed worker leaves this record and nothing else.
         let trace = AttemptTrace::start(work.clone(), record, self.lease).await?;
-        let input = requests.wrap(job.input.clone());
-        let mut run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
-        let mut counts = run.read.counts;
-        counts.rejected = run.read.rejects.len() as u64;
-        if !counts.reconciles() {
-            return Err(Error::Job {
+        let result: Result<ChunkOutcome> = async {
+            let input = requests.wrap(job.input.clone());
+            let mut run = self.run_pipeline(&job, input.as_ref(), chunk).await?;
+            let mut counts = run.read.counts;
+            counts.rejected = run.read.rejects.len() as u64;
+            if !counts.reconciles() {
+                return Err(Error::Job {
+                    job_id: task.job_id.clone(),
+                    message: format!(
+                        "chunk {} does not reconcile: read {} ≠ valid {} + rejected {}",
+                        chunk.id, counts.read, counts.valid, counts.rejected
+                    ),
+                });
+            }
+            let set_aside = run.writer.take_rejects();
+            counts.partition_rejected = set_aside.len() as u64;
+            run.read
+                .rejects
+                .extend(set_aside.into_iter().map(|r| partition_reject(chunk, r)));
+            trace.stage("store").await?;
+            let store_started = Instant::now();
+            let output = requests.wrap(job.output.clone());
+            let outputs = self
+                .store_outputs(task, run.writer, output.as_ref())
+                .await?;
+            counts.written = outputs.iter().map(|f| f.rows).sum();
+            let rejects_store = requests.wrap(job.rejects.clone());
+            let reject_file = store_rejects(rejects_store.as_ref(), task, &run.read.rejects).await?;
+            let stage_ms = [
+                ("read", run.read.read),
+                ("validate", run.read.validate),
+                ("encode", run.encode),
+                ("store", store_started.elapsed()),
+            ]
+            .into_iter()
+            .map(|(k, d)| (k.to_string(), d.as_millis() as u64))
+            .collect();
+            let record = ChunkRecord {
                 job_id: task.job_id.clone(),
-                message: format!(
-                    "chunk {} does not reconcile: read {} ≠ valid {} + rejected {}",
-                    chunk.id, counts.read, counts.valid, counts.rejected
-                ),
-            });
+                chunk_id: chunk.id.clone(),
+                index: chunk.index,
+                pieces: chunk.pieces.clone(),
+                counts,
+                bytes_read: run.read.bytes_read,
+                range_bytes: chunk.bytes,
+                outputs,
+                rejects: reject_file,
+                reject_rules: rule_counts(&run.read.rejects),
+                schema: run.schema.as_ref().clone(),
+                aggregate: run.aggregate,
+                attempt,
+                worker: self.name.clone(),
+                started_ms,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                stage_ms,
+                // Not counted yet: the HEAD of the commit record before starting, and its PUT.
+                requests: {
+                    let mut r = requests.snapshot();
+                    r.get += 1;
+                    r.put += 1;
+                    r
+                },
+            };
+            self.commit(&job.spec, work.as_ref(), &record_key, record)
+                .await
         }
-        let set_aside = run.writer.take_rejects();
-        counts.partition_rejected = set_aside.len() as u64;
-        run.read
-            .rejects
-            .extend(set_aside.into_iter().map(|r| partition_reject(chunk, r)));
-        trace.stage("store").await?;
-        let store_started = Instant::now();
-        let output = requests.wrap(job.output.clone());
-        let outputs = self
-            .store_outputs(task, run.writer, output.as_ref())
-            .await?;
-        counts.written = outputs.iter().map(|f| f.rows).sum();
-        let rejects_store = requests.wrap(job.rejects.clone());
-        let reject_file = store_rejects(rejects_store.as_ref(), task, &run.read.rejects).await?;
-        let stage_ms = [
-            ("read", run.read.read),
-            ("validate", run.read.validate),
-            ("encode", run.encode),
-            ("store", store_started.elapsed()),
-        ]
-        .into_iter()
-        .map(|(k, d)| (k.to_string(), d.as_millis() as u64))
-        .collect();
-        let record = ChunkRecord {
-            job_id: task.job_id.clone(),
-            chunk_id: chunk.id.clone(),
-            index: chunk.index,
-            pieces: chunk.pieces.clone(),
-            counts,
-            bytes_read: run.read.bytes_read,
-            range_bytes: chunk.bytes,
-            outputs,
-            rejects: reject_file,
-            reject_rules: rule_counts(&run.read.rejects),
-            schema: run.schema.as_ref().clone(),
-            aggregate: run.aggregate,
-            attempt,
-            worker: self.name.clone(),
-            started_ms,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-            stage_ms,
-            // Not counted yet: the HEAD of the commit record before starting, and its PUT.
-            requests: {
-                let mut r = requests.snapshot();
-                r.get += 1;
-                r.put += 1;
-                r
-            },
-        };
-        self.commit(&job.spec, work.as_ref(), &record_key, record)
-            .await
+        .await;
+        // No heartbeat lands after the attempt ended: its record is final.
+        trace.stop().await;
+        result
     }
 
     /// The chunk's three overlapping stages: this task reads and validates, the SQL runs on
