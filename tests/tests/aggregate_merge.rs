@@ -1,7 +1,9 @@
 //! The aggregate's exactness across chunking: the same rows aggregated as one chunk, or cut
 //! into any number of chunks whose partials are merged in any order, finish to the same
 //! table. Both sides run the worker's path (`aggregate::start`, one partial per chunk,
-//! stored as JSON in the chunk record) and the reducer's (`merge` then `finish`).
+//! stored as JSON in the chunk record) and the reducer's: sorted runs on disk merged two at
+//! a time (`aggregate::runs`, several passes), then `finish_groups`; the in-memory `merge`
+//! gives the same table.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -130,6 +132,27 @@ fn finished(spec: &AggregateSpec, partials: Vec<Partial>) -> RecordBatch {
     aggregate::finish(spec, &schema(), &merged).unwrap()
 }
 
+/// The reducer's path: each partial a run file, merged `fan_in` at a time, then finished.
+fn finished_by_runs(spec: &AggregateSpec, partials: Vec<Partial>, fan_in: usize) -> RecordBatch {
+    use fanout::aggregate::runs;
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<runs::Run> = partials
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            runs::write_run(spec, &dir.path().join(format!("{i}.run")), p.groups).unwrap()
+        })
+        .collect();
+    let mut groups = Vec::new();
+    runs::merge_runs(spec, runs, dir.path(), fan_in, &mut |g| {
+        groups.push(g);
+        Ok(())
+    })
+    .unwrap();
+    let wide = aggregate::WideSums::of(spec, &groups);
+    aggregate::finish_groups(spec, &schema(), &groups, &wide).unwrap()
+}
+
 fn row() -> impl Strategy<Value = Row> {
     (
         prop::option::weighted(0.85, prop::sample::select(vec!["EU", "NA", "APAC"])),
@@ -220,8 +243,10 @@ proptest! {
         let shuffled: Vec<Partial> = keyed.into_iter().map(|(_, p)| p).collect();
 
         let one = finished(&spec, vec![whole]);
+        let by_runs = finished_by_runs(&spec, shuffled.clone(), 2);
         let many = finished(&spec, shuffled);
         prop_assert_eq!(&one, &many);
+        prop_assert_eq!(&by_runs, &many);
         prop_assert_eq!(aggregate::to_json_rows(&one), aggregate::to_json_rows(&many));
 
         // Not only the same on both sides, but right: row counts and exact integer sums.

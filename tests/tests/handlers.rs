@@ -195,6 +195,13 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
         (f.outcome.as_str(), f.rows_read, f.rows_written),
         ("succeeded", 3000, 3000)
     );
+    // The reply names the aggregate table (one row: no group-by), not its rows.
+    let table = f.aggregate.expect("the aggregate table in the reply");
+    assert_eq!(table.rows, 1);
+    assert!(
+        table.key.ends_with("/aggregates.parquet") && table.bytes > 0,
+        "{table:?}"
+    );
     let bad = fanout_reducer::handle(
         &env,
         Some(&work),

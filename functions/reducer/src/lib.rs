@@ -85,6 +85,10 @@ pub struct FinalizeReply {
     pub files: u64,
     /// The manifest.
     pub manifest: String,
+    /// The aggregate table (`aggregates.parquet`: key below the work location, rows, bytes),
+    /// when the spec has an aggregate; never its rows, which may be millions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<fanout::job::AggregateTable>,
 }
 
 /// A reducer failure, typed for Lambda's `errorType` (and Step Functions' `Catch`).
@@ -210,6 +214,7 @@ pub async fn handle(
                 manifest: work
                     .join(&fanout::job::layout::manifest(&m.job_id))
                     .to_string(),
+                aggregate: m.aggregate.as_ref().map(|a| a.parquet.clone()),
             })
         }
     };

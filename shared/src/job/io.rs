@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::layout;
-use super::records::{ChunkRecord, Manifest, PlanShard, PlanSummary};
+use super::records::{AggregateResult, ChunkRecord, Manifest, PlanShard, PlanSummary};
 use crate::ids::{ChunkId, JobId};
 use crate::location::Location;
 use crate::plan::Chunk;
@@ -172,6 +172,42 @@ pub async fn read_manifest_opt(
     job_id: &JobId,
 ) -> Result<Option<Manifest>> {
     get_json_opt(store, &layout::manifest(job_id)).await
+}
+
+/// The first `limit` rows of a job's aggregate table, as JSON rows (see
+/// [`crate::aggregate::to_json_rows`]): from `aggregates.json` when it was written, else
+/// from the first row groups of `aggregates.parquet` (the whole file is fetched: a reader
+/// showing a large aggregate, not the reducer).
+pub async fn read_aggregate_rows(
+    store: &dyn ObjectStore,
+    aggregate: &AggregateResult,
+    limit: usize,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    if let Some(key) = &aggregate.json {
+        let mut rows: Vec<serde_json::Map<String, serde_json::Value>> =
+            get_json(store, key).await?;
+        rows.truncate(limit);
+        return Ok(rows);
+    }
+    let key = &aggregate.parquet.key;
+    let bytes = get_record(store, key).await?;
+    let unreadable = |e: parquet::errors::ParquetError| Error::Input {
+        object: format!("{}{key}", store.describe()),
+        message: format!("reading the aggregate table: {e}"),
+        source: Some(Box::new(e)),
+    };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(unreadable)?
+        .with_batch_size(limit.clamp(1, 8192))
+        .with_limit(limit)
+        .build()
+        .map_err(unreadable)?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(e.into()))?;
+        rows.extend(crate::aggregate::to_json_rows(&batch));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ pub mod records;
 pub use crate::plan::SHARD_CHUNKS;
 pub use io::{
     READ_CONCURRENCY, chunk_records, committed_ids, get_json, get_json_opt, load_job, load_plan,
-    load_spec, read_manifest_opt, to_compact_json_bytes, to_json_bytes,
+    load_spec, read_aggregate_rows, read_manifest_opt, to_compact_json_bytes, to_json_bytes,
 };
 pub use records::{
-    AggregateResult, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord, InputObject,
-    Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
+    AggregateResult, AggregateTable, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord,
+    InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
 };

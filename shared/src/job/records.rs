@@ -315,13 +315,47 @@ pub struct PartitionSummary {
     pub bytes: u64,
 }
 
-/// The aggregate result in the manifest.
+/// The aggregate in the manifest: where its table is, not the table (a job may have
+/// millions of groups, and the manifest stays small whatever their number).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateResult {
     /// What was computed.
     pub spec: AggregateSpec,
-    /// Rows (also in `aggregates.json` and `aggregates.parquet`).
-    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The table as Parquet (`jobs/<job_id>/aggregates.parquet`), always written.
+    pub parquet: AggregateTable,
+    /// Key of `aggregates.json` (the same rows as JSON), written only when the table has at
+    /// most [`crate::reducer::DEFAULT_AGGREGATE_JSON_MAX_ROWS`] rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+}
+
+/// One stored aggregate table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateTable {
+    /// Key below the work location.
+    pub key: String,
+    /// Rows: one per group.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Reads a manifest's `aggregate`, or `None` for the inlined rows of manifests written
+/// before it was a reference (their `aggregates.*` files are still beside them): such a
+/// job stays readable for its status, files and inputs.
+fn aggregate_or_legacy<'de, D>(d: D) -> std::result::Result<Option<AggregateResult>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(v) = Option::<serde_json::Value>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if v.get("parquet").is_none() && v.get("rows").is_some_and(serde_json::Value::is_array) {
+        return Ok(None);
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The job manifest: the only way to read a job's output.
@@ -363,8 +397,12 @@ pub struct Manifest {
     /// Rejected records per rule.
     #[serde(default)]
     pub reject_rules: BTreeMap<String, u64>,
-    /// Aggregate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Aggregate: where its table is.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "aggregate_or_legacy"
+    )]
     pub aggregate: Option<AggregateResult>,
     /// Every input object the job read (key and version): `--since-last` skips them.
     #[serde(default)]

@@ -61,10 +61,14 @@ pub async fn collect(env: &Env, work: &Location, job_id: &JobId) -> Result<Value
         reject_examples(env, &spec.rejects.location, &records, &tally.rule_counts).await?;
     let by_rule = rejects_by_rule(tally.rule_counts, examples);
     let cost = cost(env, &summary, manifest.as_ref(), &records)?;
-    let aggregate = manifest
-        .as_ref()
-        .and_then(|m| m.aggregate.as_ref())
-        .map(aggregate_table);
+    let aggregate = match manifest.as_ref().and_then(|m| m.aggregate.as_ref()) {
+        Some(a) => {
+            let rows =
+                crate::job::read_aggregate_rows(store.as_ref(), a, REPORT_AGGREGATE_ROWS).await?;
+            Some(aggregate_table(a, &rows))
+        }
+        None => None,
+    };
 
     Ok(json!({
         "generated_at_ms": crate::clock::now_ms(),
@@ -271,11 +275,15 @@ fn cost(
     })
 }
 
+/// Rows of the aggregate the report holds (the page shows as many): the rest are in the
+/// job's aggregate table, which the page names.
+pub const REPORT_AGGREGATE_ROWS: usize = 1000;
+
 /// The aggregate as a table of strings: its columns (those of the first row, or the spec's
-/// group-by and measures when there is no row) and one cell per column and row.
-fn aggregate_table(a: &AggregateResult) -> Value {
-    let columns: Vec<String> = a
-        .rows
+/// group-by and measures when there is no row), one cell per column and row, the number of
+/// rows in all and the files holding them.
+fn aggregate_table(a: &AggregateResult, rows: &[serde_json::Map<String, Value>]) -> Value {
+    let columns: Vec<String> = rows
         .first()
         .map(|r| r.keys().cloned().collect())
         .unwrap_or_else(|| {
@@ -286,8 +294,7 @@ fn aggregate_table(a: &AggregateResult) -> Value {
                 .chain(a.spec.measures.iter().map(|m| m.name.clone()))
                 .collect()
         });
-    let rows: Vec<Vec<String>> = a
-        .rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             columns
@@ -300,5 +307,14 @@ fn aggregate_table(a: &AggregateResult) -> Value {
                 .collect()
         })
         .collect();
-    json!({"group_by": a.spec.group_by, "columns": columns, "rows": rows})
+    let files: Vec<&str> = a
+        .json
+        .iter()
+        .map(String::as_str)
+        .chain([a.parquet.key.as_str()])
+        .collect();
+    json!({
+        "group_by": a.spec.group_by, "columns": columns, "rows": cells,
+        "total_rows": a.parquet.rows, "files": files,
+    })
 }

@@ -298,7 +298,8 @@ impl Worker {
                 .await?;
             counts.written = outputs.iter().map(|f| f.rows).sum();
             let rejects_store = requests.wrap(job.rejects.clone());
-            let reject_file = store_rejects(rejects_store.as_ref(), task, &run.read.rejects).await?;
+            let reject_file =
+                store_rejects(rejects_store.as_ref(), task, &run.read.rejects).await?;
             let stage_ms = [
                 ("read", run.read.read),
                 ("validate", run.read.validate),

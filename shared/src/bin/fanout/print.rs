@@ -219,10 +219,26 @@ pub fn print_manifest_summary(m: &Manifest) {
     );
 }
 
-/// The merged aggregate as a right-aligned table of at most 50 rows.
-pub fn print_aggregate(m: &Manifest) {
-    let Some(a) = &m.aggregate else { return };
-    println!("\naggregate by [{}]", a.spec.group_by.join(", "));
+/// Rows of the aggregate printed by `run` and `inspect`.
+const PRINTED_AGGREGATE_ROWS: usize = 50;
+
+/// The merged aggregate as a right-aligned table of at most 50 rows, read from the job's
+/// aggregate table (`aggregates.json` when written, else `aggregates.parquet`).
+pub async fn print_aggregate(
+    env: &fanout::env::Env,
+    work: &fanout::location::Location,
+    m: &Manifest,
+) -> anyhow::Result<()> {
+    let Some(a) = &m.aggregate else {
+        return Ok(());
+    };
+    let store = env.store(work)?;
+    let rows = fanout::job::read_aggregate_rows(store.as_ref(), a, PRINTED_AGGREGATE_ROWS).await?;
+    println!(
+        "\naggregate by [{}]  ({} rows)",
+        a.spec.group_by.join(", "),
+        a.parquet.rows
+    );
     let cols: Vec<String> = a
         .spec
         .group_by
@@ -235,8 +251,7 @@ pub fn print_aggregate(m: &Manifest) {
         Some(serde_json::Value::Null) | None => "∅".into(),
         Some(v) => v.to_string(),
     };
-    let rows: Vec<Vec<String>> = a
-        .rows
+    let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| cols.iter().map(|c| cell(r.get(c))).collect())
         .collect();
@@ -259,10 +274,15 @@ pub fn print_aggregate(m: &Manifest) {
             .join("  ")
     };
     println!("  {}", line(&cols));
-    for r in rows.iter().take(50) {
+    for r in &rows {
         println!("  {}", line(r));
     }
-    if rows.len() > 50 {
-        println!("  … {} more rows in aggregates.json", rows.len() - 50);
+    let more = a.parquet.rows.saturating_sub(rows.len() as u64);
+    if more > 0 {
+        println!(
+            "  … {more} more rows in {}",
+            work.join(a.json.as_deref().unwrap_or(&a.parquet.key))
+        );
     }
+    Ok(())
 }

@@ -45,6 +45,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.files, p.rows, p.bytes
         );
     }
-    print_aggregate(&m);
+    print_aggregate(&env, &work, &m).await?;
     Ok(ExitCode::SUCCESS)
 }

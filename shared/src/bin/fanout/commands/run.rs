@@ -74,7 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(m) => {
             print_manifest_summary(m);
             print_throughput(&report, &metrics);
-            print_aggregate(m);
+            print_aggregate(&env, &job.work, m).await?;
             println!(
                 "\nmanifest: {}",
                 job.work.join(&fanout::job::layout::manifest(&m.job_id))

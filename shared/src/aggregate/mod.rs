@@ -3,17 +3,25 @@
 //! A worker computes, per group, a state for each measure ([`Partial`]); the reducer adds
 //! states up. Integer and decimal sums are kept as exact 128-bit integers (the decimal's
 //! unscaled value), so the job's totals do not depend on how the input was cut.
+//!
+//! A worker's partial is small enough to hold (one chunk's groups); the job's merge is
+//! not: [`runs`] merges the partials as sorted run files on local disk, in memory bounded
+//! whatever the number of groups.
+
+pub mod runs;
+mod table;
+
+pub use table::{WideSums, finish, finish_groups, magnitudes, to_json_rows};
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int32Array, Int64Array,
     RecordBatch, StringArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{AggFn, AggregateSpec};
@@ -206,15 +214,7 @@ pub fn merge(spec: &AggregateSpec, partials: impl IntoIterator<Item = Partial>) 
     let mut acc: BTreeMap<String, Group> = BTreeMap::new();
     for p in partials {
         for g in p.groups {
-            if g.states.len() != spec.measures.len() {
-                return Err(Error::Transform {
-                    message: format!(
-                        "a partial has {} measures, the spec {}",
-                        g.states.len(),
-                        spec.measures.len()
-                    ),
-                });
-            }
+            check_measures(spec, &g)?;
             let k = serde_json::to_string(&g.key).map_err(|source| Error::Serialize {
                 what: "aggregate group key",
                 source,
@@ -232,15 +232,41 @@ pub fn merge(spec: &AggregateSpec, partials: impl IntoIterator<Item = Partial>) 
         }
     }
     let mut groups: Vec<Group> = acc.into_values().collect();
-    groups.sort_by(|a, b| {
-        a.key
-            .iter()
-            .zip(&b.key)
-            .map(|(x, y)| x.total_cmp(y))
-            .find(|o| *o != Ordering::Equal)
-            .unwrap_or(Ordering::Equal)
-    });
+    groups.sort_by(|a, b| key_cmp(&a.key, &b.key));
     Ok(Partial { groups })
+}
+
+/// The order of group keys: value by value, [`Scalar::total_cmp`]. Partials and the merged
+/// aggregate are sorted by it.
+pub fn key_cmp(a: &[Scalar], b: &[Scalar]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| *o != Ordering::Equal)
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
+}
+
+/// Merges `other`'s states into `into`'s (groups of the same key), measure by measure.
+pub fn merge_group(spec: &AggregateSpec, into: &mut Group, other: &Group) -> Result<()> {
+    check_measures(spec, other)?;
+    for (i, m) in spec.measures.iter().enumerate() {
+        into.states[i] = merge_state(m.function, &into.states[i], &other.states[i])?;
+    }
+    Ok(())
+}
+
+/// A group from a partial must have one state per measure of the spec.
+pub(crate) fn check_measures(spec: &AggregateSpec, g: &Group) -> Result<()> {
+    if g.states.len() == spec.measures.len() {
+        return Ok(());
+    }
+    Err(Error::Transform {
+        message: format!(
+            "a partial has {} measures, the spec {}",
+            g.states.len(),
+            spec.measures.len()
+        ),
+    })
 }
 
 /// Builds a partial from one grouped result batch: key columns then, per measure, its
@@ -292,271 +318,6 @@ pub fn sum_type(t: &DataType) -> DataType {
         _ if t.is_integer() => DataType::Decimal128(38, 0),
         _ => DataType::Float64,
     }
-}
-
-fn scalars_to_array(values: &[Scalar], t: &DataType) -> Result<ArrayRef> {
-    let ints = || values.iter().map(Scalar::as_i128).collect::<Vec<_>>();
-    Ok(match t {
-        DataType::Decimal128(p, s) => {
-            Arc::new(Decimal128Array::from(ints()).with_precision_and_scale(*p, *s)?)
-        }
-        DataType::Date32 | DataType::Time32(_) => {
-            let a: ArrayRef = Arc::new(Int32Array::from(
-                ints()
-                    .into_iter()
-                    .map(|v| v.map(|v| v as i32))
-                    .collect::<Vec<_>>(),
-            ));
-            cast(&a, t)?
-        }
-        _ if t.is_integer()
-            || matches!(
-                t,
-                DataType::Date64
-                    | DataType::Timestamp(..)
-                    | DataType::Time64(_)
-                    | DataType::Duration(_)
-            ) =>
-        {
-            let a: ArrayRef =
-                Arc::new(Decimal128Array::from(ints()).with_precision_and_scale(38, 0)?);
-            let a = cast(&a, &DataType::Int64)?;
-            cast(&a, t)?
-        }
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-            let a: ArrayRef = Arc::new(Float64Array::from(
-                values
-                    .iter()
-                    .map(|v| {
-                        if let Scalar::Float(f) = v {
-                            Some(*f)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ));
-            cast(&a, t)?
-        }
-        DataType::Boolean => Arc::new(BooleanArray::from(
-            values
-                .iter()
-                .map(|v| {
-                    if let Scalar::Bool(b) = v {
-                        Some(*b)
-                    } else {
-                        None
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )),
-        _ => {
-            let a: ArrayRef = Arc::new(StringArray::from(
-                values
-                    .iter()
-                    .map(|v| {
-                        if let Scalar::Str(s) = v {
-                            Some(s.clone())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ));
-            cast(&a, t)?
-        }
-    })
-}
-
-/// Rounds `num / den` half away from zero.
-fn div_round(num: i128, den: i128) -> i128 {
-    let q = num / den;
-    let r = num % den;
-    if 2 * r.abs() >= den.abs() {
-        q + num.signum() * den.signum()
-    } else {
-        q
-    }
-}
-
-/// The final aggregate table: key columns in their own types, then one column per measure.
-///
-/// `schema` is the schema of the transformed rows the aggregate ran over.
-pub fn finish(spec: &AggregateSpec, schema: &Schema, merged: &Partial) -> Result<RecordBatch> {
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (i, g) in spec.group_by.iter().enumerate() {
-        let t = column_type(schema, g)?;
-        let values: Vec<Scalar> = merged.groups.iter().map(|x| x.key[i].clone()).collect();
-        columns.push(scalars_to_array(&values, &t)?);
-        fields.push(Field::new(g, t, true));
-    }
-    for (i, m) in spec.measures.iter().enumerate() {
-        let states = merged.groups.iter().map(|g| &g.states[i]);
-        let measured = || column_type(schema, m.column.as_deref().unwrap_or_default());
-        let (t, a) = match m.function {
-            AggFn::Count => count_column(states),
-            AggFn::Sum | AggFn::Min | AggFn::Max => value_column(m.function, measured()?, states)?,
-            AggFn::Avg => avg_column(measured()?, states)?,
-        };
-        fields.push(Field::new(&m.name, t, true));
-        columns.push(a);
-    }
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    Ok(RecordBatch::try_new_with_options(
-        schema,
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(merged.groups.len())),
-    )?)
-}
-
-/// The type of the transformed rows' column `name`.
-fn column_type(schema: &Schema, name: &str) -> Result<DataType> {
-    schema
-        .field_with_name(name)
-        .map(|f| f.data_type().clone())
-        .map_err(|_| Error::Transform {
-            message: format!("aggregate column `{name}` is not in the transformed rows"),
-        })
-}
-
-/// A count measure's column.
-fn count_column<'a>(states: impl Iterator<Item = &'a State>) -> (DataType, ArrayRef) {
-    (
-        DataType::Int64,
-        Arc::new(Int64Array::from(
-            states
-                .map(|s| {
-                    if let State::Count(n) = s {
-                        *n as i64
-                    } else {
-                        0
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )),
-    )
-}
-
-/// A sum, min or max measure's column, over a column of type `col_t`.
-fn value_column<'a>(
-    function: AggFn,
-    col_t: DataType,
-    states: impl Iterator<Item = &'a State>,
-) -> Result<(DataType, ArrayRef)> {
-    let values: Vec<Scalar> = states
-        .map(|s| {
-            if let State::Value(v) = s {
-                v.clone()
-            } else {
-                Scalar::Null
-            }
-        })
-        .collect();
-    let t = if function == AggFn::Sum {
-        let st = sum_type(&col_t);
-        // An integer sum that fits stays an integer column.
-        if col_t.is_integer()
-            && values
-                .iter()
-                .all(|v| v.as_i128().is_none_or(|x| i64::try_from(x).is_ok()))
-        {
-            DataType::Int64
-        } else {
-            st
-        }
-    } else {
-        col_t
-    };
-    Ok((t.clone(), scalars_to_array(&values, &t)?))
-}
-
-/// An avg measure's column, over a column of type `col_t`.
-fn avg_column<'a>(
-    col_t: DataType,
-    states: impl Iterator<Item = &'a State>,
-) -> Result<(DataType, ArrayRef)> {
-    let pairs: Vec<(Scalar, u64)> = states
-        .map(|s| {
-            if let State::Avg { sum, count } = s {
-                (sum.clone(), *count)
-            } else {
-                (Scalar::Null, 0)
-            }
-        })
-        .collect();
-    Ok(match col_t {
-        DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => {
-            // Spark's rule: the average of decimal(p, s) has scale s + 4.
-            let out_scale = (s + 4).min(38);
-            let factor = 10i128.pow((out_scale - s) as u32);
-            let v: Vec<Option<i128>> = pairs
-                .iter()
-                .map(|(sum, n)| match (sum.as_i128(), n) {
-                    (Some(x), n) if *n > 0 => {
-                        x.checked_mul(factor).map(|x| div_round(x, *n as i128))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let t = DataType::Decimal128(38, out_scale);
-            (
-                t,
-                Arc::new(Decimal128Array::from(v).with_precision_and_scale(38, out_scale)?),
-            )
-        }
-        _ => {
-            let v: Vec<Option<f64>> = pairs
-                .iter()
-                .map(|(sum, n)| {
-                    if *n == 0 {
-                        return None;
-                    }
-                    match sum {
-                        Scalar::Int(_) => sum.as_i128().map(|x| x as f64 / *n as f64),
-                        Scalar::Float(f) => Some(f / *n as f64),
-                        _ => None,
-                    }
-                })
-                .collect();
-            (DataType::Float64, Arc::new(Float64Array::from(v)))
-        }
-    })
-}
-
-/// The aggregate table as JSON rows: integers and floats as numbers, other values
-/// (decimals included, to stay exact) as their text.
-pub fn to_json_rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let opts = arrow::util::display::FormatOptions::default();
-    let formatters: Vec<_> = batch
-        .columns()
-        .iter()
-        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).ok())
-        .collect();
-    (0..batch.num_rows())
-        .map(|r| {
-            let mut m = serde_json::Map::new();
-            for (i, f) in batch.schema().fields().iter().enumerate() {
-                let c = batch.column(i);
-                let v = if c.is_null(r) {
-                    serde_json::Value::Null
-                } else if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
-                    serde_json::Value::from(a.value(r))
-                } else if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
-                    serde_json::Number::from_f64(a.value(r))
-                        .map_or(serde_json::Value::Null, serde_json::Value::Number)
-                } else if let Some(a) = c.as_any().downcast_ref::<BooleanArray>() {
-                    serde_json::Value::Bool(a.value(r))
-                } else {
-                    formatters[i].as_ref().map_or(serde_json::Value::Null, |f| {
-                        serde_json::Value::String(f.value(r).to_string())
-                    })
-                };
-                m.insert(f.name().clone(), v);
-            }
-            m
-        })
-        .collect()
 }
 
 #[cfg(feature = "sql")]

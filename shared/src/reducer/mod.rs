@@ -4,6 +4,12 @@
 //! Both are idempotent: status only reads; finalize rebuilds the same manifest from the
 //! same commit records (they never change once written) and refuses a job that is not
 //! complete or does not reconcile.
+//!
+//! `aggregate`: the job's aggregate merged in bounded memory, its table written.
+
+mod aggregate;
+
+pub use aggregate::{DEFAULT_AGGREGATE_JSON_MAX_ROWS, PARTIAL_READ_CONCURRENCY};
 
 mod status;
 
@@ -11,17 +17,16 @@ use std::collections::{BTreeMap, HashSet};
 
 use tracing::info;
 
-use crate::aggregate::{self, Partial};
 use crate::env::Env;
 use crate::ids::JobId;
 use crate::job::{
-    AggregateResult, ChunkRecord, Counts, InputObject, Manifest, ManifestFile, PartitionSummary,
-    PlanSummary, RejectFile, chunk_records, layout, load_job, to_json_bytes,
+    ChunkRecord, Counts, InputObject, Manifest, ManifestFile, PartitionSummary, PlanSummary,
+    RejectFile, layout, load_job, to_json_bytes,
 };
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::plan::Chunk;
-use crate::spec::{AggregateSpec, JobSpec};
+use crate::spec::JobSpec;
 use crate::store::ObjectStore;
 use crate::{Error, Result};
 pub use status::{
@@ -64,7 +69,12 @@ pub async fn finalize_job_at(
 ) -> Result<Manifest> {
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
-    let records = chunk_records(&store, job_id).await?;
+    // Partials move to local runs as the records are read: the records held here are
+    // without them, whatever the number of groups.
+    let run_dir = aggregate::run_dir()?;
+    let (records, runs) =
+        aggregate::records_and_runs(&store, job_id, spec.aggregate.as_ref(), run_dir.path())
+            .await?;
     ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
@@ -73,7 +83,10 @@ pub async fn finalize_job_at(
         None => schema_without_rows(env, &spec).await?,
     };
     let aggregate = match &spec.aggregate {
-        Some(a) => Some(write_aggregate(store.as_ref(), job_id, a, &schema, &records).await?),
+        Some(a) => Some(
+            aggregate::write_aggregate(store.as_ref(), job_id, a, &schema, runs, run_dir.path())
+                .await?,
+        ),
         None => None,
     };
     let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
@@ -291,37 +304,6 @@ fn check_reject_ratio(
         ));
     }
     reject_ratio
-}
-
-/// Merges the partial aggregates exactly and writes `aggregates.json` and
-/// `aggregates.parquet`.
-async fn write_aggregate(
-    store: &dyn ObjectStore,
-    job_id: &JobId,
-    spec: &AggregateSpec,
-    schema: &arrow::datatypes::Schema,
-    records: &[ChunkRecord],
-) -> Result<AggregateResult> {
-    let merged: Partial =
-        aggregate::merge(spec, records.iter().filter_map(|r| r.aggregate.clone()))?;
-    let table = aggregate::finish(spec, schema, &merged)?;
-    let rows = aggregate::to_json_rows(&table);
-    store
-        .put(
-            &layout::aggregates_json(job_id),
-            to_json_bytes("aggregate rows", &rows)?,
-        )
-        .await?;
-    let props =
-        crate::write::writer_properties(crate::spec::OutputCompression::Zstd(3), 1_000_000)?;
-    let bytes = crate::write::encode_parquet(&table.schema(), std::slice::from_ref(&table), props)?;
-    store
-        .put(&layout::aggregates_parquet(job_id), bytes)
-        .await?;
-    Ok(AggregateResult {
-        spec: spec.clone(),
-        rows,
-    })
 }
 
 /// Every input object the plan read (key and version), sorted, once each.
