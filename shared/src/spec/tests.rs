@@ -202,6 +202,16 @@ const BAD: &[(&str, &str, &str)] = &[
         "metrics: { namespace: Fanout }\nqueue: { max_message_size: 512 }",
         "queue.max_message_size",
     ),
+    (
+        "multiline: false }",
+        "multiline: false }\n  max_record_size: 2GiB",
+        "input.max_record_size",
+    ),
+    (
+        "multiline: false }",
+        "multiline: false }\n  max_record_size: 0",
+        "input.max_record_size",
+    ),
 ];
 
 #[test]
@@ -264,6 +274,17 @@ fn sizes_and_types_parse() {
         DataType::Timestamp(TimeUnit::Nanosecond, Some("Europe/Paris".into()))
     );
     assert!(parse_type("map<string,int>").is_err());
+}
+
+#[test]
+fn the_record_size_limit_defaults_to_64_mib_and_takes_a_size() {
+    let spec = JobSpec::parse("job.yaml", GOOD).expect("spec");
+    assert_eq!(spec.input.max_record_bytes, 64 << 20);
+    assert!(spec.resolved["input"].get("max_record_size").is_none());
+    let text = mutate("multiline: false }", "multiline: false }\n  max_record_size: 1MiB");
+    let spec = JobSpec::parse("job.yaml", &text).expect("spec");
+    assert_eq!(spec.input.max_record_bytes, 1 << 20);
+    assert_eq!(spec.resolved["input"]["max_record_size"], 1_048_576);
 }
 
 #[test]
