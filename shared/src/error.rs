@@ -124,6 +124,22 @@ pub enum Error {
     #[error("transform: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
 
+    /// The SQL transform calls a function whose result may differ between two runs over
+    /// the same rows (`random()`, `now()`): a retried chunk would write other bytes under
+    /// the keys of its first attempt.
+    #[cfg(feature = "sql")]
+    #[error(
+        "transform: the SQL calls `{function}`, a {volatility} function: its result differs \
+         between runs, so a retried chunk would write different rows; compute the value \
+         before the job (a column of the input or a lookup) instead"
+    )]
+    NotDeterministic {
+        /// The function's name.
+        function: String,
+        /// `volatile` (differs per call) or `stable` (differs per query, such as the time).
+        volatility: &'static str,
+    },
+
     /// A task of the chunk pipeline (writer, aggregate) panicked or was cancelled.
     #[error("transform: {what} failed: {source}")]
     Task {
@@ -165,6 +181,23 @@ pub enum Error {
         message: String,
     },
 
+    /// Files a job's commit records list are gone or not the size recorded (deleted by a
+    /// `gc`, a lifecycle rule or a hand): the finalize refuses to write a manifest listing
+    /// them.
+    #[error(
+        "job `{job_id}` cannot be finalized: {} file(s) its commit records list are missing or changed: {}; \
+         the records no longer match the output: collect the job as abandoned \
+         (`fanout gc {job_id} --abandoned`) and run it again",
+        files.len(),
+        describe_files(files)
+    )]
+    FilesChanged {
+        /// The job.
+        job_id: crate::ids::JobId,
+        /// Each file found wrong, sorted by location.
+        files: Vec<ChangedFile>,
+    },
+
     /// A configuration value (environment, command line) is wrong.
     #[error("configuration: {0}")]
     Config(String),
@@ -175,6 +208,41 @@ pub enum Error {
         /// Where.
         point: FaultPoint,
     },
+}
+
+/// A file a commit record lists that is not as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// Where the file should be (its full location).
+    pub location: String,
+    /// The chunk whose commit record lists it.
+    pub chunk_id: crate::ids::ChunkId,
+    /// The size recorded (`None` for a rejects file, whose size is not recorded).
+    pub recorded_bytes: Option<u64>,
+    /// The size found, `None` when the file is missing.
+    pub found_bytes: Option<u64>,
+}
+
+/// Files named in an error message: the first few, and how many more.
+const FILES_NAMED: usize = 10;
+
+fn describe_files(files: &[ChangedFile]) -> String {
+    let mut parts: Vec<String> = files
+        .iter()
+        .take(FILES_NAMED)
+        .map(|f| match (f.found_bytes, f.recorded_bytes) {
+            (None, _) => format!("{} of chunk {} (missing)", f.location, f.chunk_id),
+            (Some(found), Some(rec)) => format!(
+                "{} of chunk {} ({found} bytes, {rec} recorded)",
+                f.location, f.chunk_id
+            ),
+            (Some(found), None) => format!("{} of chunk {} ({found} bytes)", f.location, f.chunk_id),
+        })
+        .collect();
+    if files.len() > FILES_NAMED {
+        parts.push(format!("and {} more", files.len() - FILES_NAMED));
+    }
+    parts.join(", ")
 }
 
 /// Points of the chunk protocol where a test can simulate a crash
@@ -228,9 +296,12 @@ impl Error {
             Error::Transform { .. } | Error::Task { .. } => "TransformError",
             #[cfg(feature = "sql")]
             Error::Sql(_) => "TransformError",
+            #[cfg(feature = "sql")]
+            Error::NotDeterministic { .. } => "NotDeterministic",
             Error::Record { .. } => "RecordError",
             Error::Serialize { .. } => "SerializeError",
             Error::Job { .. } => "JobFailed",
+            Error::FilesChanged { .. } => "FilesChanged",
             Error::Config(_) => "ConfigError",
             Error::Injected { .. } => "InjectedFault",
         }

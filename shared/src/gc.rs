@@ -5,6 +5,14 @@
 //! chunks' files count for nothing without a manifest) and from changed settings. Only
 //! files this job's chunks could have written are considered: other jobs sharing the
 //! output location are never touched.
+//!
+//! An abandoned job (no manifest) loses its chunk records with its files: a commit record
+//! says "this chunk's files exist", and one left behind would make the same spec, run
+//! again, skip its chunk as done and finalize a manifest listing deleted files. The commit
+//! records go first, then the files, then the failure and attempt records: a collection
+//! stopped half-way leaves files no record claims (found again by the next collection, or
+//! rewritten by the next run), never a record whose files are gone. The spec and the plan
+//! stay, so the next run of the spec reuses the plan and runs every chunk again.
 
 use std::collections::HashSet;
 
@@ -14,6 +22,7 @@ use crate::env::Env;
 use crate::ids::{ChunkId, JobId};
 use crate::job::{Manifest, get_json_opt, layout};
 use crate::location::Location;
+use crate::store::ObjectStore;
 use crate::{Error, Result};
 
 /// What a collection found (and deleted unless it was a dry run).
@@ -23,6 +32,9 @@ pub struct Garbage {
     pub outputs: Vec<String>,
     /// Rejects files not in the manifest, keys below the rejects location.
     pub rejects: Vec<String>,
+    /// Chunk records of an abandoned job (commit, then failure and attempt records), keys
+    /// below the work location.
+    pub records: Vec<String>,
     /// Whether they were deleted.
     pub deleted: bool,
 }
@@ -82,19 +94,44 @@ pub async fn collect_garbage(
         .map(|o| o.key)
         .filter(|k| !keep_rejects.contains(k.as_str()))
         .collect();
+    // With a manifest the records are the job's truth and stay; without one, nothing of
+    // the job counts, its records least of all.
+    let (commits, others) = if manifest.is_none() {
+        chunk_records(store.as_ref(), job_id).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     if !dry_run {
-        for k in &outputs {
-            output.delete(k).await?;
-        }
-        for k in &rejects {
-            rejects_store.delete(k).await?;
-        }
+        delete_all(store.as_ref(), &commits).await?;
+        delete_all(output.as_ref(), &outputs).await?;
+        delete_all(rejects_store.as_ref(), &rejects).await?;
+        delete_all(store.as_ref(), &others).await?;
     }
     Ok(Garbage {
         outputs,
         rejects,
+        records: commits.into_iter().chain(others).collect(),
         deleted: !dry_run,
     })
+}
+
+/// A job's commit records, and its failure and attempt records.
+async fn chunk_records(
+    store: &dyn ObjectStore,
+    job_id: &JobId,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let keys = |objects: Vec<crate::store::ObjectMeta>| objects.into_iter().map(|o| o.key);
+    let commits = keys(store.list(&layout::chunks(job_id)).await?).collect();
+    let mut others: Vec<String> = keys(store.list(&layout::failures(job_id)).await?).collect();
+    others.extend(keys(store.list(&layout::attempts(job_id)).await?));
+    Ok((commits, others))
+}
+
+async fn delete_all(store: &dyn ObjectStore, keys: &[String]) -> Result<()> {
+    for k in keys {
+        store.delete(k).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

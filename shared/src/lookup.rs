@@ -11,8 +11,40 @@ use crate::spec::{Format, InputCompression, InputSpec, JobSpec, LookupSpec, Prob
 use crate::transform::{Transformer, conform};
 use crate::{Error, Result};
 
-/// Loads one lookup table: (schema, rows).
+/// A lookup whose object is not the version the job was planned with: permanent, since
+/// joining other rows than the chunks already committed joined would break the rule that
+/// a retried chunk writes the same bytes.
+fn lookup_changed(l: &LookupSpec, expected: &str, found: Option<String>) -> Error {
+    let source = crate::store::StoreError::Changed {
+        key: l.location.to_string(),
+        expected: expected.to_string(),
+        found,
+    };
+    Error::Input {
+        object: l.location.to_string(),
+        message: format!(
+            "lookup `{}` changed since the job was planned ({source}); restore that version, or run the spec again as a new job",
+            l.name
+        ),
+        source: Some(Box::new(source)),
+    }
+}
+
+/// Loads one lookup table: (schema, rows). With a pinned version ([`LookupSpec::etag`],
+/// recorded at planning) every read is of exactly that version, or fails naming the lookup.
 pub async fn load_lookup(
+    env: &Env,
+    l: &LookupSpec,
+) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>)> {
+    load_lookup_unchecked(env, l).await.map_err(|e| match e {
+        Error::Store(crate::store::StoreError::Changed {
+            expected, found, ..
+        }) => lookup_changed(l, &expected, found),
+        e => e,
+    })
+}
+
+async fn load_lookup_unchecked(
     env: &Env,
     l: &LookupSpec,
 ) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>)> {
@@ -23,6 +55,11 @@ pub async fn load_lookup(
         message: format!("lookup `{}` not found", l.name),
         source: None,
     })?;
+    if let Some(pinned) = &l.etag
+        && *pinned != meta.etag
+    {
+        return Err(lookup_changed(l, pinned, Some(meta.etag)));
+    }
     let schema: SchemaRef = match (&l.schema, l.format) {
         (Some(s), _) => s.clone(),
         (None, Format::Parquet) => {
@@ -34,7 +71,7 @@ pub async fn load_lookup(
             Arc::new(s)
         }
         (None, fmt) => {
-            let bytes = store.get(&key).await?;
+            let bytes = store.get_range_if(&key, 0..meta.size, &meta.etag).await?;
             let text = match InputCompression::Auto.of_key(&key) {
                 InputCompression::None => bytes,
                 _ => {

@@ -106,8 +106,60 @@ async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Re
     })
 }
 
-/// Computes a job's plan from the input listing without writing anything.
+/// The spec with every lookup pinned to the version (ETag) it has now, recorded in the
+/// resolved spec too: that is what `spec.json` stores and the job id hashes, so every
+/// worker of the job joins the same rows ([`crate::spec::LookupSpec::etag`]) and a spec
+/// planned again after a lookup changed is another job. A lookup already pinned (by hand,
+/// or a stored spec) must still be that version.
+pub async fn pin_lookups(env: &Env, spec: &JobSpec) -> Result<JobSpec> {
+    let mut pinned = spec.clone();
+    for (i, l) in pinned.transform.lookups.iter_mut().enumerate() {
+        let (dir, key) = l.location.split_object();
+        let meta = env.store(&dir)?.head(&key).await?;
+        let etag = match (meta, &l.etag) {
+            (None, _) => {
+                return Err(Error::Input {
+                    object: l.location.to_string(),
+                    message: format!("lookup `{}` not found", l.name),
+                    source: None,
+                });
+            }
+            (Some(m), Some(want)) if m.etag != *want => {
+                return Err(Error::Input {
+                    object: l.location.to_string(),
+                    message: format!(
+                        "lookup `{}` is version {}, not the version {want} the spec pins",
+                        l.name, m.etag
+                    ),
+                    source: None,
+                });
+            }
+            (Some(m), _) => m.etag,
+        };
+        let field = format!("/transform/lookups/{i}");
+        let Some(raw) = pinned
+            .resolved
+            .pointer_mut(&field)
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            return Err(Error::Config(format!(
+                "the resolved spec has no `{field}` for lookup `{}`",
+                l.name
+            )));
+        };
+        raw.insert("etag".into(), serde_json::Value::String(etag.clone()));
+        l.etag = Some(etag);
+    }
+    Ok(pinned)
+}
+
+/// Computes a job's plan from the input listing without writing anything; the lookups
+/// are pinned first ([`pin_lookups`]), as planning does.
 pub async fn compute_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
+    compute_pinned_plan(env, &pin_lookups(env, spec).await?).await
+}
+
+async fn compute_pinned_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
     let input = env.store(&spec.input.location)?;
     let listing = list_input(input.as_ref(), spec).await?;
     let job_id = match &spec.job_id {
@@ -288,7 +340,8 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
             reused: true,
         });
     }
-    let planned = compute_plan(env, spec).await?;
+    let spec = &pin_lookups(env, spec).await?;
+    let planned = compute_pinned_plan(env, spec).await?;
     let job_id = planned.summary.job_id.clone();
     if let Some(summary) =
         get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(&job_id)).await?

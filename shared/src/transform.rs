@@ -398,6 +398,10 @@ pub fn resolve_rejects(
 #[cfg(feature = "sql")]
 pub(crate) use sql::channel_table;
 #[cfg(feature = "sql")]
+mod determinism;
+#[cfg(feature = "sql")]
+pub use determinism::{Nondeterministic, first_nondeterministic};
+#[cfg(feature = "sql")]
 pub use sql::{PIPELINE_DEPTH, Pipeline, Transformer};
 
 #[cfg(feature = "sql")]
@@ -461,6 +465,19 @@ mod sql {
                     source,
                 })?,
             }
+        }
+    }
+
+    /// The SQL planned in `ctx`, refused when it calls a function that is not
+    /// deterministic (`super::determinism`): every chunk and the pre-flight plan it here.
+    async fn planned(ctx: &SessionContext, sql: &str) -> Result<datafusion::dataframe::DataFrame> {
+        let df = ctx.sql_with_options(sql, sql_options()).await?;
+        match super::first_nondeterministic(df.logical_plan()) {
+            None => Ok(df),
+            Some(n) => Err(crate::Error::NotDeterministic {
+                function: n.function,
+                volatility: n.volatility,
+            }),
         }
     }
 
@@ -628,7 +645,7 @@ mod sql {
             let (partition, table) = channel_table(input_schema.clone(), in_rx)?;
             let ctx = self.context()?;
             ctx.register_table("input", table)?;
-            let df = ctx.sql_with_options(&sql, sql_options()).await?;
+            let df = planned(&ctx, &sql).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let task_ctx = Arc::new(df.task_ctx());
             let plan = df.create_physical_plan().await?;
@@ -643,7 +660,7 @@ mod sql {
                 tokio::spawn(async move {
                     let batches = collect_channel(rx).await;
                     let ctx = this.session(input_schema, batches)?;
-                    let df = ctx.sql_with_options(&sql, sql_options()).await?;
+                    let df = planned(&ctx, &sql).await?;
                     forward(df.execute_stream().await?, out_tx).await
                 })
             };
@@ -665,7 +682,7 @@ mod sql {
                 return Ok((input_schema, input));
             };
             let ctx = self.session(input_schema, input)?;
-            let df = ctx.sql_with_options(sql, sql_options()).await?;
+            let df = planned(&ctx, sql).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await?;
             Ok((schema, batches))

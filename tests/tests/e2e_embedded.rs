@@ -366,3 +366,69 @@ fn an_unreadable_or_unparsable_spec_and_a_bad_worker_memory_exit_2_before_any_wo
         "work started despite a bad setting"
     );
 }
+
+#[test]
+fn gc_of_an_abandoned_job_then_the_same_spec_runs_every_chunk_again() {
+    // A job whose chunks committed but that was never finalized (its reducer never ran),
+    // collected as abandoned and run again as RUNBOOK.md advises: the rerun must run
+    // every chunk, not skip them on commit records whose files gc deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let job = root.join("job.yaml");
+    let out = run_ok(Command::new(fanout_bin()).args(["run"]).arg(&job));
+    let job_id = out.split_whitespace().nth(1).unwrap().to_string();
+    let job_dir = root.join("work/jobs").join(&job_id);
+    for never_written in ["_manifest.json", "_SUCCESS", "aggregates.json", "aggregates.parquet"] {
+        let _ = std::fs::remove_file(job_dir.join(never_written));
+    }
+    let work = root.join("work").display().to_string();
+    let gc = run_ok(Command::new(fanout_bin()).args(["gc", &job_id, "--abandoned", "--work", &work]));
+    assert!(gc.contains("deleted record  jobs/"), "{gc}");
+    assert!(
+        std::fs::read_dir(job_dir.join("chunks")).map_or(true, |mut d| d.next().is_none()),
+        "commit records survived the gc"
+    );
+    assert!(snapshot(&root.join("out")).is_empty(), "output files survived the gc");
+
+    let again = run_ok(Command::new(fanout_bin()).args(["run"]).arg(&job));
+    // `job <id>  (<n> chunks, <m> run now, …)`: every chunk ran again.
+    let words: Vec<&str> = again.split_whitespace().collect();
+    assert_eq!(words[1], job_id, "{again}");
+    let chunks = words[2].trim_start_matches('(');
+    assert_eq!(words[4], chunks, "not every chunk ran again: {again}");
+    assert!(again.contains("outcome        succeeded"), "{again}");
+    let verdict = check(root);
+    assert!(verdict.starts_with("OK:"), "{verdict}");
+}
+
+#[test]
+fn validate_refuses_sql_that_is_not_deterministic_naming_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    generate(root);
+    let text = std::fs::read_to_string(root.join("job.yaml")).unwrap();
+    let from = "SELECT o.*, c.region,";
+    assert!(text.contains(from), "{text}");
+    for (call, function) in [
+        ("random() AS r,", "random"),
+        ("now() AS loaded_at,", "now"),
+        ("current_date AS d,", "current_date"),
+        ("uuid() AS id,", "uuid"),
+    ] {
+        let spec = root.join("volatile.yaml");
+        std::fs::write(&spec, text.replace(from, &format!("{from} {call}"))).unwrap();
+        let out = Command::new(fanout_bin()).arg("validate").arg(&spec).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{call}: {stderr}");
+        assert!(
+            stderr.contains("`transform.sql`") && stderr.contains(&format!("`{function}`")),
+            "{call}: {stderr}"
+        );
+        let run = Command::new(fanout_bin()).arg("run").arg(&spec).output().unwrap();
+        assert_eq!(run.status.code(), Some(2), "{call}: run must refuse it too");
+    }
+    assert!(!root.join("work").exists(), "nothing was planned");
+    let valid = run_ok(Command::new(fanout_bin()).arg("validate").arg(root.join("job.yaml")));
+    assert!(valid.contains("valid"), "{valid}");
+}

@@ -5,9 +5,11 @@
 //! same commit records (they never change once written) and refuses a job that is not
 //! complete or does not reconcile.
 //!
-//! `aggregate`: the job's aggregate merged in bounded memory, its table written.
+//! `aggregate`: the job's aggregate merged in bounded memory, its table written;
+//! `verify`: every file the records list is there, as recorded, before the manifest lists it.
 
 mod aggregate;
+mod verify;
 
 pub use aggregate::{DEFAULT_AGGREGATE_JSON_MAX_ROWS, PARTIAL_READ_CONCURRENCY};
 
@@ -54,8 +56,10 @@ async fn schema_without_rows(
 
 /// Merges a finished job into its manifest, aggregates and `_SUCCESS`.
 ///
-/// Fails (and writes no `_SUCCESS`) when chunks are missing; writes a `failed` manifest
-/// and fails when the job does not reconcile or its reject ratio is too high.
+/// Fails (and writes no `_SUCCESS`) when chunks are missing, or when a file their commit
+/// records list is missing or not the size recorded ([`Error::FilesChanged`], naming each
+/// file and its chunk: no manifest is written then); writes a `failed` manifest and fails
+/// when the job does not reconcile or its reject ratio is too high.
 pub async fn finalize_job(env: &Env, work: &Location, job_id: &JobId) -> Result<Manifest> {
     finalize_job_at(env, work, job_id, crate::clock::now_ms()).await
 }
@@ -76,6 +80,7 @@ pub async fn finalize_job_at(
         aggregate::records_and_runs(&store, job_id, spec.aggregate.as_ref(), run_dir.path())
             .await?;
     ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
+    verify::ensure_files_as_recorded(env, &spec, job_id, &records).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
     let schema = match merged.schema.take() {

@@ -158,6 +158,10 @@ pub struct LookupSpec {
     pub csv: CsvOptions,
     /// Declared schema, or `None` to read every CSV/JSON column as text (Parquet keeps its own).
     pub schema: Option<SchemaRef>,
+    /// The version (an [`crate::store::ObjectMeta::etag`]) every read must find: the
+    /// planner records the version it saw in the job's stored spec, so every worker joins
+    /// the same rows; `None` until planned (or pinned by hand).
+    pub etag: Option<String>,
 }
 
 /// The SQL step.

@@ -142,6 +142,8 @@ pub struct RawLookup {
     pub csv: Option<RawCsv>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema: Vec<RawColumn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,6 +36,12 @@ impl Checker<'_> {
             } else {
                 self.schema(&format!("{field}.schema"), &l.schema, false)
             };
+            if l.etag.as_deref().is_some_and(|e| e.trim().is_empty()) {
+                self.problem(
+                    format!("{field}.etag"),
+                    "the version is empty: remove the field to read the lookup as planned",
+                );
+            }
             if let (Some(location), Some(format)) = (location, format) {
                 lookups.push(LookupSpec {
                     name: l.name.clone(),
@@ -43,6 +49,7 @@ impl Checker<'_> {
                     format,
                     csv,
                     schema,
+                    etag: l.etag.clone(),
                 });
             }
         }

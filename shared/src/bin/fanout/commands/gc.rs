@@ -10,7 +10,9 @@ use crate::work::WorkArgs;
 pub struct Args {
     #[command(flatten)]
     job: WorkArgs,
-    /// The job was never finalized: every file its chunks wrote is garbage.
+    /// The job was never finalized: every file its chunks wrote is garbage, and its
+    /// chunk records (commit, failure, attempt) go with them, so running the same spec
+    /// again runs every chunk again.
     #[arg(long)]
     abandoned: bool,
     /// Only list what would be deleted.
@@ -30,10 +32,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for k in &g.rejects {
         println!("{verb} rejects {k}");
     }
+    for k in &g.records {
+        println!("{verb} record  {k}");
+    }
     println!(
-        "{verb} {} output and {} rejects files of job {job_id}",
+        "{verb} {} output and {} rejects files and {} chunk records of job {job_id}",
         g.outputs.len(),
-        g.rejects.len()
+        g.rejects.len(),
+        g.records.len()
     );
     Ok(ExitCode::SUCCESS)
 }

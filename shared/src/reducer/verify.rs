@@ -1,0 +1,90 @@
+//! Before a manifest is written: every file the commit records list exists, with the size
+//! recorded.
+//!
+//! A commit record is written after its chunk's files, so on its own it never names a file
+//! that was not stored. But files can go afterwards while the record stays (a `gc`, a
+//! lifecycle rule, a hand, a worker still committing while its job was collected), and a
+//! manifest is the one way to read a job's output: one listing a file that is gone would
+//! make every reader fail, or silently miss rows. One HEAD per file, at most
+//! [`crate::job::READ_CONCURRENCY`] at a time, as the records themselves are read.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::env::Env;
+use crate::error::ChangedFile;
+use crate::ids::{ChunkId, JobId};
+use crate::job::{ChunkRecord, READ_CONCURRENCY};
+use crate::location::Location;
+use crate::spec::JobSpec;
+use crate::store::DynStore;
+use crate::{Error, Result};
+
+/// One file to check: where, which chunk listed it, and its recorded size when known.
+struct Listed<'a> {
+    store: &'a DynStore,
+    root: &'a Location,
+    key: &'a str,
+    chunk_id: &'a ChunkId,
+    recorded_bytes: Option<u64>,
+}
+
+impl Listed<'_> {
+    async fn check(self) -> Result<Option<ChangedFile>> {
+        let found = self.store.head(self.key).await?.map(|m| m.size);
+        let as_recorded = match (found, self.recorded_bytes) {
+            (None, _) => false,
+            (Some(found), Some(recorded)) => found == recorded,
+            (Some(_), None) => true,
+        };
+        Ok((!as_recorded).then(|| ChangedFile {
+            location: self.root.join(self.key).to_string(),
+            chunk_id: self.chunk_id.clone(),
+            recorded_bytes: self.recorded_bytes,
+            found_bytes: found,
+        }))
+    }
+}
+
+/// Refuses ([`Error::FilesChanged`]) when an output file of `records` is missing or not
+/// the size recorded, or a rejects file is missing.
+pub(super) async fn ensure_files_as_recorded(
+    env: &Env,
+    spec: &JobSpec,
+    job_id: &JobId,
+    records: &[ChunkRecord],
+) -> Result<()> {
+    let output = env.store(&spec.output.location)?;
+    let rejects = env.store(&spec.rejects.location)?;
+    let outputs = records.iter().flat_map(|r| {
+        r.outputs.iter().map(|f| Listed {
+            store: &output,
+            root: &spec.output.location,
+            key: &f.key,
+            chunk_id: &r.chunk_id,
+            recorded_bytes: Some(f.bytes),
+        })
+    });
+    let rejects_files = records.iter().flat_map(|r| {
+        r.rejects.iter().map(|f| Listed {
+            store: &rejects,
+            root: &spec.rejects.location,
+            key: &f.key,
+            chunk_id: &r.chunk_id,
+            recorded_bytes: None,
+        })
+    });
+    let mut files: Vec<ChangedFile> = stream::iter(outputs.chain(rejects_files))
+        .map(Listed::check)
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_filter_map(|f| async move { Ok(f) })
+        .try_collect()
+        .await?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    Err(Error::FilesChanged {
+        job_id: job_id.clone(),
+        files,
+    })
+}
