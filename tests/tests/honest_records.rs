@@ -41,7 +41,7 @@ input:
   schema:
     - {{ name: id, type: int64, nullable: false }}
     - {{ name: amount, type: "decimal(12,2)" }}
-chunking: {{ target_size: 1KiB, max_objects_per_chunk: 1 }}
+chunking: {{ target_size: 1MiB, max_objects_per_chunk: 1 }}
 transform:
   sql: SELECT *, id % 3 AS bucket FROM input
 output: {{ location: {r}/out/, partition_by: [bucket] }}
@@ -76,6 +76,7 @@ async fn commit_without_finalize(env: &Env, spec: &JobSpec) -> fanout::planner::
 /// its `id` column.
 fn rows_and_id_sum(dir: &Path) -> (u64, i64) {
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
     let (mut rows, mut sum) = (0u64, 0i64);
     for e in walk(dir) {
         let reader = SerializedFileReader::new(std::fs::File::open(&e).unwrap()).unwrap();
