@@ -236,7 +236,9 @@ fn describe_files(files: &[ChangedFile]) -> String {
                 "{} of chunk {} ({found} bytes, {rec} recorded)",
                 f.location, f.chunk_id
             ),
-            (Some(found), None) => format!("{} of chunk {} ({found} bytes)", f.location, f.chunk_id),
+            (Some(found), None) => {
+                format!("{} of chunk {} ({found} bytes)", f.location, f.chunk_id)
+            }
         })
         .collect();
     if files.len() > FILES_NAMED {

@@ -62,7 +62,8 @@
 //! - [`read`]: pieces → Arrow: `read::csv`, `read::csv_fast` (clean CSV straight into
 //!   typed columns), `read::jsonl`, [`read::parquet`] (`read::parquet::int96`: exact INT96
 //!   timestamps), and record ownership for byte ranges ([`read::lines`]).
-//! - [`transform`]: typed conversion, rules, rejects, SQL.
+//! - [`transform`]: typed conversion, rules, rejects, SQL (`transform::determinism`: only
+//!   immutable functions, so a retried chunk writes the same rows).
 //! - [`mod@write`]: partitioned deterministic Parquet: `write::hive` (partition paths and
 //!   file names), `write::spill` (finished pages waiting for their row group).
 //! - [`aggregate`]: exact partials and their merge.
@@ -76,7 +77,8 @@
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
 //! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
-//! / [`reducer::job_status`] (`reducer::status`: records and queue depths),
+//! / [`reducer::job_status`] (`reducer::status`: records and queue depths; `reducer::verify`:
+//! every listed file there as recorded),
 //! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
 //! whole pipeline in one process.
 //!

@@ -82,44 +82,7 @@ async fn load_lookup_unchecked(
                     });
                 }
             };
-            let names: Vec<String> = if fmt == Format::Csv {
-                if !l.csv.header {
-                    return Err(Error::Input {
-                        object: l.location.to_string(),
-                        message: "a CSV lookup without a header needs a declared schema".into(),
-                        source: None,
-                    });
-                }
-                let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
-                let mut rdr = ::csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .delimiter(l.csv.delimiter)
-                    .quote(l.csv.quote)
-                    .from_reader(line);
-                let mut rec = ::csv::StringRecord::new();
-                rdr.read_record(&mut rec).map_err(|e| Error::Input {
-                    object: l.location.to_string(),
-                    message: e.to_string(),
-                    source: Some(Box::new(e)),
-                })?;
-                rec.iter()
-                    .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
-                    .collect()
-            } else {
-                let mut names: Vec<String> = Vec::new();
-                for line in text.split(|b| *b == b'\n') {
-                    if let Ok(serde_json::Value::Object(o)) =
-                        serde_json::from_slice::<serde_json::Value>(line)
-                    {
-                        for k in o.keys() {
-                            if !names.contains(k) {
-                                names.push(k.clone());
-                            }
-                        }
-                    }
-                }
-                names
-            };
+            let names = text_columns(l, fmt, &text)?;
             Arc::new(Schema::new(
                 names
                     .iter()
@@ -165,6 +128,49 @@ async fn load_lookup_unchecked(
         });
     }
     Ok((schema, vec![conformed.batch]))
+}
+
+/// The column names of a CSV (its header) or JSON lines (every key seen) lookup read
+/// without a declared schema.
+fn text_columns(l: &LookupSpec, fmt: Format, text: &[u8]) -> Result<Vec<String>> {
+    Ok(if fmt == Format::Csv {
+        if !l.csv.header {
+            return Err(Error::Input {
+                object: l.location.to_string(),
+                message: "a CSV lookup without a header needs a declared schema".into(),
+                source: None,
+            });
+        }
+        let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut rdr = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(l.csv.delimiter)
+            .quote(l.csv.quote)
+            .from_reader(line);
+        let mut rec = ::csv::StringRecord::new();
+        rdr.read_record(&mut rec).map_err(|e| Error::Input {
+            object: l.location.to_string(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
+        rec.iter()
+            .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
+            .collect()
+    } else {
+        let mut names: Vec<String> = Vec::new();
+        for line in text.split(|b| *b == b'\n') {
+            if let Ok(serde_json::Value::Object(o)) =
+                serde_json::from_slice::<serde_json::Value>(line)
+            {
+                for k in o.keys() {
+                    if !names.contains(k) {
+                        names.push(k.clone());
+                    }
+                }
+            }
+        }
+        names
+    })
 }
 
 /// Loads every lookup and builds the job's transformer.

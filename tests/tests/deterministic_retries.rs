@@ -56,7 +56,11 @@ fn write_inputs(root: &Path) {
         }
         std::fs::write(root.join(format!("in/{f}.csv")), text).unwrap();
     }
-    std::fs::write(root.join("ref/customers.csv"), "customer_id,region\nC0,EU\nC1,US\n").unwrap();
+    std::fs::write(
+        root.join("ref/customers.csv"),
+        "customer_id,region\nC0,EU\nC1,US\n",
+    )
+    .unwrap();
 }
 
 fn env() -> Env {
@@ -92,7 +96,10 @@ async fn a_lookup_changed_after_planning_fails_its_chunks_for_good_naming_it() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(stored["transform"]["lookups"][0]["etag"], seen.etag.as_str());
+    assert_eq!(
+        stored["transform"]["lookups"][0]["etag"],
+        seen.etag.as_str()
+    );
 
     // One chunk runs against the planned version.
     let first = Worker::new(env.clone(), "first");
@@ -123,7 +130,10 @@ async fn a_lookup_changed_after_planning_fails_its_chunks_for_good_naming_it() {
     let committed = fanout::job::committed_ids(work.as_ref(), &plan.summary.job_id)
         .await
         .unwrap();
-    assert!(!committed.contains(&plan.chunks[1].id), "nothing of it committed");
+    assert!(
+        !committed.contains(&plan.chunks[1].id),
+        "nothing of it committed"
+    );
 
     // Planned again, the spec is another job, pinned to the new version.
     let again = fanout::planner::plan_job(&env, &spec).await.unwrap();
@@ -166,10 +176,7 @@ async fn sql_that_is_not_deterministic_is_refused_naming_the_function_and_field(
             "SELECT id FROM input WHERE id IN (SELECT id FROM input WHERE random() < 0.5)",
             "random",
         ),
-        (
-            "SELECT id FROM input WHERE id > 10 * random()",
-            "random",
-        ),
+        ("SELECT id FROM input WHERE id > 10 * random()", "random"),
         (
             "SELECT customer_id, max(id + random()) AS m FROM input GROUP BY customer_id",
             "random",
@@ -219,7 +226,10 @@ async fn a_worker_refuses_sql_that_is_not_deterministic_for_good() {
         work: spec.work.to_string(),
         chunk: plan.chunks[0].clone(),
     };
-    let err = Worker::new(env, "w").process_chunk(&task, 1).await.unwrap_err();
+    let err = Worker::new(env, "w")
+        .process_chunk(&task, 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "NotDeterministic", "{err}");
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("`random`"), "{err}");

@@ -379,17 +379,26 @@ fn gc_of_an_abandoned_job_then_the_same_spec_runs_every_chunk_again() {
     let out = run_ok(Command::new(fanout_bin()).args(["run"]).arg(&job));
     let job_id = out.split_whitespace().nth(1).unwrap().to_string();
     let job_dir = root.join("work/jobs").join(&job_id);
-    for never_written in ["_manifest.json", "_SUCCESS", "aggregates.json", "aggregates.parquet"] {
+    for never_written in [
+        "_manifest.json",
+        "_SUCCESS",
+        "aggregates.json",
+        "aggregates.parquet",
+    ] {
         let _ = std::fs::remove_file(job_dir.join(never_written));
     }
     let work = root.join("work").display().to_string();
-    let gc = run_ok(Command::new(fanout_bin()).args(["gc", &job_id, "--abandoned", "--work", &work]));
+    let gc =
+        run_ok(Command::new(fanout_bin()).args(["gc", &job_id, "--abandoned", "--work", &work]));
     assert!(gc.contains("deleted record  jobs/"), "{gc}");
     assert!(
         std::fs::read_dir(job_dir.join("chunks")).map_or(true, |mut d| d.next().is_none()),
         "commit records survived the gc"
     );
-    assert!(snapshot(&root.join("out")).is_empty(), "output files survived the gc");
+    assert!(
+        snapshot(&root.join("out")).is_empty(),
+        "output files survived the gc"
+    );
 
     let again = run_ok(Command::new(fanout_bin()).args(["run"]).arg(&job));
     // `job <id>  (<n> chunks, <m> run now, …)`: every chunk ran again.
@@ -418,17 +427,29 @@ fn validate_refuses_sql_that_is_not_deterministic_naming_the_function() {
     ] {
         let spec = root.join("volatile.yaml");
         std::fs::write(&spec, text.replace(from, &format!("{from} {call}"))).unwrap();
-        let out = Command::new(fanout_bin()).arg("validate").arg(&spec).output().unwrap();
+        let out = Command::new(fanout_bin())
+            .arg("validate")
+            .arg(&spec)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{call}: {stderr}");
         assert!(
             stderr.contains("`transform.sql`") && stderr.contains(&format!("`{function}`")),
             "{call}: {stderr}"
         );
-        let run = Command::new(fanout_bin()).arg("run").arg(&spec).output().unwrap();
+        let run = Command::new(fanout_bin())
+            .arg("run")
+            .arg(&spec)
+            .output()
+            .unwrap();
         assert_eq!(run.status.code(), Some(2), "{call}: run must refuse it too");
     }
     assert!(!root.join("work").exists(), "nothing was planned");
-    let valid = run_ok(Command::new(fanout_bin()).arg("validate").arg(root.join("job.yaml")));
+    let valid = run_ok(
+        Command::new(fanout_bin())
+            .arg("validate")
+            .arg(root.join("job.yaml")),
+    );
     assert!(valid.contains("valid"), "{valid}");
 }

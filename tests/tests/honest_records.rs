@@ -121,9 +121,16 @@ async fn gc_of_an_abandoned_job_removes_its_records_and_a_rerun_runs_every_chunk
         .await
         .unwrap();
     assert_eq!(dry.outputs.len() as u64, FILES * 3, "{dry:?}");
-    let commits = dry.records.iter().filter(|k| k.contains("/chunks/")).count();
+    let commits = dry
+        .records
+        .iter()
+        .filter(|k| k.contains("/chunks/"))
+        .count();
     assert_eq!(commits as u64, FILES, "{dry:?}");
-    assert!(dry.records.iter().any(|k| k.contains("/attempts/")), "{dry:?}");
+    assert!(
+        dry.records.iter().any(|k| k.contains("/attempts/")),
+        "{dry:?}"
+    );
     assert_eq!(
         fanout::job::committed_ids(env.store(&spec.work).unwrap().as_ref(), &job_id)
             .await
@@ -143,7 +150,12 @@ async fn gc_of_an_abandoned_job_removes_its_records_and_a_rerun_runs_every_chunk
             .unwrap()
             .is_empty()
     );
-    assert!(work.list(&fanout::job::layout::attempts(&job_id)).await.unwrap().is_empty());
+    assert!(
+        work.list(&fanout::job::layout::attempts(&job_id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(walk(&root.join("out")).is_empty());
 
     // The same spec again: the same job, every chunk run again, all rows there once.
@@ -208,21 +220,43 @@ async fn finalize_refuses_files_that_are_gone_or_changed_naming_each_and_its_chu
     let msg = err.to_string();
     let chunk_of = |p: &Path| {
         let name = p.file_name().unwrap().to_str().unwrap();
-        name.strip_prefix("part-").unwrap().rsplit_once('-').unwrap().0.to_string()
+        name.strip_prefix("part-")
+            .unwrap()
+            .rsplit_once('-')
+            .unwrap()
+            .0
+            .to_string()
     };
     assert!(msg.contains(&gone.display().to_string()), "{msg}");
-    assert!(msg.contains(&format!("of chunk {} (missing)", chunk_of(gone))), "{msg}");
+    assert!(
+        msg.contains(&format!("of chunk {} (missing)", chunk_of(gone))),
+        "{msg}"
+    );
     assert!(msg.contains(&cut.display().to_string()), "{msg}");
     assert!(
-        msg.contains(&format!("({} bytes, {} recorded)", bytes.len() - 1, bytes.len())),
+        msg.contains(&format!(
+            "({} bytes, {} recorded)",
+            bytes.len() - 1,
+            bytes.len()
+        )),
         "{msg}"
     );
     assert!(msg.contains("--abandoned"), "{msg}");
     assert_eq!(err.kind(), "FilesChanged");
     assert!(!err.is_retryable());
     let work = env.store(&spec.work).unwrap();
-    assert!(work.head(&fanout::job::layout::manifest(&job_id)).await.unwrap().is_none());
-    assert!(work.head(&fanout::job::layout::success(&job_id)).await.unwrap().is_none());
+    assert!(
+        work.head(&fanout::job::layout::manifest(&job_id))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        work.head(&fanout::job::layout::success(&job_id))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // What the message advises makes the job whole again.
     fanout::gc::collect_garbage(&env, &spec.work, &job_id, true, false)

@@ -281,7 +281,10 @@ fn the_record_size_limit_defaults_to_64_mib_and_takes_a_size() {
     let spec = JobSpec::parse("job.yaml", GOOD).expect("spec");
     assert_eq!(spec.input.max_record_bytes, 64 << 20);
     assert!(spec.resolved["input"].get("max_record_size").is_none());
-    let text = mutate("multiline: false }", "multiline: false }\n  max_record_size: 1MiB");
+    let text = mutate(
+        "multiline: false }",
+        "multiline: false }\n  max_record_size: 1MiB",
+    );
     let spec = JobSpec::parse("job.yaml", &text).expect("spec");
     assert_eq!(spec.input.max_record_bytes, 1 << 20);
     assert_eq!(spec.resolved["input"]["max_record_size"], 1_048_576);
