@@ -20,25 +20,27 @@ use crate::store::DynStore;
 use crate::{Error, Result};
 
 /// One file to check: where, which chunk listed it, and its recorded size when known.
-struct Listed<'a> {
-    store: &'a DynStore,
-    root: &'a Location,
-    key: &'a str,
-    chunk_id: &'a ChunkId,
+/// Owned (the store an `Arc`), so the checks' stream holds no borrow across its awaits and
+/// the finalize's future stays `Send` for any caller.
+struct Listed {
+    store: DynStore,
+    location: Location,
+    key: String,
+    chunk_id: ChunkId,
     recorded_bytes: Option<u64>,
 }
 
-impl Listed<'_> {
+impl Listed {
     async fn check(self) -> Result<Option<ChangedFile>> {
-        let found = self.store.head(self.key).await?.map(|m| m.size);
+        let found = self.store.head(&self.key).await?.map(|m| m.size);
         let as_recorded = match (found, self.recorded_bytes) {
             (None, _) => false,
             (Some(found), Some(recorded)) => found == recorded,
             (Some(_), None) => true,
         };
         Ok((!as_recorded).then(|| ChangedFile {
-            location: self.root.join(self.key).to_string(),
-            chunk_id: self.chunk_id.clone(),
+            location: self.location.join(&self.key).to_string(),
+            chunk_id: self.chunk_id,
             recorded_bytes: self.recorded_bytes,
             found_bytes: found,
         }))
@@ -55,30 +57,29 @@ pub(super) async fn ensure_files_as_recorded(
 ) -> Result<()> {
     let output = env.store(&spec.output.location)?;
     let rejects = env.store(&spec.rejects.location)?;
-    let outputs = records.iter().flat_map(|r| {
-        r.outputs.iter().map(|f| Listed {
-            store: &output,
-            root: &spec.output.location,
-            key: &f.key,
-            chunk_id: &r.chunk_id,
+    let mut listed = Vec::new();
+    for r in records {
+        listed.extend(r.outputs.iter().map(|f| Listed {
+            store: output.clone(),
+            location: spec.output.location.clone(),
+            key: f.key.clone(),
+            chunk_id: r.chunk_id.clone(),
             recorded_bytes: Some(f.bytes),
-        })
-    });
-    let rejects_files = records.iter().flat_map(|r| {
-        r.rejects.iter().map(|f| Listed {
-            store: &rejects,
-            root: &spec.rejects.location,
-            key: &f.key,
-            chunk_id: &r.chunk_id,
+        }));
+        listed.extend(r.rejects.iter().map(|f| Listed {
+            store: rejects.clone(),
+            location: spec.rejects.location.clone(),
+            key: f.key.clone(),
+            chunk_id: r.chunk_id.clone(),
             recorded_bytes: None,
-        })
-    });
-    let mut files: Vec<ChangedFile> = stream::iter(outputs.chain(rejects_files))
+        }));
+    }
+    let checked: Vec<Option<ChangedFile>> = stream::iter(listed)
         .map(Listed::check)
         .buffer_unordered(READ_CONCURRENCY)
-        .try_filter_map(|f| async move { Ok(f) })
         .try_collect()
         .await?;
+    let mut files: Vec<ChangedFile> = checked.into_iter().flatten().collect();
     if files.is_empty() {
         return Ok(());
     }
