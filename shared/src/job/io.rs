@@ -38,10 +38,28 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 /// on a retryable error (a throttled or unavailable store): a reducer reads one record per
 /// chunk, and one transient error among thousands of reads should not fail the job.
 async fn get_record(store: &dyn ObjectStore, key: &str) -> Result<Bytes, StoreError> {
+    retried(key, || store.get(key)).await
+}
+
+/// An object's metadata, trying again on a retryable error as record reads do: the
+/// reducer HEADs every output file before it lists them.
+pub async fn head_retried(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<crate::store::ObjectMeta>, StoreError> {
+    retried(key, || store.head(key)).await
+}
+
+/// `call`, tried up to [`RECORD_READ_TRIES`] times while it fails with a retryable error.
+async fn retried<T, F, Fut>(key: &str, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut wait = RECORD_READ_BACKOFF;
     let mut tries = 1;
     loop {
-        match store.get(key).await {
+        match call().await {
             Err(e) if e.is_retryable() && tries < RECORD_READ_TRIES => {
                 tracing::debug!(key, error = %e, "record read failed; trying again");
                 tokio::time::sleep(wait).await;

@@ -6,14 +6,15 @@
 //! lifecycle rule, a hand, a worker still committing while its job was collected), and a
 //! manifest is the one way to read a job's output: one listing a file that is gone would
 //! make every reader fail, or silently miss rows. One HEAD per file, at most
-//! [`crate::job::READ_CONCURRENCY`] at a time, as the records themselves are read.
+//! [`crate::job::READ_CONCURRENCY`] at a time and tried again on a retryable error, as the
+//! records themselves are read.
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::env::Env;
 use crate::error::ChangedFile;
 use crate::ids::{ChunkId, JobId};
-use crate::job::{ChunkRecord, READ_CONCURRENCY};
+use crate::job::{ChunkRecord, READ_CONCURRENCY, head_retried};
 use crate::location::Location;
 use crate::spec::JobSpec;
 use crate::store::DynStore;
@@ -32,7 +33,9 @@ struct Listed {
 
 impl Listed {
     async fn check(self) -> Result<Option<ChangedFile>> {
-        let found = self.store.head(&self.key).await?.map(|m| m.size);
+        let found = head_retried(self.store.as_ref(), &self.key)
+            .await?
+            .map(|m| m.size);
         let as_recorded = match (found, self.recorded_bytes) {
             (None, _) => false,
             (Some(found), Some(recorded)) => found == recorded,
