@@ -99,6 +99,8 @@ pub async fn load_lookup(
         compression: InputCompression::Auto,
         csv: l.csv.clone(),
         schema: schema.clone(),
+        // Lookups are not planned, and are held whole anyway.
+        max_row_group_bytes: u64::MAX,
     };
     let piece = Piece::Object {
         key: key.clone(),

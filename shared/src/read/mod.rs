@@ -246,7 +246,74 @@ pub struct ObjectHeader {
 pub type HeaderCache =
     std::sync::Mutex<std::collections::HashMap<(String, String), Arc<ObjectHeader>>>;
 
-/// Reads one piece of the input.
+/// A chunk's piece read one bounded batch at a time: a Parquet piece by row group, a text
+/// piece segment by segment (see [`segments`]).
+#[derive(Debug)]
+pub enum PieceReader<'a> {
+    /// A Parquet object or some of its row groups.
+    Parquet(parquet::ParquetPieceReader<'a>),
+    /// A CSV or JSON lines piece.
+    Text(TextPieceReader<'a>),
+}
+
+/// A text piece's segments, each read whole by [`read_piece`].
+#[derive(Debug)]
+pub struct TextPieceReader<'a> {
+    store: &'a dyn ObjectStore,
+    input: &'a InputSpec,
+    headers: &'a HeaderCache,
+    segments: std::vec::IntoIter<Piece>,
+    fetched: u64,
+}
+
+impl<'a> PieceReader<'a> {
+    /// Starts reading `piece` (a Parquet piece's footer is read and checked here).
+    pub async fn open(
+        store: &'a dyn ObjectStore,
+        piece: &Piece,
+        input: &'a InputSpec,
+        headers: &'a HeaderCache,
+    ) -> Result<PieceReader<'a>> {
+        Ok(match input.format {
+            Format::Parquet => PieceReader::Parquet(
+                parquet::ParquetPieceReader::open(store, piece, &input.schema).await?,
+            ),
+            Format::Csv | Format::Jsonl => PieceReader::Text(TextPieceReader {
+                store,
+                input,
+                headers,
+                segments: segments(piece, input, SEGMENT_BYTES).into_iter(),
+                fetched: 0,
+            }),
+        })
+    }
+
+    /// The next batch of the piece, `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Decoded>> {
+        match self {
+            PieceReader::Parquet(r) => r.next().await,
+            PieceReader::Text(t) => match t.segments.next() {
+                None => Ok(None),
+                Some(segment) => {
+                    let d = read_piece(t.store, &segment, t.input, t.headers).await?;
+                    t.fetched += d.bytes_read;
+                    Ok(Some(d))
+                }
+            },
+        }
+    }
+
+    /// Bytes fetched from the store so far.
+    pub fn bytes_fetched(&self) -> u64 {
+        match self {
+            PieceReader::Parquet(r) => r.bytes_fetched(),
+            PieceReader::Text(t) => t.fetched,
+        }
+    }
+}
+
+/// Reads one piece of the input whole (a Parquet piece as one batch: for lookups; a
+/// chunk's pieces are read through [`PieceReader`]).
 pub async fn read_piece(
     store: &dyn ObjectStore,
     piece: &Piece,
@@ -254,7 +321,7 @@ pub async fn read_piece(
     headers: &HeaderCache,
 ) -> Result<Decoded> {
     match input.format {
-        Format::Parquet => parquet::read_piece(store, piece, &input.schema).await,
+        Format::Parquet => parquet::read_whole(store, piece, &input.schema).await,
         Format::Csv | Format::Jsonl => {
             let key = piece.key();
             let (text, text_offset, lines_before, bytes_read) =

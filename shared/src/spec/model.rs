@@ -101,6 +101,10 @@ pub struct InputSpec {
     pub csv: CsvOptions,
     /// Target schema: names, types, nullability.
     pub schema: SchemaRef,
+    /// Largest Parquet row group a worker reads, as the compressed bytes of its column
+    /// chunks of the schema's columns (`input.max_row_group_size`): planning refuses an
+    /// object with a larger one.
+    pub max_row_group_bytes: u64,
 }
 
 /// Chunk sizing.

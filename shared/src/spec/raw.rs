@@ -61,6 +61,8 @@ pub struct RawInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<RawCsv>,
     pub schema: Vec<RawColumn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_row_group_size: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::job::{
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::queue::Message;
-use crate::read::{HeaderCache, LinesBefore, SEGMENT_BYTES, count_lines_in, read_piece, segments};
+use crate::read::{HeaderCache, LinesBefore, PieceReader, count_lines_in};
 use crate::spec::JobSpec;
 use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, StoreError};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
@@ -455,7 +455,7 @@ impl Worker {
         );
     }
 
-    /// Reads, validates and sends on a chunk's rows, segment by segment; keeps counts and
+    /// Reads, validates and sends on a chunk's rows, batch by batch; keeps counts and
     /// rejects in `read`. Reading goes on when the SQL stops taking rows (a `LIMIT`), so
     /// every record is still counted and every reject kept.
     async fn produce(
@@ -492,12 +492,15 @@ impl Worker {
                     .into());
                 }
             }
-            for segment in segments(piece, &spec.input, SEGMENT_BYTES) {
+            let t = Instant::now();
+            let mut reader = PieceReader::open(input, piece, &spec.input, &job.headers).await?;
+            read.read += t.elapsed();
+            loop {
                 let t = Instant::now();
-                let decoded = read_piece(input, &segment, &spec.input, &job.headers).await?;
+                let next = reader.next().await?;
                 read.read += t.elapsed();
+                let Some(decoded) = next else { break };
                 let t = Instant::now();
-                read.bytes_read += decoded.bytes_read;
                 let records = decoded.records();
                 let conformed = conform(&decoded, &spec.input.schema, &spec.rules)?;
                 let mut pending: Vec<(Option<usize>, crate::read::PendingReject)> =
@@ -509,13 +512,13 @@ impl Worker {
                         LinesBefore::Known(n) => Some(n),
                         LinesBefore::CountUpTo(offset) => {
                             // Counted once per object, from the last counted offset on.
-                            let key = segment.key();
+                            let key = piece.key();
                             let (from, lines) = match line_marks.get(key) {
                                 Some(&(at, n)) if at <= offset => (at, n),
                                 _ => (0, 0),
                             };
                             let n = lines
-                                + count_lines_in(input, key, segment.etag(), from..offset).await?;
+                                + count_lines_in(input, key, piece.etag(), from..offset).await?;
                             line_marks.insert(key.to_string(), (offset, n));
                             Some(n)
                         }
@@ -532,6 +535,7 @@ impl Worker {
                     sending = rows.send(conformed.batch).await.is_ok();
                 }
             }
+            read.bytes_read += reader.bytes_fetched();
         }
         Ok(())
     }

@@ -8,7 +8,9 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use super::Checker;
 use crate::location::Location;
 use crate::spec::raw;
-use crate::spec::{CsvOptions, Format, InputCompression, InputSpec, parse_type};
+use crate::spec::{
+    CsvOptions, DEFAULT_MAX_ROW_GROUP_BYTES, Format, InputCompression, InputSpec, parse_type,
+};
 
 /// The checked input, each part on its own: later sections need the location and the
 /// schema even when another part is wrong.
@@ -18,6 +20,7 @@ pub(super) struct InputParts {
     pub(super) compression: InputCompression,
     pub(super) csv: CsvOptions,
     pub(super) schema: Option<SchemaRef>,
+    pub(super) max_row_group_bytes: u64,
 }
 
 impl InputParts {
@@ -31,6 +34,7 @@ impl InputParts {
             compression: self.compression,
             csv: self.csv,
             schema: self.schema?,
+            max_row_group_bytes: self.max_row_group_bytes,
         })
     }
 }
@@ -67,12 +71,25 @@ impl Checker<'_> {
             }
         }
         let schema = self.schema("input.schema", &raw.schema, true);
+        let max_row_group_bytes = match &raw.max_row_group_size {
+            None => DEFAULT_MAX_ROW_GROUP_BYTES,
+            Some(v) => self
+                .size("input.max_row_group_size", v, 1)
+                .unwrap_or(DEFAULT_MAX_ROW_GROUP_BYTES),
+        };
+        if raw.max_row_group_size.is_some() && format.is_some_and(|f| f != Format::Parquet) {
+            self.problem(
+                "input.max_row_group_size",
+                "a row group limit given but the format is not parquet",
+            );
+        }
         InputParts {
             location,
             format,
             compression,
             csv,
             schema,
+            max_row_group_bytes,
         }
     }
 
