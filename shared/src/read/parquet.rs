@@ -51,12 +51,26 @@ where
 
 /// Reads a Parquet object's metadata from its footer (two ranged reads at most), of
 /// version `etag` only: the footer and the row groups read after it are one version.
+/// Returns the metadata and the bytes fetched.
 pub async fn read_metadata(
     store: &dyn ObjectStore,
     key: &str,
     etag: &str,
     size: u64,
 ) -> Result<(ParquetMetaData, u64)> {
+    let footer = read_footer(store, key, etag, size).await?;
+    Ok((footer.meta, footer.fetched))
+}
+
+/// A footer as read: its metadata, the bytes fetched, and the object's last bytes when
+/// they were read in one with the footer (a small object's last column chunks are in them).
+struct Footer {
+    meta: ParquetMetaData,
+    fetched: u64,
+    tail: Option<(std::ops::Range<u64>, Bytes)>,
+}
+
+async fn read_footer(store: &dyn ObjectStore, key: &str, etag: &str, size: u64) -> Result<Footer> {
     if size < 12 {
         return Err(input_error(
             key,
@@ -82,16 +96,23 @@ pub async fn read_metadata(
     }
     let meta_start = size - 8 - meta_len;
     let mut tail_offset = tail_start;
+    let mut kept = Some((tail_start..size, tail.clone()));
     if meta_start < tail_start {
         tail = store.get_range_if(key, meta_start..size, etag).await?;
         fetched += tail.len() as u64;
         tail_offset = meta_start;
+        // The second read holds the metadata alone.
+        kept = None;
     }
     let off = (meta_start - tail_offset) as usize;
     let buf = &tail[off..off + meta_len as usize];
     let meta = ParquetMetaDataReader::decode_metadata(buf)
         .map_err(|e| decode_error(key, "corrupt Parquet metadata: ", e))?;
-    Ok((meta, fetched))
+    Ok(Footer {
+        meta,
+        fetched,
+        tail: kept,
+    })
 }
 
 /// Byte span of a row group's column chunks.
