@@ -6,6 +6,10 @@
 //! into the schema's fields (wrong field count, invalid UTF-8, a JSON line that is not an
 //! object) are rejected here. Every row and every reject keeps its origin: object, byte
 //! offset, line, raw text.
+//!
+//! A worker reads a piece through [`PieceReader`], batch by batch: a text piece in
+//! segments of [`SEGMENT_BYTES`], a Parquet piece one row group at a time in batches of at
+//! most [`parquet::MAX_BATCH_ROWS`] rows.
 
 mod csv;
 mod csv_fast;
