@@ -207,3 +207,22 @@ async fn a_file_without_a_spec_column_rejects_every_row_in_bounded_batches() {
         .len();
     assert_eq!(fetched, size.min(super::super::FOOTER_GUESS));
 }
+
+#[tokio::test]
+async fn a_file_replaced_after_its_footer_was_read_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 20_000, 10_000, 8);
+    let store = FsStore::new(dir.path());
+    let whole = piece(&store, None).await;
+    let schema = spec(&[("id", DataType::Int64)]);
+    let mut r = ParquetPieceReader::open(&store, &whole, &schema)
+        .await
+        .unwrap();
+    // Another version (another size) of the same object.
+    write(dir.path(), 20_001, 10_000, 8);
+    let e = r.next().await.unwrap_err();
+    assert!(
+        matches!(&e, crate::Error::Store(crate::store::StoreError::Changed { key, .. }) if key == "t.parquet"),
+        "{e}"
+    );
+}
