@@ -11,8 +11,16 @@ Sections, each optional but the first:
               results must agree (rows, rejects, partitions, Q1), else the run fails
   --plain     plain CSV -> zstd(1) Parquet (same schema, no rules, SQL, partitions or
               aggregate): fanout, DuckDB, pyarrow
+  --formats   the job on other shapes of the same rows, in fanout, DuckDB, Polars and
+              pyarrow (CPU, wall, peak RSS side by side; all must agree, and with the CSV
+              job): the CSV as ONE gzip object (lineitem.csv.gz), as JSON lines
+              (lineitem.jsonl), as one zstd object (lineitem.csv.zst); each made once,
+              untimed, in its own folder beside the data (data-sf<SF>-<shape>/)
   --memory    fanout alone, 1 worker, chunk target_size 64MiB / 256MiB / 1GiB over SF 2
-              (> 1 GiB of CSV): peak RSS per chunk size, which should stay flat
+              (> 1 GiB of CSV), and the same CSV as one gzip object: peak RSS, which should
+              stay flat; then a CSV whose one row holds a 300 MB l_comment among 20,000
+              ordinary rows: fanout (1 worker) must reject it alone (rule max_record_size)
+              within 256 MiB; DuckDB's and Polars' outcome and figures are recorded
   --scaling   fanout with 1 and 2 workers: speed-up
   --cold-start  planner / worker / reducer release binaries against a local stub of the
               Lambda Runtime API: process spawn -> first `GET .../invocation/next`
@@ -52,6 +60,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH / "peers"))
 from common import MEASURES  # noqa: E402  (peers/ is the single source of the Q1 names)
+from inputs import HUGE_ROWS_AROUND, Dataset, derived  # noqa: E402
 
 CACHE = Path(os.environ.get("FANOUT_CACHE", Path.home() / ".cache" / "fanout"))
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "fanout-target"))
@@ -60,6 +69,14 @@ SPEC_TEMPLATE = BENCH / "lineitem.yaml"
 ENGINES = ("fanout", "duckdb", "polars", "pyarrow", "spark")
 DEFAULT_ENGINES = ("fanout", "duckdb", "polars", "pyarrow")
 PLAIN_ENGINES = ("fanout", "duckdb", "pyarrow")
+FORMAT_ENGINES = ("fanout", "duckdb", "polars", "pyarrow")
+# The --formats section's input shapes (bench/inputs.py makes them from lineitem.csv).
+FORMAT_SHAPES = ("csv.gz", "jsonl", "csv.zst")
+# The --memory section's huge record: its l_comment's bytes (over input.max_record_size,
+# 64 MiB by default, at --tiny too), and the peak RSS fanout must stay under.
+HUGE_RECORD_BYTES = 300_000_000
+TINY_HUGE_RECORD_BYTES = 80_000_000
+MEMORY_LIMIT_BYTES = 256 * (1 << 20)
 TINY_SCALE = 0.01
 MEMORY_SCALE = 2
 MEMORY_CHUNK_SIZES = ("64MiB", "256MiB", "1GiB")
@@ -140,17 +157,6 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- data
 
 
-@dataclass
-class Dataset:
-    scale: float
-    csv: Path
-    bytes: int
-
-    @property
-    def mb(self) -> float:
-        return self.bytes / MB
-
-
 def ensure_data(scale: float, data_dir: Path | None) -> Dataset:
     """TPC-H lineitem at `scale` as <data_dir>/lineitem.csv, generated (untimed) if missing."""
     folder = data_dir or CACHE / "bench" / f"data-sf{scale:g}"
@@ -209,11 +215,31 @@ def _set_location(block: str, path: Path) -> str:
     return new
 
 
+def _set_input_file(block: str, data: Dataset) -> str:
+    """The input block reading `data`'s one file: `include` its name, `format` its format
+    (compression is fanout's `auto`, by suffix), the `csv:` options only for CSV."""
+    block, n = re.subn(
+        r"^(\s+include:).*$", lambda m: f"{m.group(1)} [{json.dumps(data.path.name)}]", block,
+        count=1, flags=re.M,
+    )
+    block, k = re.subn(r"^(\s+format:).*$", rf"\1 {data.format}", block, count=1, flags=re.M)
+    if n != 1 or k != 1:
+        raise ValueError(f"no `include:` or `format:` in the spec's input block:\n{block}")
+    if data.format != "csv":
+        block = re.sub(r"^\s+csv:.*\n", "", block, flags=re.M)
+    return block
+
+
 def render_spec(
-    *, input_dir: Path, run_dir: Path, plain: bool = False, target_size: str | None = None
+    *,
+    data: Dataset,
+    run_dir: Path,
+    plain: bool = False,
+    target_size: str | None = None,
 ) -> Path:
     """bench/lineitem.yaml with absolute locations under `run_dir` (the template's exact
     `location:` values replaced, never a textual search of paths), written to run_dir/job.yaml.
+    The input is the folder of `data`'s file, that file alone, in its format.
 
     `plain` keeps the name (suffixed), schema and output but drops the rules (and the
     schema's `nullable: false`), the SQL, the partitioning and the aggregate."""
@@ -225,7 +251,7 @@ def render_spec(
         elif key == "work":
             block = f"work: {json.dumps(str(run_dir / 'work') + '/')}\n"
         elif key == "input":
-            block = _set_location(block, input_dir)
+            block = _set_input_file(_set_location(block, data.path.parent), data)
             if plain:
                 block = block.replace(", nullable: false", "")
         elif key == "output":
@@ -278,6 +304,7 @@ class EngineRun:
     partition_rows: dict[str, int] = field(default_factory=dict)
     rows_written: int | None = None
     rows_rejected: int | None = None
+    reject_rules: dict[str, int] = field(default_factory=dict)
     chunks: int | None = None
     q1: list[dict[str, Any]] | None = None
     version: str = ""
@@ -327,7 +354,7 @@ class Runner:
     def _measure(
         self, run: EngineRun, cmd: list[str], env: dict[str, str], d: Path, data: Dataset
     ) -> Usage:
-        warm_cache(data.csv)
+        warm_cache(data.path)
         settle()
         log(f"{run.label or run.engine}: {' '.join(cmd)}")
         usage = run_measured(cmd, env=env, log_dir=d, name="log")
@@ -356,9 +383,7 @@ class Runner:
             "fanout", threads, label=name, version=self.fanout_version, engine_threads=threads
         )
         d = self._fresh_dir(name)
-        spec = render_spec(
-            input_dir=data.csv.parent, run_dir=d, plain=plain, target_size=target_size
-        )
+        spec = render_spec(data=data, run_dir=d, plain=plain, target_size=target_size)
         cmd = [str(self.fanout_bin), "run", "-w", str(threads), str(spec)]
         if self._measure(run, cmd, dict(os.environ), d, data).exit_code != 0:
             return run
@@ -370,6 +395,7 @@ class Runner:
         counts = manifest["counts"]
         run.rows_written, run.rows_rejected = counts["written"], counts["rejected"]
         run.chunks = manifest.get("chunks")
+        run.reject_rules = manifest.get("reject_rules") or {}
         aggregates = manifests[0].parent / "aggregates.json"
         if not plain:
             run.q1 = json.loads(aggregates.read_text())
@@ -383,13 +409,15 @@ class Runner:
         d = self._fresh_dir(name)
         job_args = [
             "--input",
-            str(data.csv),
+            str(data.path),
             "--output",
             str(d / "out"),
             "--result",
             str(d / "result.json"),
             "--threads",
             str(threads),
+            "--format",
+            data.format,
         ]
         job_args += ["--plain"] if plain else []
         env = dict(os.environ)
@@ -606,6 +634,66 @@ def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = Tru
     return table(headers, rows)
 
 
+def shape_table(runs: list[EngineRun], ref: EngineRun | None) -> str:
+    """CPU, wall and peak RSS side by side, with fanout's over each peer's."""
+    headers = [
+        "engine",
+        "threads",
+        "CPU s",
+        "wall s",
+        "peak RSS MiB",
+        "rows written",
+        "rejected",
+        "CPU fanout/peer",
+        "wall fanout/peer",
+        "RSS fanout/peer",
+    ]
+    rows = []
+    for r in runs:
+        if not r.ok:
+            rows.append([f"{r.engine} (failed)", str(r.threads)] + ["—"] * (len(headers) - 2))
+            continue
+        row = [
+            r.engine,
+            str(r.threads),
+            f2(r.cpu_s),
+            f2(r.wall_s),
+            f"{r.peak_rss_bytes / MIB:,.0f}",
+            f"{r.rows_in_files:,}",
+            f"{r.rows_rejected:,}" if r.rows_rejected is not None else "—",
+        ]
+        if ref is not None and ref.ok and r is not ref:
+            row += [
+                ratio(ref.cpu_s, r.cpu_s),
+                ratio(ref.wall_s, r.wall_s),
+                ratio(ref.peak_rss_bytes, r.peak_rss_bytes),
+            ]
+        else:
+            row += ["—", "—", "—"]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def outcome(run: EngineRun, log_err: Path) -> str:
+    """What an engine did with the huge record, in a few words: for a failed run, its
+    exception's line and the line after it (from its whole log)."""
+    if not run.ok:
+        lines = [x.strip() for x in log_err.read_text(errors="replace").splitlines() if x.strip()]
+        at = next(
+            (i for i, x in enumerate(lines) if re.match(r"[\w.]*(Exception|Error)\b.*: ", x)),
+            None,
+        )
+        if at is None:
+            return f"error: {(lines[-1] if lines else run.error or '?')[:200]}"
+        after = [x for x in lines[at + 1 : at + 3] if not x.startswith("Original Line")]
+        return "error: " + " ".join([lines[at][:200]] + [x[:120] for x in after[:1]])
+    rules = ", ".join(f"{k}: {v}" for k, v in sorted(run.reject_rules.items()))
+    said = f"{run.rows_in_files:,} rows written"
+    if run.rows_rejected is not None:
+        said += f", {run.rows_rejected:,} rejected" + (f" ({rules})" if rules else "")
+    return said
+
+
 def as_record(run: EngineRun) -> dict[str, Any]:
     return {**asdict(run), "ok": run.ok, "mb_per_core_s": run.mb_per_core_s}
 
@@ -690,6 +778,41 @@ class Bench:
             )
         self.record["plain"] = [as_record(r) for r in runs]
 
+    def formats(self, data: Dataset, engines: list[str], job_runs: list[EngineRun]) -> None:
+        """The job on other input shapes of the same rows: each engine's best way to read
+        them; every engine must agree, and with the CSV job's fanout run."""
+        threads = self.args.threads
+        names = [e for e in FORMAT_ENGINES if e in engines]
+        csv_ref = next((r for r in job_runs if r.engine == "fanout" and r.ok), None)
+        record: dict[str, Any] = {}
+        for shape in FORMAT_SHAPES:
+            shaped = derived(data, shape, log)
+            heading(
+                f"Input shape {shape}: {shaped.path.name} ({shaped.mb:,.1f} MB; the CSV "
+                f"{data.mb:,.1f} MB), SF {data.scale:g}, {threads} threads"
+            )
+            runs = [self.runner.engine(e, shaped, threads, name=f"{e}-{shape}") for e in names]
+            before = len(self.problems)
+            self.check_runs(runs)
+            fanout = next((r for r in runs if r.engine == "fanout"), None)
+            if csv_ref is not None and runs and runs[0].ok:
+                for p in compare(csv_ref, runs[0]):
+                    self.fail(p)
+            print(shape_table(runs, fanout))
+            if all(r.ok for r in runs) and len(self.problems) == before and runs:
+                ref = runs[0]
+                also = " and the CSV job" if csv_ref is not None else ""
+                print(
+                    f"\nAll {len(runs)} engines agree{also}: {ref.rows_in_files:,} rows written "
+                    f"in {len(ref.partition_rows)} partitions, {ref.rows_rejected or 0:,} "
+                    "rejected, Q1 sums exact, averages within 1e-6."
+                )
+            record[shape] = {
+                "input": {"path": str(shaped.path), "bytes": shaped.bytes},
+                "runs": [as_record(r) for r in runs],
+            }
+        self.record["formats"] = record
+
     def scaling(self, data: Dataset, job_runs: list[EngineRun]) -> None:
         heading(f"Scaling: fanout with 1 and 2 workers, SF {data.scale:g}")
         by_workers: dict[int, EngineRun] = {}
@@ -714,8 +837,9 @@ class Bench:
 
     def memory(self, data: Dataset) -> None:
         heading(
-            f"Memory: fanout, 1 worker, chunk target_size {', '.join(MEMORY_CHUNK_SIZES)}; "
-            f"SF {data.scale:g} ({data.bytes / (1 << 30):.2f} GiB CSV)"
+            f"Memory: fanout, 1 worker, chunk target_size {', '.join(MEMORY_CHUNK_SIZES)}, "
+            f"and the CSV as one gzip object; SF {data.scale:g} "
+            f"({data.bytes / (1 << 30):.2f} GiB CSV)"
         )
         if data.bytes < (1 << 30):
             print("note: the input is smaller than 1 GiB; the 1GiB chunk is the whole input")
@@ -724,27 +848,101 @@ class Bench:
             r = self.runner.fanout(data, 1, name=f"fanout-chunk-{size}", target_size=size)
             r.label = f"fanout {size}"
             runs.append(r)
+        gz = derived(data, "csv.gz", log)
+        r = self.runner.fanout(gz, 1, name="fanout-csv.gz")
+        r.label = "fanout csv.gz"
+        runs.append(r)
         self.check_runs(runs)
+        inputs = [f"{data.path.name}"] * len(MEMORY_CHUNK_SIZES) + [
+            f"{gz.path.name} ({gz.mb:,.1f} MB)"
+        ]
+        sizes = list(MEMORY_CHUNK_SIZES) + ["one chunk (the object)"]
         rows = [
             [
-                r.label.split()[-1],
+                what,
+                size,
                 str(r.chunks or "—"),
                 f2(r.wall_s),
                 f2(r.cpu_s),
                 f"{r.peak_rss_bytes / MIB:,.0f}",
             ]
             if r.ok
-            else [f"{r.label} (failed)"] + ["—"] * 4
-            for r in runs
+            else [what, f"{size} (failed)"] + ["—"] * 4
+            for what, size, r in zip(inputs, sizes, runs)
         ]
-        print(table(["chunk target_size", "chunks", "wall s", "CPU s", "peak RSS MiB"], rows))
-        good = [r.peak_rss_bytes for r in runs if r.ok]
-        if len(good) == len(runs):
+        print(
+            table(
+                ["input", "chunk target_size", "chunks", "wall s", "CPU s", "peak RSS MiB"], rows
+            )
+        )
+        good = [r.peak_rss_bytes for r in runs[: len(MEMORY_CHUNK_SIZES)] if r.ok]
+        if len(good) == len(MEMORY_CHUNK_SIZES):
             print(
                 f"\npeak RSS, largest / smallest chunk size: {max(good) / min(good):.2f}x "
                 "(target: flat, about 1.0x)"
             )
+        over = [r.label for r in runs if r.ok and r.peak_rss_bytes > MEMORY_LIMIT_BYTES]
+        if over:
+            print(f"note: over the 256 MiB target: {', '.join(over)}")
         self.record["memory"] = [as_record(r) for r in runs]
+        self.huge_record(data)
+
+    def huge_record(self, data: Dataset) -> None:
+        """One record far over input.max_record_size among ordinary rows: fanout (1 worker)
+        must reject it alone (rule max_record_size) within 256 MiB; the peers' outcome is
+        recorded, whatever it is."""
+        huge_bytes = TINY_HUGE_RECORD_BYTES if self.args.tiny else HUGE_RECORD_BYTES
+        huge = derived(data, "huge-record", log, huge_bytes=huge_bytes)
+        heading(
+            f"Memory: a huge record ({huge.path.name}, {huge.mb:,.1f} MB: one row's l_comment "
+            f"is {huge_bytes / MB:,.0f} MB, among {2 * HUGE_ROWS_AROUND:,} ordinary rows), "
+            "1 worker / 1 thread"
+        )
+        fanout = self.runner.fanout(huge, 1, name="fanout-huge-record")
+        fanout.label = "fanout"
+        if not fanout.ok:
+            self.fail(f"FAILED fanout on the huge record: {fanout.error}")
+        else:
+            if fanout.reject_rules != {"max_record_size": 1} or fanout.rows_rejected != 1:
+                self.fail(
+                    f"MISMATCH fanout on the huge record: rejected {fanout.rows_rejected} "
+                    f"by rule {fanout.reject_rules}, expected 1 by max_record_size"
+                )
+            if fanout.rows_written != fanout.rows_in_files:
+                self.fail(
+                    f"MISMATCH fanout on the huge record: reports {fanout.rows_written} rows "
+                    f"written, its Parquet files hold {fanout.rows_in_files}"
+                )
+            if fanout.peak_rss_bytes > MEMORY_LIMIT_BYTES:
+                self.fail(
+                    f"MEMORY fanout on the huge record: peak RSS "
+                    f"{fanout.peak_rss_bytes / MIB:,.0f} MiB > 256 MiB"
+                )
+        runs = [fanout]
+        for e in ("duckdb", "polars"):
+            if e in self.args.engine_list:
+                r = self.runner.peer(e, huge, 1, name=f"{e}-huge-record")
+                r.label = e
+                runs.append(r)
+        said = {
+            r.label: outcome(r, self.runner.work / f"{r.label}-huge-record" / "log.err")
+            for r in runs
+        }
+        rows = [
+            [
+                r.label,
+                said[r.label],
+                f2(r.cpu_s),
+                f2(r.wall_s),
+                f"{r.peak_rss_bytes / MIB:,.0f}",
+            ]
+            for r in runs
+        ]
+        print(table(["engine", "outcome", "CPU s", "wall s", "peak RSS MiB"], rows))
+        self.record["huge_record"] = {
+            "input": {"path": str(huge.path), "bytes": huge.bytes, "field_bytes": huge_bytes},
+            "runs": [{**as_record(r), "outcome": said[r.label]} for r in runs],
+        }
 
     def cold_start(self) -> None:
         fdir = self.args.functions_dir
@@ -1056,7 +1254,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Sections: see BENCHMARKS.md. Example: bench/run --scale 1 --threads 2 --all",
+        epilog="\n\n".join(__doc__.split("\n\n")[2:])
+        + "\nSee BENCHMARKS.md. Example: bench/run --scale 1 --threads 2 --all",
     )
     p.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (default 1)")
     p.add_argument(
@@ -1071,7 +1270,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--tiny",
         action="store_true",
-        help=f"SF {TINY_SCALE:g} (also for --memory): a quick check that it all works",
+        help=f"SF {TINY_SCALE:g} (also for --memory, whose huge record is then "
+        f"{TINY_HUGE_RECORD_BYTES / MB:g} MB): a quick check that it all works",
     )
     p.add_argument(
         "--engines",
@@ -1082,9 +1282,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--spark", action="store_true", help="also PySpark local[N] (minutes)")
     p.add_argument("--plain", action="store_true", help="also the plain CSV -> Parquet path")
     p.add_argument(
+        "--formats",
+        action="store_true",
+        help="also the job on lineitem as one .csv.gz, as JSON lines and as one .csv.zst",
+    )
+    p.add_argument(
         "--memory",
         action="store_true",
-        help=f"also fanout's peak RSS per chunk size (SF {MEMORY_SCALE:g})",
+        help=f"also fanout's peak RSS per chunk size and on one gzip object (SF "
+        f"{MEMORY_SCALE:g}), and a 300 MB record in fanout, DuckDB and Polars",
     )
     p.add_argument("--memory-scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cold-start", action="store_true", help="also the Lambda cold starts")
@@ -1123,7 +1329,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     args = p.parse_args(argv)
     if args.all:
-        args.spark = args.plain = args.memory = args.cold_start = True
+        args.spark = args.plain = args.formats = args.memory = args.cold_start = True
         args.synthetic = args.scaling = True
     if args.tiny:
         args.scale = TINY_SCALE
@@ -1163,7 +1369,7 @@ def main(argv: list[str]) -> int:
         f"machine: {info.get('cores')} cores, {info.get('memory_gib')} GiB, {info.get('cpu', '?')}"
     )
     print(f"fanout:  {fanout_bin} ({runner.fanout_version})")
-    print(f"input:   {data.csv} ({data.mb:,.1f} MB, SF {data.scale:g})")
+    print(f"input:   {data.path} ({data.mb:,.1f} MB, SF {data.scale:g})")
     print(f"work:    {work}{'' if args.work_dir else ' (removed at the end)'}")
     try:
         job_runs = bench.job(data, args.engine_list)
@@ -1171,6 +1377,8 @@ def main(argv: list[str]) -> int:
             bench.scaling(data, job_runs)
         if args.plain:
             bench.plain(data, args.engine_list)
+        if args.formats:
+            bench.formats(data, args.engine_list, job_runs)
         if memory_data:
             bench.memory(memory_data)
         if args.cold_start:
@@ -1186,7 +1394,7 @@ def main(argv: list[str]) -> int:
                 "fanout": {"binary": str(fanout_bin), "version": runner.fanout_version},
                 "scale": data.scale,
                 "threads": args.threads,
-                "input": {"path": str(data.csv), "bytes": data.bytes},
+                "input": {"path": str(data.path), "bytes": data.bytes},
                 **bench.record,
                 "problems": bench.problems,
             }

@@ -92,8 +92,8 @@ step "the report template on its sample data, in Chromium"
 python3 tests/py/render_report.py shared/src/report/template.html tests/py/report_sample.json "$RUN/sample.html"
 "$VENV/bin/python" tests/py/report_check.py "$RUN/sample.html" --expect tests/py/report_sample.expect.json --screenshot "$RUN/sample.png"
 
-step "the benchmark on a tiny input (fanout, DuckDB, Polars, pyarrow agree)"
-bench/run --tiny --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
+step "the benchmark on a tiny input (fanout, DuckDB, Polars, pyarrow agree on CSV, .csv.gz, JSON lines, .csv.zst; fanout rejects a huge record within 256 MiB)"
+bench/run --tiny --formats --memory --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
 
 step "SAM template: sam validate, cfn-lint, checkov, IAM and state machine tests"
 infra/check-template.sh

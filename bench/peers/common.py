@@ -15,6 +15,10 @@ The job is the one `bench/lineitem.yaml` gives fanout:
             stored in the files)
   aggregate TPC-H Q1 over the written rows, grouped by l_returnflag, l_linestatus
 
+`--format jsonl` reads JSON lines instead of CSV (one object per row, the money columns as
+JSON numbers, dates as "YYYY-MM-DD" strings); a `.gz` or `.zst` input is decompressed by the
+engine. Same job, same output.
+
 `--plain` asks for the plain path instead: the same typed read, every row written unpartitioned
 as zstd(1) Parquet, no checks, no transform, no aggregate.
 
@@ -79,12 +83,18 @@ MEASURES: dict[str, tuple[str, str | None]] = {
 
 def parse_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--input", required=True, type=Path, help="lineitem.csv")
+    p.add_argument("--input", required=True, type=Path, help="lineitem.csv (.gz, .zst) or .jsonl")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="input format")
     p.add_argument("--output", required=True, type=Path, help="output folder (created)")
     p.add_argument("--result", required=True, type=Path, help="result JSON to write")
     p.add_argument("--threads", required=True, type=int, help="threads the engine may use")
     p.add_argument("--plain", action="store_true", help="plain CSV -> zstd Parquet, no job")
     return p.parse_args()
+
+
+def compression(path: Path) -> str | None:
+    """The input's compression by suffix, as fanout's `input.compression: auto` decides."""
+    return {".gz": "gzip", ".zst": "zstd"}.get(path.suffix)
 
 
 def text(value: Any) -> str:

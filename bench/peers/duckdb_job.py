@@ -12,6 +12,11 @@ decimal; `avg` is a double. `preserve_insertion_order = false`, as DuckDB's docs
 for bulk exports whose row order does not matter (fanout's output has no global order
 either).
 
+Other input shapes: a `.csv.gz` or `.csv.zst` is the same `read_csv` (its `compression =
+'auto'` decompresses by suffix, streaming); JSON lines (`--format jsonl`) are
+`read_json(format = 'newline_delimited', columns = {...})`, the same explicit types (JSON
+numbers into DECIMAL(15,2), "YYYY-MM-DD" strings into DATE).
+
 Plain path (`--plain`): one `COPY (SELECT * FROM read_csv(...)) TO 'lineitem.parquet'`.
 
 Usage: python duckdb_job.py --input lineitem.csv --output DIR --result RESULT.json --threads N
@@ -88,13 +93,19 @@ def read_csv_sql(path: str) -> str:
     )
 
 
+def read_json_sql(path: str) -> str:
+    columns = ", ".join(f"'{name}': '{SQL_TYPES[kind]}'" for name, kind in COLUMNS)
+    return f"read_json('{path}', format = 'newline_delimited', columns = {{{columns}}})"
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     con = duckdb.connect()
     con.execute(f"SET threads = {args.threads}")
     con.execute("SET preserve_insertion_order = false")
     args.output.mkdir(parents=True, exist_ok=True)
-    source = read_csv_sql(str(args.input))
+    read = read_json_sql if args.format == "jsonl" else read_csv_sql
+    source = read(str(args.input))
 
     if args.plain:
         stats = con.execute(

@@ -12,6 +12,13 @@ scale 2, rounded), so the operands are widened first to keep the SQL result exac
 disc_price at scale 4, charge at scale 6, as in SQL engines; then cast to the job's
 decimal(18,4) and (18,6).
 
+Other input shapes: `scan_csv` reads no compressed input, so a `.csv.gz` or `.csv.zst` is
+`read_csv(schema=...)`, which decompresses the whole object in memory first (Polars' own way
+for a compressed CSV), then `.lazy()` into the same query. JSON lines (`--format jsonl`) are
+`scan_ndjson(schema=...)`: its reader takes a JSON number only as a float, so the money
+columns are read as Float64, rounded to 2 places and cast to decimal(15,2) (exact for these
+values: at most 13 significant digits); dates are read from their strings as Date.
+
 Threads: POLARS_MAX_THREADS is read when polars is imported; the harness sets it and this
 script sets it too, before the import.
 
@@ -27,6 +34,7 @@ from decimal import Decimal
 
 from common import (
     CHARGE_TYPE,
+    compression,
     COLUMNS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
@@ -55,7 +63,15 @@ def main() -> None:
         "date": pl.Date,
     }
     schema = {name: types[kind] for name, kind in COLUMNS}
-    source = pl.scan_csv(args.input, schema=schema, has_header=True, quote_char='"')
+    if args.format == "jsonl":
+        decimals = [name for name, kind in COLUMNS if kind == "decimal"]
+        source = pl.scan_ndjson(
+            args.input, schema={n: pl.Float64 if n in decimals else t for n, t in schema.items()}
+        ).with_columns(pl.col(decimals).round(DECIMAL_SCALE).cast(dec))
+    elif compression(args.input):
+        source = pl.read_csv(args.input, schema=schema, has_header=True, quote_char='"').lazy()
+    else:
+        source = pl.scan_csv(args.input, schema=schema, has_header=True, quote_char='"')
     args.output.mkdir(parents=True, exist_ok=True)
     threads = pl.thread_pool_size()
 

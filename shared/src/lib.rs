@@ -59,9 +59,11 @@
 //!   `spec::raw` (serde shapes), [`spec::yaml`] (line of every path), `spec::check` (one
 //!   step per section), `spec::model` (the resolved parts), `spec::values` (types, sizes,
 //!   literals).
-//! - [`read`]: pieces → Arrow: `read::csv`, `read::csv_fast` (clean CSV straight into
-//!   typed columns), `read::jsonl`, [`read::parquet`] (`read::parquet::int96`: exact INT96
-//!   timestamps), and record ownership for byte ranges ([`read::lines`]).
+//! - [`read`]: pieces → Arrow, one bounded batch at a time ([`read::PieceReader`]):
+//!   `read::csv`, `read::csv_fast` (clean CSV straight into typed columns), `read::jsonl`,
+//!   [`read::parquet`] (streamed by row group, `read::parquet::stream`; exact INT96
+//!   timestamps, `read::parquet::int96`), and record ownership for byte ranges
+//!   ([`read::lines`]).
 //! - [`transform`]: typed conversion, rules, rejects, SQL (`transform::determinism`: only
 //!   immutable functions, so a retried chunk writes the same rows).
 //! - [`mod@write`]: partitioned deterministic Parquet: `write::hive` (partition paths and

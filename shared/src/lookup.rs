@@ -100,6 +100,8 @@ async fn load_lookup_unchecked(
         csv: l.csv.clone(),
         schema: schema.clone(),
         max_record_bytes: crate::spec::DEFAULT_MAX_RECORD_BYTES,
+        // Lookups are not planned, and are held whole anyway.
+        max_row_group_bytes: u64::MAX,
     };
     let piece = Piece::Object {
         key: key.clone(),

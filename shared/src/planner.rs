@@ -93,12 +93,28 @@ pub fn derive_job_id(spec: &JobSpec, listing: &[ObjectMeta]) -> JobId {
     JobId::from_trusted(format!("{}-{hex}", spec.name))
 }
 
+/// How an object is split; a Parquet object's footer is read when the object is large
+/// enough to be split by row group or to hold a row group over `input.max_row_group_size`
+/// (a row group's column chunks are no larger than the object), and such a row group is
+/// refused here, before anything is enqueued.
 async fn split_of(store: &dyn ObjectStore, spec: &JobSpec, o: &ObjectMeta) -> Result<Split> {
-    Ok(match spec.input.format {
-        Format::Parquet if o.size > spec.chunking.target_bytes => {
-            let (meta, _) =
-                crate::read::parquet::read_metadata(store, &o.key, &o.etag, o.size).await?;
-            Split::RowGroups(crate::read::parquet::row_group_sizes(&meta))
+    let input = &spec.input;
+    let split_by_row_group = o.size > spec.chunking.target_bytes;
+    Ok(match input.format {
+        Format::Parquet if split_by_row_group || o.size > input.max_row_group_bytes => {
+            use crate::read::parquet;
+            let (meta, _) = parquet::read_metadata(store, &o.key, &o.etag, o.size).await?;
+            parquet::check_row_group_limit(
+                &o.key,
+                &meta,
+                &input.schema,
+                input.max_row_group_bytes,
+            )?;
+            if split_by_row_group {
+                Split::RowGroups(parquet::row_group_sizes(&meta))
+            } else {
+                Split::Whole
+            }
         }
         Format::Parquet => Split::Whole,
         _ if crate::read::splits_by_lines(&spec.input, &o.key) => Split::Lines,

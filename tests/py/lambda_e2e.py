@@ -214,7 +214,10 @@ def main():
         fail(f"counts differ: local {local_manifest['counts']} lambda {counts}")
     if local != remote:
         fail(f"Parquet differs between Lambda ({len(remote)} files) and the embedded run ({len(local)} files)")
-    if local_manifest["aggregate"]["rows"] != manifest["aggregate"]["rows"]:
+    # The manifest references the aggregate table; the two tables must be the same bytes.
+    remote_agg = s3.get_object(Bucket="e2e-work", Key=manifest["aggregate"]["parquet"]["key"])["Body"].read()
+    local_agg = open(f"{WORK}/work/{local_manifest['aggregate']['parquet']['key']}", "rb").read()
+    if local_agg != remote_agg or local_manifest["aggregate"]["spec"] != manifest["aggregate"]["spec"]:
         fail("aggregates differ")
     print(f"OK: {planned['chunks']} chunks through {invocations} worker invocations; "
           f"{len(remote)} Parquet files byte-identical to the embedded run")

@@ -4,6 +4,8 @@ tests/tests/parquet_inputs.rs.
 
     parquet_codecs.py write DIR CODEC...   DIR/<codec>.parquet: ROWS rows (id, name, score,
                                            day) in row groups of 40, pages in CODEC
+    parquet_codecs.py groups FILE N G      FILE: N rows (id, name, score, day) in row groups
+                                           of G rows, snappy
     parquet_codecs.py int96 FILE [arrow]   FILE: id and ts as INT96, as Spark writes them;
                                            rows 3 and 5 hold 9999-12-31 (beyond timestamp(ns));
                                            with `arrow`, pyarrow's schema (ts in µs) embedded
@@ -21,8 +23,8 @@ import pyarrow.parquet as pq
 ROWS = 100
 
 
-def table():
-    ids = list(range(1, ROWS + 1))
+def table(rows=ROWS):
+    ids = list(range(1, rows + 1))
     return pa.table(
         {
             "id": pa.array(ids, pa.int64()),
@@ -42,6 +44,11 @@ def write(directory, codecs):
             compression=codec,
             row_group_size=40,
         )
+
+
+def groups(path, rows, group_rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table(rows), path, compression="snappy", row_group_size=group_rows)
 
 
 def int96(path, arrow_schema):
@@ -94,6 +101,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "write":
         write(args[0], args[1:])
+    elif cmd == "groups":
+        groups(args[0], int(args[1]), int(args[2]))
     elif cmd == "int96":
         int96(args[0], args[1:] == ["arrow"])
     elif cmd == "read":

@@ -1,7 +1,9 @@
 //! Parquet in and out against an independent implementation (pyarrow, through
 //! `tests/py/parquet_codecs.py`), run on the embedded pipeline in-process: input in every
 //! codec is read, output in every documented codec is read back, and an object in a codec
-//! this build cannot decode fails its chunk naming the object.
+//! this build cannot decode fails its chunk naming the object. A file of many row groups
+//! streams in bounded batches; a row group over `input.max_row_group_size` is refused at
+//! planning.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -56,6 +58,11 @@ fn py_read(files: &[PathBuf]) -> Vec<(Vec<String>, Vec<Value>)> {
 }
 
 fn spec(root: &Path, schema: &str, compression: &str) -> JobSpec {
+    spec_with(root, schema, compression, "")
+}
+
+/// [`spec`] with `extra` YAML appended to the `input` section.
+fn spec_with(root: &Path, schema: &str, compression: &str, extra: &str) -> JobSpec {
     let r = root.display();
     let text = format!(
         r#"
@@ -64,6 +71,7 @@ work: {r}/work/
 input:
   location: {r}/in/
   format: parquet
+{extra}
   schema:
 {schema}
 output: {{ location: {r}/out/, compression: "{compression}" }}
@@ -300,36 +308,37 @@ async fn an_object_in_a_codec_this_build_cannot_decode_fails_its_chunk_naming_it
     }
 }
 
-/// A 6-row file of one row group (id, name), then its footer edited by `edit_group`
-/// (the file's row count is re-summed from the row groups by the footer writer).
-fn six_rows_patched(
-    path: &Path,
-    edit_group: impl Fn(
-        parquet::file::metadata::RowGroupMetaData,
-    ) -> parquet::file::metadata::RowGroupMetaData,
-) {
+type RowGroup = parquet::file::metadata::RowGroupMetaData;
+
+/// A file of `groups` row groups of 6 rows (id, name), then its footer's row groups edited
+/// by `edit_group` (given each one's index; the file's row count is re-summed from the row
+/// groups by the footer writer).
+fn six_rows_patched(path: &Path, groups: i64, edit_group: impl Fn(usize, RowGroup) -> RowGroup) {
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let rows = 1..=6 * groups;
     let batch = RecordBatch::try_from_iter([
         (
             "id",
-            Arc::new(Int64Array::from_iter_values(1..=6)) as ArrayRef,
+            Arc::new(Int64Array::from_iter_values(rows.clone())) as ArrayRef,
         ),
         (
             "name",
-            Arc::new(StringArray::from_iter_values(
-                (1..=6).map(|i| format!("n{i}")),
-            )) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(rows.map(|i| format!("n{i}")))) as ArrayRef,
         ),
     ])
     .unwrap();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(6))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     patch_footer(path, |meta| {
         let mut b = meta.into_builder();
-        let groups = b.take_row_groups().into_iter().map(&edit_group).collect();
+        let groups = b.take_row_groups().into_iter().enumerate();
+        let groups = groups.map(|(i, g)| edit_group(i, g)).collect();
         b.set_row_groups(groups).build()
     });
 }
@@ -359,7 +368,7 @@ async fn fails_committing_nothing(root: &Path, want: &[&str]) {
 async fn a_footer_saying_0_rows_over_row_groups_holding_6_fails_its_chunk_naming_the_object() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    six_rows_patched(&root.join("in/six.parquet"), |g| {
+    six_rows_patched(&root.join("in/six.parquet"), 1, |_, g| {
         g.into_builder().set_num_rows(0).build().unwrap()
     });
     let meta = footer(&root.join("in/six.parquet"));
@@ -374,27 +383,160 @@ async fn a_footer_saying_0_rows_over_row_groups_holding_6_fails_its_chunk_naming
     .await;
 }
 
+/// `g` claiming 8 rows, its columns 8 values, where its pages hold 6.
+fn claims_8(g: RowGroup) -> RowGroup {
+    let mut b = g.into_builder().set_num_rows(8);
+    let columns = b
+        .take_columns()
+        .into_iter()
+        .map(|c| c.into_builder().set_num_values(8).build().unwrap())
+        .collect();
+    b.set_column_metadata(columns).build().unwrap()
+}
+
 #[tokio::test]
 async fn a_row_group_claiming_more_rows_than_its_pages_hold_fails_its_chunk_naming_the_object() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    six_rows_patched(&root.join("in/six.parquet"), |g| {
-        let mut b = g.into_builder().set_num_rows(8);
-        let columns = b
-            .take_columns()
-            .into_iter()
-            .map(|c| c.into_builder().set_num_values(8).build().unwrap())
-            .collect();
-        b.set_column_metadata(columns).build().unwrap()
-    });
+    six_rows_patched(&root.join("in/six.parquet"), 1, |_, g| claims_8(g));
     fails_committing_nothing(
         root,
         &[
             "reading `six.parquet`",
-            "decoded to 6 rows, the footer says 8",
+            "row group 0 decoded to 6 rows, the footer says 8",
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn one_row_group_of_several_decoding_to_fewer_rows_than_its_footer_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = root.join("in/six.parquet");
+    six_rows_patched(&path, 3, |i, g| if i == 1 { claims_8(g) } else { g });
+    let counts: Vec<i64> = footer(&path)
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert_eq!(counts, vec![6, 8, 6]);
+    fails_committing_nothing(
+        root,
+        &[
+            "reading `six.parquet`",
+            "row group 1 decoded to 6 rows, the footer says 8",
+        ],
+    )
+    .await;
+}
+
+/// `parquet_codecs.py groups`: `rows` rows in row groups of `group_rows`, at `root/in/g.parquet`.
+fn row_groups_file(root: &Path, rows: u64, group_rows: u64) -> PathBuf {
+    let path = root.join("in/g.parquet");
+    let (n, g) = (rows.to_string(), group_rows.to_string());
+    py(&["groups", path.to_str().unwrap(), &n, &g]);
+    path
+}
+
+#[tokio::test]
+async fn a_file_of_many_row_groups_streams_in_bounded_batches_and_is_read_exactly() {
+    use fanout::read::parquet::{MAX_BATCH_ROWS, ParquetPieceReader};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let rows = 100_000;
+    let path = row_groups_file(root, rows, 12_000);
+    assert_eq!(footer(&path).num_row_groups(), 9);
+    // Split by row group over several chunks.
+    let mut spec = spec(root, TABLE_SCHEMA, "zstd(3)");
+    spec.chunking.target_bytes = 256 * 1024;
+    let store = fanout::store::FsStore::new(root.join("in"));
+    let meta = fanout::store::ObjectStore::head(&store, "g.parquet")
+        .await
+        .unwrap()
+        .unwrap();
+    let piece = fanout::plan::Piece::Object {
+        key: meta.key,
+        etag: meta.etag,
+        size: meta.size,
+    };
+    let mut reader = ParquetPieceReader::open(&store, &piece, &spec.input.schema)
+        .await
+        .unwrap();
+    let mut next_row = 0;
+    while let Some(d) = reader.next().await.unwrap() {
+        let n = d.batch.num_rows();
+        assert!((1..=MAX_BATCH_ROWS).contains(&n), "a batch of {n} rows");
+        let ids = d
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        for (o, id) in d.origins.iter().zip(ids.values()) {
+            assert_eq!((o.row, *id), (next_row, next_row as i64 + 1));
+            next_row += 1;
+        }
+    }
+    assert_eq!(next_row, rows);
+    let report = run(&spec).await;
+    assert!(
+        report.plan.chunks.len() > 2,
+        "{} chunks",
+        report.plan.chunks.len()
+    );
+    let m = report.result.unwrap();
+    assert_eq!(
+        (m.counts.read, m.counts.written, m.counts.rejected),
+        (rows, rows, 0)
+    );
+    let (_, want) = py_read(&[path]).pop().unwrap();
+    let (_, got) = output(root, &m);
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_row_group_over_max_row_group_size_is_refused_at_planning_naming_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = row_groups_file(root, 30_000, 10_000);
+    let spec = spec(root, ID_NAME_SCHEMA, "zstd(3)");
+    let sizes =
+        fanout::read::parquet::projected_row_group_bytes(&footer(&path), &spec.input.schema);
+    let (largest, biggest) = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (*b, i))
+        .max()
+        .unwrap();
+    // Below the object's size and the chunk target: the footer is read for the limit alone.
+    assert!(largest < std::fs::metadata(&path).unwrap().len());
+    let at = |limit: u64| {
+        let extra = format!("  max_row_group_size: {limit}");
+        spec_with(root, ID_NAME_SCHEMA, "zstd(3)", &extra)
+    };
+    let env = Env::embedded(Arc::new(MemoryMetrics::new()));
+    let e = run_local(
+        &env,
+        &at(largest - 1),
+        &RunOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "reading `g.parquet`".to_string(),
+        format!("row group {biggest} holds {largest} bytes"),
+        format!("over input.max_row_group_size ({} bytes)", largest - 1),
+    ] {
+        assert!(e.contains(&want), "{want} missing from: {e}");
+    }
+    // Refused before anything was written or enqueued.
+    assert!(!root.join("work").exists());
+    let m = run(&at(largest)).await.result.unwrap();
+    assert_eq!((m.counts.read, m.counts.written), (30_000, 30_000));
 }
 
 /// The job's rejects: (object, row, rule, column, message).

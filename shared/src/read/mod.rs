@@ -6,6 +6,10 @@
 //! into the schema's fields (wrong field count, invalid UTF-8, a JSON line that is not an
 //! object) are rejected here. Every row and every reject keeps its origin: object, byte
 //! offset, line, raw text.
+//!
+//! A worker reads a piece through [`PieceReader`], batch by batch: a text piece in
+//! segments of [`SEGMENT_BYTES`], a Parquet piece one row group at a time in batches of at
+//! most [`parquet::MAX_BATCH_ROWS`] rows.
 
 mod csv;
 mod csv_fast;
@@ -206,8 +210,52 @@ pub struct ObjectHeader {
 pub type HeaderCache =
     std::sync::Mutex<std::collections::HashMap<(String, String), Arc<ObjectHeader>>>;
 
+/// A chunk's piece read one bounded batch at a time: a Parquet piece by row group, a text
+/// piece segment by segment.
+pub enum PieceReader<'a> {
+    /// A Parquet object or some of its row groups.
+    Parquet(parquet::ParquetPieceReader<'a>),
+    /// A CSV or JSON lines piece.
+    Text(TextReader<'a>),
+}
+
+impl<'a> PieceReader<'a> {
+    /// Starts reading `piece` (a Parquet piece's footer is read and checked here).
+    pub async fn open(
+        store: &'a dyn ObjectStore,
+        piece: &Piece,
+        input: &'a InputSpec,
+        headers: &HeaderCache,
+    ) -> Result<PieceReader<'a>> {
+        Ok(match input.format {
+            Format::Parquet => PieceReader::Parquet(
+                parquet::ParquetPieceReader::open(store, piece, &input.schema).await?,
+            ),
+            Format::Csv | Format::Jsonl => PieceReader::Text(
+                TextReader::open(store, piece, input, headers, SEGMENT_BYTES).await?,
+            ),
+        })
+    }
+
+    /// The next batch of the piece, `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Decoded>> {
+        match self {
+            PieceReader::Parquet(r) => r.next().await,
+            PieceReader::Text(t) => t.next().await,
+        }
+    }
+
+    /// Bytes fetched from the store so far.
+    pub fn bytes_fetched(&self) -> u64 {
+        match self {
+            PieceReader::Parquet(r) => r.bytes_fetched(),
+            PieceReader::Text(t) => t.bytes_fetched(),
+        }
+    }
+}
+
 /// Reads one whole piece of the input as a single decoded unit: for small objects read
-/// whole, such as lookup tables. A worker streams its pieces instead ([`TextReader`]).
+/// whole, such as lookup tables. A chunk's pieces are read through [`PieceReader`].
 pub async fn read_piece(
     store: &dyn ObjectStore,
     piece: &Piece,
@@ -215,7 +263,7 @@ pub async fn read_piece(
     headers: &HeaderCache,
 ) -> Result<Decoded> {
     if input.format == Format::Parquet {
-        return parquet::read_piece(store, piece, &input.schema).await;
+        return parquet::read_whole(store, piece, &input.schema).await;
     }
     let mut reader = TextReader::open(store, piece, input, headers, u64::MAX).await?;
     let mut parts = Vec::new();

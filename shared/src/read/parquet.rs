@@ -1,17 +1,21 @@
-//! Parquet pieces: the footer and only the needed row groups are fetched.
+//! Parquet pieces: the footer, then only the piece's row groups and only the spec's
+//! columns, streamed one row group at a time ([`ParquetPieceReader`]).
+//!
+//! # What bounds a worker's memory
+//!
+//! A row group's column chunks are held (compressed, as stored) while it is decoded, plus
+//! one batch of at most [`MAX_BATCH_ROWS`] rows (fewer when the footer says its rows are
+//! wide, about [`TARGET_BATCH_BYTES`]). Planning refuses a row group whose chunks of the
+//! spec's columns take more than `input.max_row_group_size` ([`check_row_group_limit`]).
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::reader::{ChunkReader, Length};
 
 use super::{Decoded, LinesBefore, Origin, PendingReject};
 use crate::plan::Piece;
@@ -21,53 +25,9 @@ use crate::{Error, Result};
 const FOOTER_GUESS: u64 = 64 * 1024;
 
 mod int96;
+mod stream;
 
-/// Object bytes held as a few fetched spans.
-#[derive(Clone)]
-struct Sparse {
-    size: u64,
-    spans: Vec<(u64, Bytes)>,
-}
-
-impl Sparse {
-    fn find(&self, start: u64, len: usize) -> parquet::errors::Result<Bytes> {
-        for (off, b) in &self.spans {
-            if start >= *off && start + len as u64 <= off + b.len() as u64 {
-                let s = (start - off) as usize;
-                return Ok(b.slice(s..s + len));
-            }
-        }
-        Err(parquet::errors::ParquetError::General(format!(
-            "bytes {start}+{len} were not fetched"
-        )))
-    }
-}
-
-impl Length for Sparse {
-    fn len(&self) -> u64 {
-        self.size
-    }
-}
-
-impl ChunkReader for Sparse {
-    type T = bytes::buf::Reader<Bytes>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        use bytes::Buf;
-        for (off, b) in &self.spans {
-            if start >= *off && start < off + b.len() as u64 {
-                return Ok(b.slice((start - off) as usize..).reader());
-            }
-        }
-        Err(parquet::errors::ParquetError::General(format!(
-            "byte {start} was not fetched"
-        )))
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        self.find(start, length)
-    }
-}
+pub use stream::{MAX_BATCH_ROWS, ParquetPieceReader, TARGET_BATCH_BYTES};
 
 fn input_error(key: &str, message: impl std::fmt::Display) -> Error {
     Error::Input {
@@ -91,12 +51,26 @@ where
 
 /// Reads a Parquet object's metadata from its footer (two ranged reads at most), of
 /// version `etag` only: the footer and the row groups read after it are one version.
+/// Returns the metadata and the bytes fetched.
 pub async fn read_metadata(
     store: &dyn ObjectStore,
     key: &str,
     etag: &str,
     size: u64,
 ) -> Result<(ParquetMetaData, u64)> {
+    let footer = read_footer(store, key, etag, size).await?;
+    Ok((footer.meta, footer.fetched))
+}
+
+/// A footer as read: its metadata, the bytes fetched, and the object's last bytes when
+/// they were read in one with the footer (a small object's last column chunks are in them).
+struct Footer {
+    meta: ParquetMetaData,
+    fetched: u64,
+    tail: Option<(std::ops::Range<u64>, Bytes)>,
+}
+
+async fn read_footer(store: &dyn ObjectStore, key: &str, etag: &str, size: u64) -> Result<Footer> {
     if size < 12 {
         return Err(input_error(
             key,
@@ -122,16 +96,23 @@ pub async fn read_metadata(
     }
     let meta_start = size - 8 - meta_len;
     let mut tail_offset = tail_start;
+    let mut kept = Some((tail_start..size, tail.clone()));
     if meta_start < tail_start {
         tail = store.get_range_if(key, meta_start..size, etag).await?;
         fetched += tail.len() as u64;
         tail_offset = meta_start;
+        // The second read holds the metadata alone.
+        kept = None;
     }
     let off = (meta_start - tail_offset) as usize;
     let buf = &tail[off..off + meta_len as usize];
     let meta = ParquetMetaDataReader::decode_metadata(buf)
         .map_err(|e| decode_error(key, "corrupt Parquet metadata: ", e))?;
-    Ok((meta, fetched))
+    Ok(Footer {
+        meta,
+        fetched,
+        tail: kept,
+    })
 }
 
 /// Byte span of a row group's column chunks.
@@ -157,108 +138,80 @@ pub fn row_group_sizes(meta: &ParquetMetaData) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Reads a Parquet piece into the schema's columns (by name, source types kept).
-pub(crate) async fn read_piece(
+/// Reads a Parquet piece whole, as one batch: for a lookup table, which is held whole
+/// anyway. A chunk's pieces stream through [`ParquetPieceReader`].
+pub(crate) async fn read_whole(
     store: &dyn ObjectStore,
     piece: &Piece,
     schema: &SchemaRef,
 ) -> Result<Decoded> {
-    let (key, size) = object_of(store, piece).await?;
-    let (meta, mut fetched) = read_metadata(store, key, piece.etag(), size).await?;
-    let (groups, first_row) = match piece {
-        Piece::RowGroups {
-            row_groups,
-            first_row,
-            ..
-        } => (row_groups.clone(), *first_row),
-        _ => ((0..meta.num_row_groups()).collect(), 0),
-    };
-    let spans = fetch_row_groups(store, (key, piece.etag()), &meta, &groups, &mut fetched).await?;
-    check_codecs(key, &meta, &groups, schema)?;
-    check_row_counts(key, &meta, &groups)?;
-    let meta = Arc::new(meta);
-    let arrow_meta = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())
-        .map_err(|e| decode_error(key, "", e))?;
-    let file_schema = arrow_meta.schema().clone();
-    if let Some(message) = missing_columns(schema, &file_schema) {
-        // Every record of the object is rejected.
-        let total_rows: u64 = groups
-            .iter()
-            .map(|g| meta.row_group(*g).num_rows().max(0) as u64)
-            .sum();
-        let rejects = (0..total_rows)
-            .map(|i| PendingReject {
-                origin: row_origin(first_row + i),
-                rule: "schema".into(),
-                column: None,
-                message: message.clone(),
-            })
-            .collect();
-        let empty = RecordBatch::try_new_with_options(
+    let mut reader = ParquetPieceReader::open(store, piece, schema).await?;
+    let mut batches = Vec::new();
+    let mut origins = Vec::new();
+    let mut rejects = Vec::new();
+    while let Some(d) = reader.next().await? {
+        if d.batch.num_columns() > 0 {
+            batches.push(d.batch);
+        }
+        origins.extend(d.origins);
+        rejects.extend(d.rejects);
+    }
+    let batch = match batches.first() {
+        Some(b) => concat_batches(&b.schema(), &batches)?,
+        None => RecordBatch::try_new_with_options(
             Arc::new(Schema::empty()),
             vec![],
             &RecordBatchOptions::new().with_row_count(Some(0)),
-        )?;
-        return Ok(decoded(key, empty, Vec::new(), rejects, fetched));
-    }
-    // Checked after the decode: a row group whose pages hold fewer rows than it claims.
-    let claimed: i64 = groups.iter().map(|g| meta.row_group(*g).num_rows()).sum();
-    let int96 = int96::columns(&meta, schema, &file_schema);
-    let sparse = Sparse { size, spans };
-    let mask = projection(&meta, schema, &file_schema);
-    let batches = decode(key, sparse.clone(), arrow_meta, &groups, mask)?;
-    let batch = in_spec_order(&batches, schema, &file_schema)?;
-    if batch.num_rows() as i64 != claimed {
-        return Err(input_error(
-            key,
-            format!(
-                "row group(s) {groups:?} decoded to {} rows, the footer says {claimed}",
-                batch.num_rows()
-            ),
-        ));
-    }
-    let origins = (0..batch.num_rows() as u64)
-        .map(|i| row_origin(first_row + i))
-        .collect();
-    if int96.is_empty() {
-        return Ok(decoded(key, batch, origins, Vec::new(), fetched));
-    }
-    // The INT96 columns again, as whole seconds (see `int96`).
-    let hinted = ArrowReaderOptions::new()
-        .with_schema(Arc::new(int96::seconds_schema(&file_schema, &int96)));
-    let seconds_meta =
-        ArrowReaderMetadata::try_new(meta.clone(), hinted).map_err(|e| decode_error(key, "", e))?;
-    let seconds_schema = seconds_meta.schema().clone();
-    let roots = int96.iter().map(|(_, r)| *r);
-    let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), roots);
-    let seconds = decode(key, sparse, seconds_meta, &groups, mask)?;
-    let seconds = match seconds.first() {
-        Some(b) => concat_batches(&b.schema(), &seconds)?,
-        None => RecordBatch::new_empty(seconds_schema),
+        )?,
     };
-    let (batch, origins, rejects) = int96::make_exact(batch, &seconds, schema, origins)?;
-    Ok(decoded(key, batch, origins, rejects, fetched))
+    Ok(decoded(
+        piece.key(),
+        batch,
+        origins,
+        rejects,
+        reader.bytes_fetched(),
+    ))
 }
 
-/// Decodes the `mask` columns of the row groups.
-fn decode(
+/// Compressed bytes of each row group's column chunks that `schema` reads (by root column
+/// name): what a worker holds at once while it decodes the row group.
+pub fn projected_row_group_bytes(meta: &ParquetMetaData, schema: &Schema) -> Vec<u64> {
+    meta.row_groups()
+        .iter()
+        .map(|g| {
+            g.columns()
+                .iter()
+                .filter(|c| {
+                    let root = c.column_path().parts().first();
+                    root.is_some_and(|r| schema.index_of(r).is_ok())
+                })
+                .map(|c| c.compressed_size().max(0) as u64)
+                .sum()
+        })
+        .collect()
+}
+
+/// Refuses an object with a row group whose column chunks of the spec's columns take more
+/// than `limit` bytes (`input.max_row_group_size`): a worker would hold them all at once.
+pub fn check_row_group_limit(
     key: &str,
-    sparse: Sparse,
-    arrow_meta: ArrowReaderMetadata,
-    groups: &[usize],
-    mask: ProjectionMask,
-) -> Result<Vec<RecordBatch>> {
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(sparse, arrow_meta)
-        .with_row_groups(groups.to_vec())
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| decode_error(key, "", e))?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b.map_err(|e| decode_error(key, "cannot decode: ", e))?);
+    meta: &ParquetMetaData,
+    schema: &Schema,
+    limit: u64,
+) -> Result<()> {
+    let sizes = projected_row_group_bytes(meta, schema);
+    match sizes.iter().enumerate().find(|(_, b)| **b > limit) {
+        None => Ok(()),
+        Some((g, bytes)) => Err(input_error(
+            key,
+            format!(
+                "row group {g} holds {bytes} bytes of compressed column chunks for the spec's \
+                 columns, over input.max_row_group_size ({limit} bytes); a worker holds a row \
+                 group's column chunks in memory while it decodes it: rewrite the object with \
+                 smaller row groups, or raise the limit along with the worker's memory"
+            ),
+        )),
     }
-    Ok(batches)
 }
 
 /// The piece's object and its size (asked of the store when the plan does not hold it).
@@ -279,32 +232,6 @@ async fn object_of<'p>(store: &dyn ObjectStore, piece: &'p Piece) -> Result<(&'p
         size
     };
     Ok((key, size))
-}
-
-/// Fetches the byte spans of the row groups, adding their bytes to `fetched`.
-async fn fetch_row_groups(
-    store: &dyn ObjectStore,
-    (key, etag): (&str, &str),
-    meta: &ParquetMetaData,
-    groups: &[usize],
-    fetched: &mut u64,
-) -> Result<Vec<(u64, Bytes)>> {
-    let mut spans = Vec::new();
-    for &g in groups {
-        if g >= meta.num_row_groups() {
-            return Err(input_error(
-                key,
-                format!("row group {g} does not exist: the object changed since planning"),
-            ));
-        }
-        let (lo, hi) = row_group_span(meta, g);
-        if hi > lo {
-            let b = store.get_range_if(key, lo..hi, etag).await?;
-            *fetched += b.len() as u64;
-            spans.push((lo, b));
-        }
-    }
-    Ok(spans)
 }
 
 /// Refuses the object when a column the spec reads is compressed with a codec this
@@ -419,44 +346,6 @@ fn projection(meta: &ParquetMetaData, schema: &Schema, file_schema: &Schema) -> 
     ProjectionMask::roots(meta.file_metadata().schema_descr(), roots)
 }
 
-/// The decoded batches as one, its columns in the spec's order (types stay the file's;
-/// conversion comes later).
-fn in_spec_order(
-    batches: &[RecordBatch],
-    schema: &Schema,
-    file_schema: &Schema,
-) -> Result<RecordBatch> {
-    let projected: SchemaRef = batches.first().map(|b| b.schema()).unwrap_or_else(|| {
-        Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .filter_map(|f| file_schema.field_with_name(f.name()).ok().cloned())
-                .collect::<Vec<_>>(),
-        ))
-    });
-    let all = concat_batches(&projected, batches)?;
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| match all.schema().index_of(f.name()) {
-            Ok(i) => all.column(i).clone(),
-            Err(_) => new_null_array(f.data_type(), all.num_rows()),
-        })
-        .collect();
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
-        .collect();
-    Ok(RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(all.num_rows())),
-    )?)
-}
-
 /// A Parquet row's origin: its row number only (no text, no line).
 fn row_origin(row: u64) -> Origin {
     Origin {
@@ -508,6 +397,27 @@ mod tests {
         ParquetMetaDataReader::new()
             .parse_and_finish(&bytes)
             .unwrap()
+    }
+
+    #[test]
+    fn a_row_group_over_the_limit_is_refused_naming_the_object_and_the_group() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let meta = six_rows();
+        let bytes = super::projected_row_group_bytes(&meta, &Schema::empty());
+        assert_eq!(bytes, vec![0]);
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let id = super::projected_row_group_bytes(&meta, &schema)[0];
+        assert_eq!(id, meta.row_group(0).column(0).compressed_size() as u64);
+        super::check_row_group_limit("k", &meta, &schema, id).unwrap();
+        let e = super::check_row_group_limit("in/a.parquet", &meta, &schema, id - 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`in/a.parquet`"), "{e}");
+        assert!(e.contains(&format!("row group 0 holds {id} bytes")), "{e}");
+        assert!(
+            e.contains(&format!("input.max_row_group_size ({} bytes)", id - 1)),
+            "{e}"
+        );
     }
 
     #[test]

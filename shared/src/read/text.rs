@@ -464,7 +464,7 @@ impl<'a> TextReader<'a> {
                     }
                     None => segment,
                 };
-                let range = *next..(*next + want).min(self.size);
+                let range = *next..next.saturating_add(want).min(self.size);
                 let got = fetch(self.store, &self.key, &self.etag, self.size, range).await?;
                 *next += got.len() as u64;
                 self.fetched += got.len() as u64;
@@ -492,7 +492,7 @@ impl<'a> TextReader<'a> {
                         self.eof = true;
                         return Ok(());
                     }
-                    let range = *next..(*next + segment).min(self.size);
+                    let range = *next..next.saturating_add(segment).min(self.size);
                     *block = fetch(self.store, &self.key, &self.etag, self.size, range).await?;
                     self.fetched += block.len() as u64;
                 }

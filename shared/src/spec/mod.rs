@@ -42,6 +42,9 @@ pub const MAX_MAX_RECORD_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default cap on small objects packed into one chunk (the chunk message's size is bounded
 /// apart, by `queue.max_message_size`).
 pub const DEFAULT_MAX_OBJECTS_PER_CHUNK: usize = 100;
+/// Default largest Parquet input row group (its compressed column chunks of the spec's
+/// columns), which a worker holds in memory while it decodes it.
+pub const DEFAULT_MAX_ROW_GROUP_BYTES: u64 = 128 * 1024 * 1024;
 /// Default rows per Parquet row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1_000_000;
 /// Default maximum size of one output file.

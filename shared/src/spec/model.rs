@@ -104,6 +104,10 @@ pub struct InputSpec {
     /// Longest CSV or JSON record read, in bytes; a longer one is rejected
     /// (`input.max_record_size`).
     pub max_record_bytes: u64,
+    /// Largest Parquet row group a worker reads, as the compressed bytes of its column
+    /// chunks of the schema's columns (`input.max_row_group_size`): planning refuses an
+    /// object with a larger one.
+    pub max_row_group_bytes: u64,
 }
 
 /// Chunk sizing.

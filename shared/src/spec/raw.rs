@@ -63,6 +63,8 @@ pub struct RawInput {
     pub schema: Vec<RawColumn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_size: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_row_group_size: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -212,6 +212,12 @@ const BAD: &[(&str, &str, &str)] = &[
         "multiline: false }\n  max_record_size: 0",
         "input.max_record_size",
     ),
+    // A row group limit is for Parquet input only.
+    (
+        "  format: csv\n",
+        "  format: csv\n  max_row_group_size: 64MiB\n",
+        "input.max_row_group_size",
+    ),
 ];
 
 #[test]
@@ -300,6 +306,35 @@ fn the_queue_message_limit_defaults_to_256_kib_and_takes_a_size() {
     assert_eq!(spec.queue.max_message_bytes, 1024 * 1024);
     // Resolved to bytes, so `1MiB` and `1048576` give the same job.
     assert_eq!(spec.resolved["queue"]["max_message_size"], 1_048_576);
+}
+
+#[test]
+fn the_parquet_row_group_limit_defaults_to_128_mib_and_takes_a_size() {
+    // The good spec read as Parquet, without its CSV options.
+    let parquet: String = mutate("  format: csv\n", "  format: parquet\n")
+        .lines()
+        .filter(|l| !l.starts_with("  csv:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let spec = JobSpec::parse("job.yaml", &parquet).expect("spec");
+    assert_eq!(spec.input.max_row_group_bytes, 128 * 1024 * 1024);
+    assert!(spec.resolved["input"].get("max_row_group_size").is_none());
+    let text = parquet.replacen(
+        "  format: parquet\n",
+        "  format: parquet\n  max_row_group_size: 1GiB\n",
+        1,
+    );
+    let spec = JobSpec::parse("job.yaml", &text).expect("spec");
+    assert_eq!(spec.input.max_row_group_bytes, 1 << 30);
+    // Resolved to bytes, so `1GiB` and `1073741824` give the same job.
+    assert_eq!(spec.resolved["input"]["max_row_group_size"], 1u64 << 30);
+    let text = parquet.replacen(
+        "  format: parquet\n",
+        "  format: parquet\n  max_row_group_size: lots\n",
+        1,
+    );
+    let err = refuse(&text).to_string();
+    assert!(err.contains("`input.max_row_group_size`"), "{err}");
 }
 
 #[test]

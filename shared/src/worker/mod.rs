@@ -24,7 +24,7 @@ use crate::job::{
 use crate::location::Location;
 use crate::metrics::{Unit, names};
 use crate::queue::Message;
-use crate::read::{HeaderCache, SEGMENT_BYTES, TextReader, read_piece};
+use crate::read::{HeaderCache, PieceReader};
 use crate::spec::JobSpec;
 use crate::store::{DynStore, ObjectStore, PutOutcome, RequestCounter, StoreError};
 use crate::transform::{Reject, Transformer, conform, resolve_rejects};
@@ -478,7 +478,7 @@ impl Worker {
         );
     }
 
-    /// Reads, validates and sends on a chunk's rows, segment by segment; keeps counts and
+    /// Reads, validates and sends on a chunk's rows, batch by batch; keeps counts and
     /// rejects in `read`. Reading goes on when the SQL stops taking rows (a `LIMIT`), so
     /// every record is still counted and every reject kept.
     async fn produce(
@@ -514,16 +514,9 @@ impl Worker {
                     .into());
                 }
             }
-            if spec.input.format == crate::spec::Format::Parquet {
-                let t = Instant::now();
-                let decoded = read_piece(input, piece, &spec.input, &job.headers).await?;
-                read.read += t.elapsed();
-                read.bytes_read += decoded.bytes_read;
-                sending = Self::take(spec, decoded, rows, read, sending).await?;
-                continue;
-            }
-            let mut reader =
-                TextReader::open(input, piece, &spec.input, &job.headers, SEGMENT_BYTES).await?;
+            let t = Instant::now();
+            let mut reader = PieceReader::open(input, piece, &spec.input, &job.headers).await?;
+            read.read += t.elapsed();
             loop {
                 let t = Instant::now();
                 let next = reader.next().await?;

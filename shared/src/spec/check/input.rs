@@ -9,8 +9,8 @@ use super::Checker;
 use crate::location::Location;
 use crate::spec::raw;
 use crate::spec::{
-    CsvOptions, DEFAULT_MAX_RECORD_BYTES, Format, InputCompression, InputSpec,
-    MAX_MAX_RECORD_BYTES, parse_type,
+    CsvOptions, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_ROW_GROUP_BYTES, Format, InputCompression,
+    InputSpec, MAX_MAX_RECORD_BYTES, parse_type,
 };
 
 /// The checked input, each part on its own: later sections need the location and the
@@ -22,6 +22,7 @@ pub(super) struct InputParts {
     pub(super) csv: CsvOptions,
     pub(super) schema: Option<SchemaRef>,
     pub(super) max_record_bytes: u64,
+    pub(super) max_row_group_bytes: u64,
 }
 
 impl InputParts {
@@ -36,6 +37,7 @@ impl InputParts {
             csv: self.csv,
             schema: self.schema?,
             max_record_bytes: self.max_record_bytes,
+            max_row_group_bytes: self.max_row_group_bytes,
         })
     }
 }
@@ -86,6 +88,24 @@ impl Checker<'_> {
                 None => DEFAULT_MAX_RECORD_BYTES,
             },
         };
+        let max_row_group_bytes = match &raw.max_row_group_size {
+            None => DEFAULT_MAX_ROW_GROUP_BYTES,
+            Some(v) => self
+                .size("input.max_row_group_size", v, 1)
+                .unwrap_or(DEFAULT_MAX_ROW_GROUP_BYTES),
+        };
+        if raw.max_record_size.is_some() && format == Some(Format::Parquet) {
+            self.problem(
+                "input.max_record_size",
+                "a record size limit given but the format is parquet (it bounds CSV and JSON records)",
+            );
+        }
+        if raw.max_row_group_size.is_some() && format.is_some_and(|f| f != Format::Parquet) {
+            self.problem(
+                "input.max_row_group_size",
+                "a row group limit given but the format is not parquet",
+            );
+        }
         InputParts {
             location,
             format,
@@ -93,6 +113,7 @@ impl Checker<'_> {
             csv,
             schema,
             max_record_bytes,
+            max_row_group_bytes,
         }
     }
 

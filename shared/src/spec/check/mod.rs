@@ -287,5 +287,10 @@ fn resolved_json(
     {
         resolved.input.max_record_size = Some(serde_json::json!(n));
     }
+    if let Some(v) = &raw.input.max_row_group_size
+        && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
+    {
+        resolved.input.max_row_group_size = Some(serde_json::json!(n));
+    }
     serde_json::to_value(&resolved).ok()
 }
