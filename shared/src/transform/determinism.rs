@@ -64,7 +64,10 @@ pub fn first_nondeterministic(plan: &LogicalPlan) -> Option<Nondeterministic> {
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|top| {
             top.apply(|e| {
-                found = of_expr(e);
+                // Kept once found, whether or not every visitor honours the stop.
+                if found.is_none() {
+                    found = of_expr(e);
+                }
                 Ok(if found.is_some() {
                     TreeNodeRecursion::Stop
                 } else {
