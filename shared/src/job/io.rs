@@ -161,17 +161,22 @@ pub async fn committed_ids(work: &dyn ObjectStore, job_id: &JobId) -> Result<Has
         .collect())
 }
 
+/// The keys of a job's commit records, as listed (any order).
+pub async fn chunk_record_keys(store: &dyn ObjectStore, job_id: &JobId) -> Result<Vec<String>> {
+    Ok(store
+        .list(&layout::chunks(job_id))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect())
+}
+
 /// Reads every commit record of a job, in plan order.
 pub async fn chunk_records(
     store: &Arc<dyn ObjectStore>,
     job_id: &JobId,
 ) -> Result<Vec<ChunkRecord>> {
-    let keys: Vec<String> = store
-        .list(&layout::chunks(job_id))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys = chunk_record_keys(store.as_ref(), job_id).await?;
     let mut records: Vec<ChunkRecord> = stream::iter(keys)
         .map(|k| {
             let store = store.clone();

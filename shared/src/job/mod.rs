@@ -16,9 +16,9 @@ pub mod records;
 
 pub use crate::plan::SHARD_CHUNKS;
 pub use io::{
-    READ_CONCURRENCY, chunk_records, committed_ids, get_json, get_json_opt, head_retried, load_job,
-    load_plan, load_spec, read_aggregate_rows, read_manifest_opt, to_compact_json_bytes,
-    to_json_bytes,
+    READ_CONCURRENCY, chunk_record_keys, chunk_records, committed_ids, get_json, get_json_opt,
+    head_retried, load_job, load_plan, load_spec, read_aggregate_rows, read_manifest_opt,
+    to_compact_json_bytes, to_json_bytes,
 };
 pub use records::{
     AggregateResult, AggregateTable, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord,

@@ -12,7 +12,10 @@ use parquet::arrow::ArrowWriter;
 use crate::aggregate::runs::{self, Run, RunWriter};
 use crate::aggregate::{self, Group, WideSums};
 use crate::ids::JobId;
-use crate::job::{AggregateResult, AggregateTable, ChunkRecord, get_json, layout, to_json_bytes};
+use crate::job::{
+    AggregateResult, AggregateTable, ChunkRecord, chunk_record_keys, get_json, layout,
+    to_json_bytes,
+};
 use crate::spec::AggregateSpec;
 use crate::store::ObjectStore;
 use crate::{Error, Result};
@@ -58,12 +61,7 @@ pub(super) async fn records_and_runs(
     spec: Option<&AggregateSpec>,
     dir: &Path,
 ) -> Result<(Vec<ChunkRecord>, Vec<Run>)> {
-    let keys: Vec<String> = store
-        .list(&layout::chunks(job_id))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys = chunk_record_keys(store.as_ref(), job_id).await?;
     let spec = spec.cloned();
     let mut records: Vec<(ChunkRecord, Option<Run>)> = stream::iter(keys)
         .map(|k| {
