@@ -140,23 +140,46 @@ class Usage:
         return self.user_s + self.sys_s
 
 
+# A measured command is started by this small launcher, not by the harness: Linux reports a
+# child's peak RSS as at least that of the process it was forked from (the forked memory
+# counts until exec), and the harness holds pyarrow and, after making a derived input,
+# much more. The launcher (python -S, os and sys only: about 10 MiB) starts the command,
+# waits for it and writes what os.wait4 said, one line of numbers, to $FANOUT_BENCH_USAGE.
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+with open(os.environ["FANOUT_BENCH_USAGE"], "w") as f:
+    f.write(f"{wall} {ru.ru_utime} {ru.ru_stime} {ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_measured(
     cmd: list[str], *, env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None
 ) -> Usage:
-    """Runs `cmd` to completion, stdout and stderr to `<log_dir>/<name>.{out,err}`."""
+    """Runs `cmd` to completion, stdout and stderr to `<log_dir>/<name>.{out,err}`, through
+    LAUNCHER: its wall time, CPU and peak RSS as the launcher's os.wait4 saw them."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    usage_file = log_dir / f"{name}.usage"
+    usage_file.unlink(missing_ok=True)
+    launcher = [sys.executable, "-S", "-c", LAUNCHER, *cmd]
+    env = {**env, "FANOUT_BENCH_USAGE": str(usage_file)}
     with open(log_dir / f"{name}.out", "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen(launcher, stdout=out, stderr=err, env=env, cwd=cwd)
         try:
-            _, status, ru = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Usage(wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss * 1024, proc.returncode)
+    try:
+        wall, user, system, maxrss_kib, code = usage_file.read_text().split()
+    except (OSError, ValueError):
+        # The launcher itself failed (the command could not be started): its exit code.
+        return Usage(0.0, 0.0, 0.0, 0, proc.returncode or 1)
+    return Usage(float(wall), float(user), float(system), int(maxrss_kib) * 1024, int(code))
 
 
 def warm_cache(data: Dataset) -> None:

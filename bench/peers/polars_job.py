@@ -4,7 +4,7 @@ One lazy query, one streaming pass: `scan_csv` with the explicit schema → filt
 columns → `sink_parquet(pl.PartitionBy(dir, key="ship_year", include_key=False),
 compression="zstd", compression_level=1, lazy=True)`, collected together with Q1 by one
 `pl.collect_all`, whose common-subplan elimination shares the scan and the transform between
-the sink and the aggregate (at SF 1 on 2 threads: about 0.1 CPU-s less than reading Q1's
+the sink and the aggregate (at SF 1 on 2 threads: 0.1–0.5 CPU-s less than reading Q1's
 columns back from the written Parquet, for about 100 MiB more peak memory).
 
 Rejects (what it costs): the rows failing a check are not filtered out but given a null
