@@ -2,26 +2,29 @@
 
 Run it through `bench/run`, which provides the Python venv with the peers' engines.
 
-Sections, each optional but the first:
+Sections, each optional but the inputs' (the CSV job alone by default):
 
-  job         the full job of bench/lineitem.yaml (typed CSV read, two rules, SQL filter and
+  inputs      the full job of bench/lineitem.yaml (typed read, two rules, SQL filter and
               derived columns, ship_year-partitioned zstd(1) Parquet, TPC-H Q1 partial
               aggregates and their reduce) in fanout and, the same job, in DuckDB, Polars,
-              pyarrow and (--spark) PySpark local mode, each limited to --threads; the
-              results must agree (rows, rejects, partitions, Q1), else the run fails
+              pyarrow, DuckDB and Polars without reject accounting (`-noreject`) and
+              (--spark, CSV only) PySpark local mode: one section per input shape (--shapes;
+              --formats: the CSV, JSON lines, ONE gzip object, one zstd object, a Parquet
+              dataset re-partitioned, bench/lineitem-parquet.yaml) and thread count
+              (--threads 1,2), each --rounds times interleaved: CPU, wall and peak RSS side
+              by side (medians, ranges), and the targets (fanout's CPU <= best peer / 1.3,
+              wall below every peer, peak RSS <= 256 MiB) met or missed by what factor; the
+              results must agree (rows, rejects where counted, partitions, Q1), across
+              shapes too, else the run fails. The derived inputs are made once, untimed, in
+              their own folder beside the data (data-sf<SF>-<shape>/)
   --plain     plain CSV -> zstd(1) Parquet (same schema, no rules, SQL, partitions or
-              aggregate): fanout, DuckDB, pyarrow
-  --formats   the job on other shapes of the same rows, in fanout, DuckDB, Polars and
-              pyarrow (CPU, wall, peak RSS side by side; all must agree, and with the CSV
-              job): the CSV as ONE gzip object (lineitem.csv.gz), as JSON lines
-              (lineitem.jsonl), as one zstd object (lineitem.csv.zst); each made once,
-              untimed, in its own folder beside the data (data-sf<SF>-<shape>/)
+              aggregate): fanout, DuckDB, pyarrow, at each thread count
   --memory    fanout alone, 1 worker, chunk target_size 64MiB / 256MiB / 1GiB over SF 2
               (> 1 GiB of CSV), and the same CSV as one gzip object: peak RSS, which should
               stay flat; then a CSV whose one row holds a 300 MB l_comment among 20,000
               ordinary rows: fanout (1 worker) must reject it alone (rule max_record_size)
               within 256 MiB; DuckDB's and Polars' outcome and figures are recorded
-  --scaling   fanout with 1 and 2 workers: speed-up
+  --scaling   fanout with 1 and 2 workers: speed-up (the CSV sections' runs when they ran)
   --cold-start  planner / worker / reducer release binaries against a local stub of the
               Lambda Runtime API: process spawn -> first `GET .../invocation/next`
   --synthetic `fanout bench-plan --objects 1000000`, `fanout bench-reduce --records 100000`
@@ -60,18 +63,43 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH / "peers"))
 from common import MEASURES  # noqa: E402  (peers/ is the single source of the Q1 names)
+from figures import (  # noqa: E402
+    EngineFigures,
+    Targets,
+    f1,
+    f2,
+    ratio,
+    section_table,
+    summary_table,
+    table,
+    targets,
+)
 from inputs import HUGE_ROWS_AROUND, Dataset, derived  # noqa: E402
 
 CACHE = Path(os.environ.get("FANOUT_CACHE", Path.home() / ".cache" / "fanout"))
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "fanout-target"))
-SPEC_TEMPLATE = BENCH / "lineitem.yaml"
+# fanout's job spec per input format (the CSV one also reads JSON lines: its input block
+# is rewritten for them).
+SPEC_TEMPLATES = {"csv": BENCH / "lineitem.yaml", "parquet": BENCH / "lineitem-parquet.yaml"}
 
-ENGINES = ("fanout", "duckdb", "polars", "pyarrow", "spark")
-DEFAULT_ENGINES = ("fanout", "duckdb", "polars", "pyarrow")
+# `<peer>-noreject` runs bench/peers/<peer>_job.py --no-rejects: the job without reject
+# accounting (pyarrow's count is free, so it has no such variant).
+ENGINES = (
+    "fanout",
+    "duckdb",
+    "duckdb-noreject",
+    "polars",
+    "polars-noreject",
+    "pyarrow",
+    "spark",
+)
+DEFAULT_ENGINES = tuple(e for e in ENGINES if e != "spark")
 PLAIN_ENGINES = ("fanout", "duckdb", "pyarrow")
-FORMAT_ENGINES = ("fanout", "duckdb", "polars", "pyarrow")
-# The --formats section's input shapes (bench/inputs.py makes them from lineitem.csv).
-FORMAT_SHAPES = ("csv.gz", "jsonl", "csv.zst")
+# The engines of the non-CSV inputs (Spark runs the CSV job only).
+SHAPE_ENGINES = DEFAULT_ENGINES
+# The job's input shapes, CSV first; bench/inputs.py makes the others from lineitem.csv.
+SHAPES = ("csv", "jsonl", "csv.gz", "csv.zst", "parquet")
+DEFAULT_THREADS = "1,2"
 # The --memory section's huge record: its l_comment's bytes (over input.max_record_size,
 # 64 MiB by default, at --tiny too), and the peak RSS fanout must stay under.
 HUGE_RECORD_BYTES = 300_000_000
@@ -112,30 +140,54 @@ class Usage:
         return self.user_s + self.sys_s
 
 
+# A measured command is started by this small launcher, not by the harness: Linux reports a
+# child's peak RSS as at least that of the process it was forked from (the forked memory
+# counts until exec), and the harness holds pyarrow and, after making a derived input,
+# much more. The launcher (python -S, os and sys only: about 10 MiB) starts the command,
+# waits for it and writes what os.wait4 said, one line of numbers, to $FANOUT_BENCH_USAGE.
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+with open(os.environ["FANOUT_BENCH_USAGE"], "w") as f:
+    f.write(f"{wall} {ru.ru_utime} {ru.ru_stime} {ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_measured(
     cmd: list[str], *, env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None
 ) -> Usage:
-    """Runs `cmd` to completion, stdout and stderr to `<log_dir>/<name>.{out,err}`."""
+    """Runs `cmd` to completion, stdout and stderr to `<log_dir>/<name>.{out,err}`, through
+    LAUNCHER: its wall time, CPU and peak RSS as the launcher's os.wait4 saw them."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    usage_file = log_dir / f"{name}.usage"
+    usage_file.unlink(missing_ok=True)
+    launcher = [sys.executable, "-S", "-c", LAUNCHER, *cmd]
+    env = {**env, "FANOUT_BENCH_USAGE": str(usage_file)}
     with open(log_dir / f"{name}.out", "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen(launcher, stdout=out, stderr=err, env=env, cwd=cwd)
         try:
-            _, status, ru = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Usage(wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss * 1024, proc.returncode)
+    try:
+        wall, user, system, maxrss_kib, code = usage_file.read_text().split()
+    except (OSError, ValueError):
+        # The launcher itself failed (the command could not be started): its exit code.
+        return Usage(0.0, 0.0, 0.0, 0, proc.returncode or 1)
+    return Usage(float(wall), float(user), float(system), int(maxrss_kib) * 1024, int(code))
 
 
-def warm_cache(path: Path) -> None:
-    """Reads the file once, so every engine starts with it in the page cache."""
-    with open(path, "rb", buffering=0) as f:
-        while f.read(8 * MIB):
-            pass
+def warm_cache(data: Dataset) -> None:
+    """Reads the input once, so every engine starts with it in the page cache."""
+    for path in data.files:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(8 * MIB):
+                pass
 
 
 def settle() -> None:
@@ -216,10 +268,11 @@ def _set_location(block: str, path: Path) -> str:
 
 
 def _set_input_file(block: str, data: Dataset) -> str:
-    """The input block reading `data`'s one file: `include` its name, `format` its format
-    (compression is fanout's `auto`, by suffix), the `csv:` options only for CSV."""
+    """The input block reading `data`: `include` its file's name (or its dataset's pattern),
+    `format` its format (compression is fanout's `auto`, by suffix), the `csv:` options
+    only for CSV."""
     block, n = re.subn(
-        r"^(\s+include:).*$", lambda m: f"{m.group(1)} [{json.dumps(data.path.name)}]", block,
+        r"^(\s+include:).*$", lambda m: f"{m.group(1)} [{json.dumps(data.include)}]", block,
         count=1, flags=re.M,
     )
     block, k = re.subn(r"^(\s+format:).*$", rf"\1 {data.format}", block, count=1, flags=re.M)
@@ -245,13 +298,14 @@ def render_spec(
     schema's `nullable: false`), the SQL, the partitioning and the aggregate."""
     out: list[str] = []
     seen: set[str] = set()
-    for key, block in _top_level_blocks(SPEC_TEMPLATE.read_text()):
+    template = SPEC_TEMPLATES.get(data.format, SPEC_TEMPLATES["csv"])
+    for key, block in _top_level_blocks(template.read_text()):
         if key == "name" and plain:
             block = re.sub(r"^name:\s*(\S+)", r"name: \1-plain", block)
         elif key == "work":
             block = f"work: {json.dumps(str(run_dir / 'work') + '/')}\n"
         elif key == "input":
-            block = _set_input_file(_set_location(block, data.path.parent), data)
+            block = _set_input_file(_set_location(block, data.folder), data)
             if plain:
                 block = block.replace(", nullable: false", "")
         elif key == "output":
@@ -273,7 +327,7 @@ def render_spec(
         out.append(block)
     missing = {"work", "input", "output", "rejects"} - seen
     if missing:
-        raise ValueError(f"{SPEC_TEMPLATE}: no {', '.join(sorted(missing))}")
+        raise ValueError(f"{template}: no {', '.join(sorted(missing))}")
     if target_size and "chunking" not in seen:
         out.append(f"chunking: {{ target_size: {target_size} }}\n")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -354,7 +408,7 @@ class Runner:
     def _measure(
         self, run: EngineRun, cmd: list[str], env: dict[str, str], d: Path, data: Dataset
     ) -> Usage:
-        warm_cache(data.path)
+        warm_cache(data)
         settle()
         log(f"{run.label or run.engine}: {' '.join(cmd)}")
         usage = run_measured(cmd, env=env, log_dir=d, name="log")
@@ -400,6 +454,7 @@ class Runner:
         if not plain:
             run.q1 = json.loads(aggregates.read_text())
         scan_output(run, d / "out")
+        self._drop_outputs(d)
         return run
 
     def peer(
@@ -420,6 +475,8 @@ class Runner:
             data.format,
         ]
         job_args += ["--plain"] if plain else []
+        script, _, variant = engine.partition("-")
+        job_args += ["--no-rejects"] if variant == "noreject" else []
         env = dict(os.environ)
         env["POLARS_MAX_THREADS"] = str(threads)
         if engine == "spark":
@@ -439,7 +496,7 @@ class Runner:
                 str(BENCH / "peers" / "spark_job.py"),
             ]
         else:
-            cmd = [sys.executable, str(BENCH / "peers" / f"{engine}_job.py")]
+            cmd = [sys.executable, str(BENCH / "peers" / f"{script}_job.py")]
         if self._measure(run, cmd + job_args, env, d, data).exit_code != 0:
             return run
         result = json.loads((d / "result.json").read_text())
@@ -447,7 +504,15 @@ class Runner:
         run.rows_written, run.rows_rejected = result["rows_written"], result["rows_rejected"]
         run.q1 = result["q1"]
         scan_output(run, d / "out")
+        self._drop_outputs(d)
         return run
+
+    def _drop_outputs(self, d: Path) -> None:
+        """A run's Parquet output, once counted, is deleted (logs and results stay): every
+        round of every section would otherwise hold its own copy (about 200 MB at SF 1)."""
+        if not self.args.keep_outputs:
+            for out in ("out", "out-rejects", "rejects", "work"):
+                shutil.rmtree(d / out, ignore_errors=True)
 
     def engine(
         self, engine: str, data: Dataset, threads: int, *, name: str, plain: bool = False
@@ -524,79 +589,6 @@ def compare(ref: EngineRun, other: EngineRun) -> list[str]:
 # ---------------------------------------------------------------- printing
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, aligned for the terminal (numbers right-aligned)."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    numeric = [
-        all(re.fullmatch(r"[-+\d.,x×%]*|—|n/a", r[i] or "") for r in rows)
-        for i in range(len(headers))
-    ]
-
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric))
-            + " |"
-        )
-
-    rule = (
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric))
-        + "|"
-    )
-    return "\n".join([line(headers), rule] + [line(r) for r in rows])
-
-
-def f1(x: float) -> str:
-    return f"{x:,.1f}"
-
-
-def f2(x: float) -> str:
-    return f"{x:,.2f}"
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else "—"
-
-
-def median_run(runs: list[EngineRun], label: str) -> EngineRun:
-    """The run with the median CPU time (a failed run, if any, so the failure shows)."""
-    failed = [r for r in runs if not r.ok]
-    if failed:
-        return failed[0]
-    run = sorted(runs, key=lambda r: r.cpu_s)[len(runs) // 2]
-    run.label = label
-    return run
-
-
-def spread_table(every: dict[str, list[EngineRun]], with_fanout: bool) -> str:
-    """CPU and wall seconds of every run, per engine, and fanout's CPU over each peer's."""
-    fanout = every.get("fanout", []) if with_fanout else []
-    rows = []
-    for engine, runs in every.items():
-        ok = [r for r in runs if r.ok]
-        if not ok:
-            continue
-        cpu = sorted(r.cpu_s for r in ok)
-        wall = sorted(r.wall_s for r in ok)
-        ratio = "—"
-        if engine != "fanout" and fanout and all(r.ok for r in fanout):
-            # Round by round: fanout's run and this engine's ran next to each other.
-            rs = sorted(f.cpu_s / r.cpu_s for f, r in zip(fanout, runs) if r.ok and r.cpu_s > 0)
-            ratio = f"{rs[0]:.2f}–{rs[-1]:.2f} (median {statistics.median(rs):.2f})"
-        rows.append(
-            [
-                engine,
-                " ".join(f2(c) for c in cpu),
-                " ".join(f2(w) for w in wall),
-                ratio,
-            ]
-        )
-    return table(["engine", "CPU s, each run", "wall s, each run", "CPU fanout/peer by round"], rows)
-
-
 def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = True) -> str:
     headers = [
         "engine",
@@ -630,46 +622,6 @@ def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = Tru
             row += [ratio(ref.wall_s, r.wall_s), ratio(ref.cpu_s, r.cpu_s)]
         else:
             row += ["—", "—"]
-        rows.append(row)
-    return table(headers, rows)
-
-
-def shape_table(runs: list[EngineRun], ref: EngineRun | None) -> str:
-    """CPU, wall and peak RSS side by side, with fanout's over each peer's."""
-    headers = [
-        "engine",
-        "threads",
-        "CPU s",
-        "wall s",
-        "peak RSS MiB",
-        "rows written",
-        "rejected",
-        "CPU fanout/peer",
-        "wall fanout/peer",
-        "RSS fanout/peer",
-    ]
-    rows = []
-    for r in runs:
-        if not r.ok:
-            rows.append([f"{r.engine} (failed)", str(r.threads)] + ["—"] * (len(headers) - 2))
-            continue
-        row = [
-            r.engine,
-            str(r.threads),
-            f2(r.cpu_s),
-            f2(r.wall_s),
-            f"{r.peak_rss_bytes / MIB:,.0f}",
-            f"{r.rows_in_files:,}",
-            f"{r.rows_rejected:,}" if r.rows_rejected is not None else "—",
-        ]
-        if ref is not None and ref.ok and r is not ref:
-            row += [
-                ratio(ref.cpu_s, r.cpu_s),
-                ratio(ref.wall_s, r.wall_s),
-                ratio(ref.peak_rss_bytes, r.peak_rss_bytes),
-            ]
-        else:
-            row += ["—", "—", "—"]
         rows.append(row)
     return table(headers, rows)
 
@@ -711,6 +663,10 @@ class Bench:
         self.runner = runner
         self.problems: list[str] = []
         self.record: dict[str, Any] = {}
+        # fanout's first CSV run per scale: every other shape must write the same rows.
+        self.csv_refs: dict[float, EngineRun] = {}
+        # The CSV sections' figures by (scale, threads), for --scaling.
+        self.csv_sections: dict[tuple[float, int], list[EngineFigures]] = {}
 
     def fail(self, msg: str) -> None:
         self.problems.append(msg)
@@ -727,104 +683,132 @@ class Bench:
             for p in compare(good[0], other):
                 self.fail(p)
 
-    def job(self, data: Dataset, engines: list[str]) -> list[EngineRun]:
-        threads = self.args.threads
+    def inputs(self, data: Dataset, shapes: list[str], engines: list[str]) -> None:
+        """The job on each input shape at each thread count: one section each, then every
+        section's targets in one table."""
+        summary: list[tuple[str, int, Targets]] = []
+        for shape in shapes:
+            shaped = data if shape == "csv" else derived(data, shape, log)
+            names = [e for e in engines if e in SHAPE_ENGINES or shape == "csv"]
+            for threads in self.args.thread_list:
+                met = self.section(shaped, threads, names)
+                if met is not None:
+                    summary.append((shape, threads, met))
+        if summary:
+            heading("Targets: every section (medians)")
+            print(summary_table(summary))
+            self.record["targets"] = [
+                {"shape": sh, "threads": t, **m.record()} for sh, t, m in summary
+            ]
+
+    def section(self, shaped: Dataset, threads: int, engines: list[str]) -> Targets | None:
+        """The engines' rounds on one input at one thread count, checked against each other
+        (and fanout's CSV run: the same rows), printed as medians and ranges with the
+        targets; returns the targets when fanout and a peer ran."""
+        rounds = self.args.rounds
+        what = "CSV" if shaped.shape == "csv" else shaped.shape
+        spec = SPEC_TEMPLATES.get(shaped.format, SPEC_TEMPLATES["csv"]).name
         heading(
-            f"Job: bench/lineitem.yaml on TPC-H lineitem SF {data.scale:g} "
-            f"({data.mb:,.1f} MB CSV), {threads} threads"
+            f"{what}: bench/{spec} on {shaped.name} ({shaped.mb:,.1f} MB), "
+            f"SF {shaped.scale:g}, {threads} thread{'s' if threads > 1 else ''}"
         )
-        repeat = max(1, self.args.repeat)
-        # Rounds interleave the engines, so a slow spell of the machine hits them alike.
         every: dict[str, list[EngineRun]] = {e: [] for e in engines}
-        for i in range(repeat):
-            for e in engines:
-                name = e if repeat == 1 else f"{e}-{i + 1}"
-                every[e].append(self.runner.engine(e, data, threads, name=name))
-        for e in engines:
-            self.check_runs(every[e])
-        runs = [median_run(every[e], e) for e in engines]
-        fanout = next((r for r in runs if r.engine == "fanout"), None)
-        self.check_runs(runs)
-        if repeat > 1:
-            print(f"Each engine ran {repeat} times, interleaved; the run with the median CPU time is shown.\n")
-        print(engine_table(runs, fanout))
-        if repeat > 1:
-            print()
-            print(spread_table(every, fanout is not None))
-        if all(r.ok for r in runs) and not self.problems:
-            ref = runs[0]
+        for i in range(rounds):
+            # Rounds interleave the engines, each round starting one engine later, so a slow
+            # spell of the machine, or the engine run just before, hits them alike.
+            for e in engines[i % len(engines) :] + engines[: i % len(engines)]:
+                name = f"{e}-{shaped.shape}-t{threads}" + (f"-r{i + 1}" if rounds > 1 else "")
+                every[e].append(self.runner.engine(e, shaped, threads, name=name))
+        before = len(self.problems)
+        flat = sorted(
+            (r for rs in every.values() for r in rs), key=lambda r: r.engine != "fanout"
+        )
+        self.check_runs(flat)
+        ref = next((r for r in flat if r.ok), None)
+        if shaped.shape == "csv" and ref is not None and ref.engine == "fanout":
+            self.csv_refs[shaped.scale] = ref
+        csv_ref = self.csv_refs.get(shaped.scale)
+        if ref is not None and csv_ref is not None and csv_ref is not ref:
+            for p in compare(csv_ref, ref):
+                self.fail(p)
+        figures = [EngineFigures(e, every[e]) for e in engines]
+        if shaped.shape == "csv":
+            self.csv_sections[(shaped.scale, threads)] = figures
+        if rounds > 1:
             print(
-                f"\nAll {len(runs)} engines agree: {ref.rows_in_files:,} rows written in "
-                f"{len(ref.partition_rows)} partitions, {ref.rows_rejected or 0:,} rejected, "
-                f"Q1 sums exact, averages within 1e-6."
+                f"{rounds} rounds, the engines interleaved; each figure is the median of the "
+                "rounds, (min–max) after it.\n"
             )
-        self.record["job"] = [as_record(r) for r in runs]
-        if repeat > 1:
-            self.record["job_runs"] = {e: [as_record(r) for r in rs] for e, rs in every.items()}
-        return runs
+        print(section_table(figures))
+        good = [r for r in flat if r.ok]
+        if good and len(self.problems) == before:
+            also = " and the CSV job" if csv_ref is not None and shaped.shape != "csv" else ""
+            print(
+                f"\nAll {len(good)} runs agree{also}: {ref.rows_in_files:,} rows written in "
+                f"{len(ref.partition_rows)} partitions, rejected {ref.rows_rejected or 0:,} "
+                "(where counted), Q1 sums exact, averages within 1e-6."
+            )
+        met = targets(figures)
+        if met is not None:
+            print(f"\nTargets (medians of {rounds} round{'s' if rounds > 1 else ''}):")
+            print("\n".join(met.lines()))
+        self.record.setdefault("sections", []).append(
+            {
+                "shape": shaped.shape,
+                "threads": threads,
+                "rounds": rounds,
+                "input": {"path": str(shaped.path), "bytes": shaped.bytes},
+                "engines": {
+                    f.engine: {
+                        "ok": f.ok,
+                        **(
+                            {a: f.spread(a).record() for a in ("cpu_s", "wall_s", "peak_rss_bytes")}
+                            if f.ok
+                            else {}
+                        ),
+                        "runs": [as_record(r) for r in f.runs],
+                    }
+                    for f in figures
+                },
+                "targets": met.record() if met is not None else None,
+            }
+        )
+        return met
 
     def plain(self, data: Dataset, engines: list[str]) -> None:
-        threads = self.args.threads
-        heading(f"Plain path: CSV -> zstd(1) Parquet, SF {data.scale:g}, {threads} threads")
-        names = [e for e in PLAIN_ENGINES if e in engines]
-        runs = [self.runner.engine(e, data, threads, name=f"{e}-plain", plain=True) for e in names]
-        self.check_runs(runs)
-        fanout = next((r for r in runs if r.engine == "fanout"), None)
-        print(engine_table(runs, fanout, q1=False))
-        if fanout and fanout.ok:
-            print(
-                f"\nfanout plain path: {f1(fanout.mb_per_core_s)} MB/s per core "
-                f"(STACK.md baseline, arrow-csv -> ArrowWriter on one thread: 124 MB/s)"
-            )
-        self.record["plain"] = [as_record(r) for r in runs]
-
-    def formats(self, data: Dataset, engines: list[str], job_runs: list[EngineRun]) -> None:
-        """The job on other input shapes of the same rows: each engine's best way to read
-        them; every engine must agree, and with the CSV job's fanout run."""
-        threads = self.args.threads
-        names = [e for e in FORMAT_ENGINES if e in engines]
-        csv_ref = next((r for r in job_runs if r.engine == "fanout" and r.ok), None)
-        record: dict[str, Any] = {}
-        for shape in FORMAT_SHAPES:
-            shaped = derived(data, shape, log)
-            heading(
-                f"Input shape {shape}: {shaped.path.name} ({shaped.mb:,.1f} MB; the CSV "
-                f"{data.mb:,.1f} MB), SF {data.scale:g}, {threads} threads"
-            )
-            runs = [self.runner.engine(e, shaped, threads, name=f"{e}-{shape}") for e in names]
-            before = len(self.problems)
+        record = []
+        for threads in self.args.thread_list:
+            heading(f"Plain path: CSV -> zstd(1) Parquet, SF {data.scale:g}, {threads} threads")
+            names = [e for e in PLAIN_ENGINES if e in engines]
+            runs = [
+                self.runner.engine(e, data, threads, name=f"{e}-plain-t{threads}", plain=True)
+                for e in names
+            ]
             self.check_runs(runs)
             fanout = next((r for r in runs if r.engine == "fanout"), None)
-            if csv_ref is not None and runs and runs[0].ok:
-                for p in compare(csv_ref, runs[0]):
-                    self.fail(p)
-            print(shape_table(runs, fanout))
-            if all(r.ok for r in runs) and len(self.problems) == before and runs:
-                ref = runs[0]
-                also = " and the CSV job" if csv_ref is not None else ""
+            print(engine_table(runs, fanout, q1=False))
+            if fanout and fanout.ok:
                 print(
-                    f"\nAll {len(runs)} engines agree{also}: {ref.rows_in_files:,} rows written "
-                    f"in {len(ref.partition_rows)} partitions, {ref.rows_rejected or 0:,} "
-                    "rejected, Q1 sums exact, averages within 1e-6."
+                    f"\nfanout plain path: {f1(fanout.mb_per_core_s)} MB/s per core "
+                    f"(STACK.md baseline, arrow-csv -> ArrowWriter on one thread: 124 MB/s)"
                 )
-            record[shape] = {
-                "input": {"path": str(shaped.path), "bytes": shaped.bytes},
-                "runs": [as_record(r) for r in runs],
-            }
-        self.record["formats"] = record
+            record += [as_record(r) for r in runs]
+        self.record["plain"] = record
 
-    def scaling(self, data: Dataset, job_runs: list[EngineRun]) -> None:
+    def scaling(self, data: Dataset) -> None:
+        """fanout -w 1 against -w 2: the CSV sections' runs with the median CPU time when
+        they ran, else one run each."""
         heading(f"Scaling: fanout with 1 and 2 workers, SF {data.scale:g}")
-        by_workers: dict[int, EngineRun] = {}
-        for r in job_runs:
-            if r.engine == "fanout" and r.ok and r.threads in (1, 2):
-                by_workers[r.threads] = r
+        runs = []
         for w in (1, 2):
-            if w not in by_workers:
-                by_workers[w] = self.runner.fanout(data, w, name=f"fanout-w{w}")
-        runs = [by_workers[1], by_workers[2]]
-        for r in runs:
-            r.label = f"fanout -w {r.threads}"
+            figures = self.csv_sections.get((data.scale, w), [])
+            done = [r for f in figures if f.engine == "fanout" and f.ok for r in f.runs]
+            if done:
+                run = sorted(done, key=lambda r: r.cpu_s)[len(done) // 2]
+            else:
+                run = self.runner.fanout(data, w, name=f"fanout-w{w}")
+            run.label = f"fanout -w {w}"
+            runs.append(run)
         self.check_runs(runs)
         print(engine_table(runs, None))
         if all(r.ok for r in runs):
@@ -1233,6 +1217,10 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def fanout_binary(args: argparse.Namespace) -> Path:
     if args.fanout_bin:
         path = args.fanout_bin.expanduser().resolve()
@@ -1259,13 +1247,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (default 1)")
     p.add_argument(
+        "--rounds",
         "--repeat",
+        dest="rounds",
         type=int,
         default=1,
-        help="runs of each engine in the job section, interleaved; the median is shown (default 1)",
+        help="rounds of every engine in each input section, interleaved; each figure is the "
+        "median of the rounds, its range after it (default 1)",
     )
     p.add_argument(
-        "--threads", type=int, default=2, help="threads for every engine (fanout -w N); default 2"
+        "--threads",
+        default=DEFAULT_THREADS,
+        help="comma-separated thread counts; each input section runs at each (fanout -w N; "
+        f"default {DEFAULT_THREADS})",
     )
     p.add_argument(
         "--tiny",
@@ -1284,7 +1278,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--formats",
         action="store_true",
-        help="also the job on lineitem as one .csv.gz, as JSON lines and as one .csv.zst",
+        help="also the job on lineitem as JSON lines, one .csv.gz, one .csv.zst and a "
+        "Parquet dataset (--shapes " + ",".join(SHAPES) + ")",
+    )
+    p.add_argument(
+        "--shapes",
+        default=None,
+        help=f"comma-separated input shapes of the job, from {','.join(SHAPES)} (default csv; "
+        "all with --formats)",
+    )
+    p.add_argument(
+        "--keep-outputs",
+        action="store_true",
+        help="keep every run's Parquet output in the work folder (default: deleted once "
+        "counted and checked)",
     )
     p.add_argument(
         "--memory",
@@ -1342,8 +1349,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"unknown engines {', '.join(sorted(unknown))}; known: {', '.join(ENGINES)}")
     else:
         args.engine_list = list(DEFAULT_ENGINES) + (["spark"] if args.spark else [])
-    if args.threads < 1:
-        p.error("--threads must be at least 1")
+    try:
+        args.thread_list = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        p.error(f"--threads: not a comma-separated list of integers: {args.threads!r}")
+    if not args.thread_list or min(args.thread_list) < 1:
+        p.error("--threads: each thread count must be at least 1")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.shapes:
+        args.shape_list = [x.strip() for x in args.shapes.split(",") if x.strip()]
+        unknown = set(args.shape_list) - set(SHAPES)
+        if unknown:
+            p.error(f"unknown shapes {', '.join(sorted(unknown))}; known: {', '.join(SHAPES)}")
+    else:
+        args.shape_list = list(SHAPES) if args.formats else ["csv"]
     return args
 
 
@@ -1371,14 +1391,14 @@ def main(argv: list[str]) -> int:
     print(f"fanout:  {fanout_bin} ({runner.fanout_version})")
     print(f"input:   {data.path} ({data.mb:,.1f} MB, SF {data.scale:g})")
     print(f"work:    {work}{'' if args.work_dir else ' (removed at the end)'}")
+    print(f"threads: {', '.join(map(str, args.thread_list))}; rounds: {args.rounds}")
+    print(f"load:    {load()} (1, 5, 15 min; other work on the machine inflates wall times)")
     try:
-        job_runs = bench.job(data, args.engine_list)
+        bench.inputs(data, args.shape_list, args.engine_list)
         if args.scaling:
-            bench.scaling(data, job_runs)
+            bench.scaling(data)
         if args.plain:
             bench.plain(data, args.engine_list)
-        if args.formats:
-            bench.formats(data, args.engine_list, job_runs)
         if memory_data:
             bench.memory(memory_data)
         if args.cold_start:
@@ -1393,7 +1413,9 @@ def main(argv: list[str]) -> int:
                 "machine": info,
                 "fanout": {"binary": str(fanout_bin), "version": runner.fanout_version},
                 "scale": data.scale,
-                "threads": args.threads,
+                "threads": args.thread_list,
+                "rounds": args.rounds,
+                "load_at_end": os.getloadavg(),
                 "input": {"path": str(data.path), "bytes": data.bytes},
                 **bench.record,
                 "problems": bench.problems,
@@ -1402,6 +1424,7 @@ def main(argv: list[str]) -> int:
             log(f"figures written to {args.json}")
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"\nload at the end: {load()}")
     if bench.problems:
         print(f"\n{len(bench.problems)} problem(s); see above.")
         return 1

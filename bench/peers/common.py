@@ -17,7 +17,17 @@ The job is the one `bench/lineitem.yaml` gives fanout:
 
 `--format jsonl` reads JSON lines instead of CSV (one object per row, the money columns as
 JSON numbers, dates as "YYYY-MM-DD" strings); a `.gz` or `.zst` input is decompressed by the
-engine. Same job, same output.
+engine. `--format parquet` reads a folder of Parquet files holding the same columns already
+typed (a dataset re-partitioned by ship_year). Same job, same output.
+
+Rejected rows: fanout writes them to its rejects location and counts them, so a peer does
+too, in the same pass as the job: a row failing a check gets a null ship_year, and the
+partitioned write puts it in `ship_year=__HIVE_DEFAULT_PARTITION__/` (no row passing the
+checks has a null ship_year: its l_shipdate passed the date filter), which is then moved
+out of the output to `<output>-rejects/` (REJECTS_SUFFIX); the engine's own count of that
+partition's rows is the reject count. `--no-rejects` is the job without any reject
+accounting: the rows failing a check are dropped in the WHERE clause, uncounted, and the
+result's rows_rejected is null.
 
 `--plain` asks for the plain path instead: the same typed read, every row written unpartitioned
 as zstd(1) Parquet, no checks, no transform, no aggregate.
@@ -32,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -66,6 +77,9 @@ SHIP_DATE_MAX = dt.date(1998, 9, 2)
 DISCOUNT_MAX = Decimal("0.10")
 ZSTD_LEVEL = 1
 PARTITION_COLUMN = "ship_year"
+# Where the partitioned write puts the rows whose ship_year is null: the rejected ones.
+REJECTED_PARTITION = f"{PARTITION_COLUMN}=__HIVE_DEFAULT_PARTITION__"
+REJECTS_SUFFIX = "-rejects"
 
 GROUP_BY = ["l_returnflag", "l_linestatus"]
 # Q1 measure -> (function, column), the names of bench/lineitem.yaml's aggregate.
@@ -83,13 +97,35 @@ MEASURES: dict[str, tuple[str, str | None]] = {
 
 def parse_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--input", required=True, type=Path, help="lineitem.csv (.gz, .zst) or .jsonl")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="input format")
+    p.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="lineitem.csv (.gz, .zst), .jsonl, or a folder of .parquet files",
+    )
+    p.add_argument(
+        "--format", choices=("csv", "jsonl", "parquet"), default="csv", help="input format"
+    )
     p.add_argument("--output", required=True, type=Path, help="output folder (created)")
     p.add_argument("--result", required=True, type=Path, help="result JSON to write")
     p.add_argument("--threads", required=True, type=int, help="threads the engine may use")
     p.add_argument("--plain", action="store_true", help="plain CSV -> zstd Parquet, no job")
+    p.add_argument(
+        "--no-rejects", action="store_true", help="drop failing rows uncounted (no rejects)"
+    )
     return p.parse_args()
+
+
+def move_rejects(output: Path) -> Path | None:
+    """The partition of rejected rows moved out of `output` to `<output>-rejects/`, or None
+    when there was none (the engine wrote no file for it)."""
+    written = output / REJECTED_PARTITION
+    if not written.exists():
+        return None
+    rejects = output.with_name(output.name + REJECTS_SUFFIX)
+    shutil.rmtree(rejects, ignore_errors=True)
+    written.rename(rejects)
+    return rejects
 
 
 def compression(path: Path) -> str | None:
