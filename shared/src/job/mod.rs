@@ -21,6 +21,7 @@ pub use io::{
     to_compact_json_bytes, to_json_bytes,
 };
 pub use records::{
-    AggregateResult, AggregateTable, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord,
-    InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
+    AggregateResult, AggregateTable, AttemptRecord, CatalogResult, ChunkRecord, ChunkTask, Counts,
+    FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary,
+    RejectFile,
 };

@@ -6,9 +6,11 @@
 //! complete or does not reconcile.
 //!
 //! `aggregate`: the job's aggregate merged in bounded memory, its table written;
-//! `verify`: every file the records list is there, as recorded, before the manifest lists it.
+//! `verify`: every file the records list is there, as recorded, before the manifest lists it;
+//! `catalog`: the output registered as the spec's catalog table, before the manifest.
 
 mod aggregate;
+mod catalog;
 mod verify;
 
 pub use aggregate::{DEFAULT_AGGREGATE_JSON_MAX_ROWS, PARTIAL_READ_CONCURRENCY};
@@ -107,6 +109,14 @@ pub async fn finalize_job_at(
         summary.estimate,
     );
     let problems = merged.problems.clone();
+    let partitions: Vec<PartitionSummary> = merged.partitions.into_values().collect();
+    // Before the manifest: a job whose table could not be registered is not finalized,
+    // and finalize run again registers it (every step of it is idempotent).
+    let catalog = if problems.is_empty() {
+        catalog::register(env.catalog.as_deref(), &spec, &schema, &partitions).await?
+    } else {
+        None
+    };
     let manifest = Manifest {
         job_id: job_id.clone(),
         name: spec.name.clone(),
@@ -126,11 +136,12 @@ pub async fn finalize_job_at(
         reject_ratio,
         output_bytes: merged.files.iter().map(|f| f.file.bytes).sum(),
         schema,
-        partitions: merged.partitions.into_values().collect(),
+        partitions,
         files: merged.files,
         rejects: merged.rejects,
         reject_rules: merged.reject_rules,
         aggregate,
+        catalog,
         inputs: input_objects(&plan),
         cost: Some(cost),
     };
