@@ -148,6 +148,24 @@ fn from_glue_columns(cols: &[glue::Column]) -> Vec<Column> {
 
 #[async_trait]
 impl Catalog for GlueCatalog {
+    async fn database_exists(&self, database: &str) -> Result<bool, CatalogError> {
+        match self.client.get_database().name(database).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(
+                "get_database",
+                database,
+                e,
+                CatalogFailure::Other,
+            )),
+        }
+    }
+
     async fn get_table(&self, database: &str, name: &str) -> Result<Option<Table>, CatalogError> {
         let target = format!("{database}.{name}");
         let out = match self

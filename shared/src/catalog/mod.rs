@@ -93,6 +93,9 @@ pub struct Partition {
 /// A table catalog (Hive metastore model).
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// Whether the database exists.
+    async fn database_exists(&self, database: &str) -> Result<bool, CatalogError>;
+
     /// The table, or `None` when the database has no such table.
     async fn get_table(&self, database: &str, name: &str) -> Result<Option<Table>, CatalogError>;
 

@@ -22,6 +22,54 @@ use crate::{Error, Result};
 /// How often a create or update that lost a race with another writer is tried again.
 const RACE_ATTEMPTS: usize = 5;
 
+/// Refuses, before anything is published or changed, a job whose output does not fit
+/// the spec's catalog table (or whose database is missing): the same checks
+/// [`register`] makes, read-only.
+pub(super) async fn check(
+    catalog: Option<&dyn Catalog>,
+    spec: &JobSpec,
+    schema: &Schema,
+    partitions: &[PartitionSummary],
+) -> Result<()> {
+    let Some(cat) = &spec.output.catalog else {
+        return Ok(());
+    };
+    let catalog = catalog_for(catalog, cat)?;
+    let wanted = table_of(spec, cat, schema)?;
+    let by = &spec.output.partition_by;
+    let parts = partitions_of(&wanted, by, partitions)?;
+    if !catalog.database_exists(&cat.database).await? {
+        return Err(no_database(cat));
+    }
+    let mut table = match catalog.get_table(&cat.database, &cat.table).await? {
+        Some(existing) => merge(&existing, &wanted)?,
+        None => wanted,
+    };
+    if cat.partition_projection {
+        project(&mut table, by, &parts)?;
+    }
+    Ok(())
+}
+
+fn catalog_for<'a>(catalog: Option<&'a dyn Catalog>, cat: &CatalogSpec) -> Result<&'a dyn Catalog> {
+    catalog.ok_or_else(|| {
+        Error::Config(format!(
+            "output.catalog names the Glue table {}.{}, and this process has no Glue client (it runs the embedded default)",
+            cat.database, cat.table
+        ))
+    })
+}
+
+fn no_database(cat: &CatalogSpec) -> Error {
+    Error::TableIncompatible {
+        table: format!("{}.{}", cat.database, cat.table),
+        message: format!(
+            "the Glue database `{}` does not exist: create it first (`aws glue create-database --database-input Name={}`)",
+            cat.database, cat.database
+        ),
+    }
+}
+
 /// Registers the job's output (its `schema` and `partitions`) in the spec's catalog
 /// table; `None` when the spec names no catalog.
 pub(super) async fn register(
@@ -33,12 +81,7 @@ pub(super) async fn register(
     let Some(cat) = &spec.output.catalog else {
         return Ok(None);
     };
-    let catalog = catalog.ok_or_else(|| {
-        Error::Config(format!(
-            "output.catalog names the Glue table {}.{}, and this process has no Glue client (it runs the embedded default)",
-            cat.database, cat.table
-        ))
-    })?;
+    let catalog = catalog_for(catalog, cat)?;
     let wanted = table_of(spec, cat, schema)?;
     let parts = partitions_of(&wanted, &spec.output.partition_by, partitions)?;
     let mut table = None;
@@ -93,13 +136,7 @@ async fn settle_table(
         }
         if let Err(e) = catalog.create_table(&new).await {
             if e.reason == CatalogFailure::NoDatabase {
-                return Err(Error::TableIncompatible {
-                    table: format!("{}.{}", wanted.database, wanted.name),
-                    message: format!(
-                        "the Glue database `{}` does not exist: create it first (`aws glue create-database --database-input Name={}`)",
-                        wanted.database, wanted.database
-                    ),
-                });
+                return Err(no_database(cat));
             }
             return Err(e.into());
         }
