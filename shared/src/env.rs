@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::catalog::Catalog;
 use crate::location::{Location, Sse};
 use crate::metrics::{MemoryMetrics, Metrics};
 use crate::store::{DynStore, FsStore};
@@ -20,6 +21,9 @@ pub struct Env {
     pub metrics: Arc<dyn Metrics>,
     /// Memory of the worker function, MB: what the measured Lambda cost assumes.
     pub worker_memory_mb: u32,
+    /// The table catalog jobs with `output.catalog` register their output in (Glue with
+    /// the AWS adapters; none on the embedded default).
+    pub catalog: Option<Arc<dyn Catalog>>,
 }
 
 /// Opens a local store; other schemes need the AWS adapters ([`Env::aws`]).
@@ -37,6 +41,7 @@ impl std::fmt::Debug for Env {
         f.debug_struct("Env")
             .field("metrics", &self.metrics)
             .field("worker_memory_mb", &self.worker_memory_mb)
+            .field("catalog", &self.catalog)
             .finish_non_exhaustive()
     }
 }
@@ -49,7 +54,14 @@ impl Env {
             open_store,
             metrics,
             worker_memory_mb: crate::cost::Model::default().memory_mb,
+            catalog: None,
         }
+    }
+
+    /// The same ports, with a table catalog.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Env {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// The embedded default: local directories, in-memory metrics.
@@ -84,7 +96,7 @@ impl Env {
         ))
     }
 
-    /// S3 and local stores, SQS queues: the AWS world, configured from the environment
+    /// S3 and local stores, SQS queues, the Glue Data Catalog: the AWS world, configured from the environment
     /// (region, credentials, `AWS_ENDPOINT_URL` for an emulator, which also turns on
     /// path-style bucket addressing).
     #[cfg(feature = "aws")]
@@ -108,6 +120,9 @@ impl Env {
             }),
             metrics,
         )
+        .with_catalog(Arc::new(crate::catalog::GlueCatalog::new(
+            clients.glue.clone(),
+        )))
     }
 
     /// Opens a store (writes use the bucket's default encryption).
@@ -131,6 +146,8 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     /// CloudWatch.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Glue (the Data Catalog).
+    pub glue: aws_sdk_glue::Client,
 }
 
 #[cfg(feature = "aws")]
@@ -154,6 +171,7 @@ impl AwsClients {
             s3,
             sqs: aws_sdk_sqs::Client::new(&config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            glue: aws_sdk_glue::Client::new(&config),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! # The error model
 //!
 //! Each port has its own error, naming nothing of the domain: [`StoreError`],
-//! [`QueueError`], [`MetricsError`]. The domain's [`Error`] wraps them (and the spec's,
+//! [`QueueError`], [`MetricsError`], [`CatalogError`]. The domain's [`Error`] wraps them (and the spec's,
 //! arrow's, parquet's, DataFusion's and serde's errors) with the source kept, so
 //! `Error::source()` walks down to the SDK or I/O error that started it.
 //!
@@ -39,6 +39,7 @@
 //!   CLI prints the error and exits non-zero. Both are idempotent, so starting them again
 //!   after the cause is fixed redoes the same work.
 
+use crate::catalog::CatalogError;
 use crate::ids::IdError;
 use crate::metrics::MetricsError;
 use crate::queue::QueueError;
@@ -70,6 +71,20 @@ pub enum Error {
     /// Sending metrics failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+
+    /// A table catalog call failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+
+    /// The job's output cannot be registered as the catalog's table (a column's type
+    /// changed, partition keys differ, another location): nothing was changed.
+    #[error("catalog table `{table}`: {message}")]
+    TableIncompatible {
+        /// `database.table`.
+        table: String,
+        /// What does not fit.
+        message: String,
+    },
 
     /// The worker's local staging disk (output files before upload) failed.
     #[error("local staging: {context}: {source}")]
@@ -270,6 +285,7 @@ impl Error {
         match self {
             Error::Store(e) => e.is_retryable(),
             Error::Queue(e) => e.retryable,
+            Error::Catalog(e) => e.retryable,
             // A crash is what the queue's retry exists for.
             Error::Injected { .. } => true,
             // A full or failing /tmp is this container's; another attempt may run elsewhere.
@@ -291,6 +307,8 @@ impl Error {
             Error::Store(StoreError::Request { .. }) => "StoreError",
             Error::Queue(_) => "QueueError",
             Error::Metrics(_) => "MetricsError",
+            Error::Catalog(_) => "CatalogError",
+            Error::TableIncompatible { .. } => "TableIncompatible",
             Error::Message { .. } => "MalformedMessage",
             Error::Input { .. } => "InputError",
             Error::Arrow(_) => "ArrowError",

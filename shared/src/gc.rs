@@ -32,6 +32,11 @@ pub struct Garbage {
     pub outputs: Vec<String>,
     /// Rejects files not in the manifest, keys below the rejects location.
     pub rejects: Vec<String>,
+    /// Staged chunk files (`output.catalog` jobs), keys below the work location: after
+    /// finalize they were published (the manifest lists the output copies), before it
+    /// they count for nothing.
+    #[serde(default)]
+    pub staged: Vec<String>,
     /// Chunk records of an abandoned job (commit, then failure and attempt records), keys
     /// below the work location.
     pub records: Vec<String>,
@@ -94,6 +99,12 @@ pub async fn collect_garbage(
         .map(|o| o.key)
         .filter(|k| !keep_rejects.contains(k.as_str()))
         .collect();
+    let staged: Vec<String> = store
+        .list(&layout::staged(job_id))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     // With a manifest the records are the job's truth and stay; without one, nothing of
     // the job counts, its records least of all.
     let (commits, others) = if manifest.is_none() {
@@ -104,12 +115,14 @@ pub async fn collect_garbage(
     if !dry_run {
         delete_all(store.as_ref(), &commits).await?;
         delete_all(output.as_ref(), &outputs).await?;
+        delete_all(store.as_ref(), &staged).await?;
         delete_all(rejects_store.as_ref(), &rejects).await?;
         delete_all(store.as_ref(), &others).await?;
     }
     Ok(Garbage {
         outputs,
         rejects,
+        staged,
         records: commits.into_iter().chain(others).collect(),
         deleted: !dry_run,
     })

@@ -41,6 +41,9 @@
 //! - [`metrics`]: [`metrics::Metrics`], [`metrics::MetricsError`]; `metrics::memory`
 //!   ([`metrics::MemoryMetrics`]), `metrics::emf` ([`metrics::EmfMetrics`]),
 //!   `metrics::cloudwatch` ([`metrics::CloudWatchMetrics`], feature `aws`).
+//! - [`catalog`]: [`catalog::Catalog`] (Hive's table model), [`catalog::CatalogError`];
+//!   `catalog::glue` ([`catalog::GlueCatalog`], feature `aws`). No embedded adapter: a
+//!   Glue table points at S3, so a local run has no table to register.
 //!
 //! **The error and the wiring**:
 //!
@@ -80,7 +83,8 @@
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
 //! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
 //! / [`reducer::job_status`] (`reducer::status`: records and queue depths; `reducer::verify`:
-//! every listed file there as recorded),
+//! every listed file there as recorded; `reducer::catalog`: the output registered as a
+//! table),
 //! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
 //! whole pipeline in one process.
 //!
@@ -94,6 +98,7 @@ pub mod aggregate;
 pub mod alloc;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
+pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -47,6 +47,13 @@ def resource_name(resource):
         if "Ref" in resource:
             return resource["Ref"]
         if "Fn::Sub" in resource and isinstance(resource["Fn::Sub"], str):
+            # The Glue catalog, the one database and table the parameters name.
+            g = re.fullmatch(
+                r"arn:\$\{AWS::Partition\}:glue:\$\{AWS::Region\}:\$\{AWS::AccountId\}:(catalog|database/\$\{GlueDatabase\}|table/\$\{GlueDatabase\}/\$\{GlueTable\})",
+                resource["Fn::Sub"],
+            )
+            if g:
+                return "glue:" + g.group(1).replace("${", "").replace("}", "")
             m = re.fullmatch(r"\$\{([A-Za-z0-9]+)\.Arn\}(/[A-Za-z0-9_/-]*\*?)", resource["Fn::Sub"])
             if m:
                 return m.group(1) + m.group(2)
@@ -199,10 +206,30 @@ class IamTest(unittest.TestCase):
                 # Status reports the dead-letter queue's depth, and stranded chunks when the
                 # chunk queue is empty beside it.
                 ("sqs:GetQueueAttributes", "ChunkQueue"), ("sqs:GetQueueAttributes", "ChunkDeadLetterQueue"),
+                # Finalize HEADs every file the manifest lists (ListBucket: 404, not 403, for
+                # a missing one) and publishes staged files (CopyObject into the output).
+                ("s3:ListBucket", "OutputBucket"), ("s3:ListBucket", "RejectsBucket"),
+                ("s3:GetObject", "OutputBucket/*"), ("s3:PutObject", "OutputBucket/*"),
+                ("s3:GetObject", "RejectsBucket/*"),
                 ("cloudwatch:PutMetricData", "*"),
             },
             grants("ReducerRole"),
         )
+
+    def test_glue_grants_only_the_named_table_and_only_when_named(self):
+        policy = RES["ReducerGluePolicy"]
+        self.assertEqual("UseGlue", policy["Condition"])
+        self.assertEqual([{"Ref": "ReducerRole"}], policy["Properties"]["Roles"])
+        self.assertEqual(
+            {
+                (a, r)
+                for a in ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:BatchCreatePartition")
+                for r in ("glue:catalog", "glue:database/GlueDatabase", "glue:table/GlueDatabase/GlueTable")
+            },
+            grants("ReducerGluePolicy"),
+        )
+        self.assertEqual("", default("GlueDatabase"))
+        self.assertEqual("", default("GlueTable"))
 
     def test_state_machine_and_rule_grants(self):
         sm = grants("StateMachineRole")

@@ -209,6 +209,36 @@ pub mod store {
         assert!(store.get("out/empty").await.unwrap().is_empty());
     }
 
+    /// `copy_from` copies an object of the same kind of store, by its full location, to a
+    /// key (replacing it), leaving the source as it was; a missing source is an error.
+    pub async fn copy_from_copies_an_object_by_location(store: &dyn ObjectStore) {
+        let root = fanout::location::Location::parse(&store.describe()).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let src = "jobs/j/staged/region=EU West/part-ü 1.parquet";
+        store.put(src, Bytes::from(data.clone())).await.unwrap();
+        put(store, "out/region=EU West/part-ü 1.parquet", b"old").await;
+        store
+            .copy_from(&root.join(src), "out/region=EU West/part-ü 1.parquet")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get("out/region=EU West/part-ü 1.parquet")
+                .await
+                .unwrap()
+                .as_ref(),
+            &data[..]
+        );
+        assert_eq!(store.get(src).await.unwrap().as_ref(), &data[..]);
+        assert!(
+            store
+                .copy_from(&root.join("jobs/j/staged/missing"), "out/x")
+                .await
+                .is_err()
+        );
+        assert!(store.head("out/x").await.unwrap().is_none());
+    }
+
     /// Polls the futures together (so their writes overlap as far as the adapter lets
     /// them) and returns their outputs in order.
     async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
@@ -623,6 +653,7 @@ macro_rules! store_conformance {
                 delete_is_idempotent,
                 keys_with_spaces_and_unicode_round_trip,
                 put_file_stores_a_local_file,
+                copy_from_copies_an_object_by_location,
             ]
         );
     };

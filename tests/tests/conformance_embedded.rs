@@ -59,6 +59,13 @@ mod default_pinned_read {
         async fn delete(&self, key: &str) -> fanout::store::Result<()> {
             self.0.delete(key).await
         }
+        async fn copy_from(
+            &self,
+            source: &fanout::location::Location,
+            key: &str,
+        ) -> fanout::store::Result<()> {
+            self.0.copy_from(source, key).await
+        }
     }
 
     async fn make() -> (Box<dyn ObjectStore>, tempfile::TempDir) {

@@ -10,6 +10,7 @@
 //! <work>/jobs/<job_id>/_manifest.json           reducer output
 //! <work>/jobs/<job_id>/aggregates.{json,parquet}
 //! <work>/jobs/<job_id>/_SUCCESS
+//! <work>/jobs/<job_id>/staged/<partition>/…    chunk files published at finalize (`output.catalog`)
 //! <rejects>/<job_id>/<chunk_id>.jsonl           quarantined records
 //! ```
 
@@ -18,6 +19,10 @@ use crate::ids::{ChunkId, JobId};
 /// Everything of a job.
 pub fn job(job_id: &JobId) -> String {
     format!("jobs/{job_id}/")
+}
+/// Chunk files waiting to be published to the output location at finalize.
+pub fn staged(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/staged/")
 }
 /// Resolved spec.
 pub fn spec(job_id: &JobId) -> String {

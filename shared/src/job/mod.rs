@@ -20,7 +20,29 @@ pub use io::{
     head_retried, load_job, load_plan, load_spec, read_aggregate_rows, read_manifest_opt,
     to_compact_json_bytes, to_json_bytes,
 };
+/// Whether the job's chunk files are staged under `work` and published to the output
+/// location only when the job finalizes: with a catalog table, whose readers list the
+/// output prefix, a file there before its job succeeded would be read as data.
+pub fn publishes_at_finalize(spec: &crate::spec::JobSpec) -> bool {
+    spec.output.catalog.is_some()
+}
+
+/// Where the job's chunks write their files (keys below it are the files' output keys):
+/// the output location, or the job's staging folder when it [publishes at
+/// finalize](publishes_at_finalize).
+pub fn chunk_output_location(
+    spec: &crate::spec::JobSpec,
+    job_id: &crate::ids::JobId,
+) -> crate::location::Location {
+    if publishes_at_finalize(spec) {
+        spec.work.join(&layout::staged(job_id))
+    } else {
+        spec.output.location.clone()
+    }
+}
+
 pub use records::{
-    AggregateResult, AggregateTable, AttemptRecord, ChunkRecord, ChunkTask, Counts, FailureRecord,
-    InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary, RejectFile,
+    AggregateResult, AggregateTable, AttemptRecord, CatalogResult, ChunkRecord, ChunkTask, Counts,
+    FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary,
+    RejectFile,
 };

@@ -404,12 +404,31 @@ pub struct Manifest {
         deserialize_with = "aggregate_or_legacy"
     )]
     pub aggregate: Option<AggregateResult>,
+    /// The catalog table the output was registered in (`output.catalog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogResult>,
     /// Every input object the job read (key and version): `--since-last` skips them.
     #[serde(default)]
     pub inputs: Vec<InputObject>,
     /// What the job cost: measured from its records, beside the planning estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<crate::cost::JobCost>,
+}
+
+/// Where a job's output was registered as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogResult {
+    /// The catalog (`glue`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Database.
+    pub database: String,
+    /// Table.
+    pub table: String,
+    /// The job's partitions registered (added, or already there).
+    pub partitions: u64,
+    /// Whether the table lists its partitions by projection properties instead.
+    pub partition_projection: bool,
 }
 
 /// An input object a job read.

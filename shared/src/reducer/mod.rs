@@ -6,9 +6,12 @@
 //! complete or does not reconcile.
 //!
 //! `aggregate`: the job's aggregate merged in bounded memory, its table written;
-//! `verify`: every file the records list is there, as recorded, before the manifest lists it.
+//! `verify`: every file the records list is there, as recorded, before the manifest lists it;
+//! `catalog`: the output registered as the spec's catalog table, before the manifest.
 
 mod aggregate;
+mod catalog;
+mod publish;
 mod verify;
 
 pub use aggregate::{DEFAULT_AGGREGATE_JSON_MAX_ROWS, PARTIAL_READ_CONCURRENCY};
@@ -80,13 +83,23 @@ pub async fn finalize_job_at(
         aggregate::records_and_runs(&store, job_id, spec.aggregate.as_ref(), run_dir.path())
             .await?;
     ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
-    verify::ensure_files_as_recorded(env, &spec, job_id, &records).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
     let schema = match merged.schema.take() {
         Some(s) => s,
         None => schema_without_rows(env, &spec).await?,
     };
+    let partitions: Vec<PartitionSummary> = std::mem::take(&mut merged.partitions)
+        .into_values()
+        .collect();
+    let files = JobFiles {
+        spec: &spec,
+        job_id,
+        records: &records,
+        schema: &schema,
+        partitions: &partitions,
+    };
+    publish_and_verify(env, &files, merged.problems.is_empty()).await?;
     let aggregate = match &spec.aggregate {
         Some(a) => Some(
             aggregate::write_aggregate(store.as_ref(), job_id, a, &schema, runs, run_dir.path())
@@ -107,6 +120,13 @@ pub async fn finalize_job_at(
         summary.estimate,
     );
     let problems = merged.problems.clone();
+    // Before the manifest: a job whose table could not be registered is not finalized,
+    // and finalize run again registers it (every step of it is idempotent).
+    let catalog = if problems.is_empty() {
+        catalog::register(env.catalog.as_deref(), &spec, &schema, &partitions).await?
+    } else {
+        None
+    };
     let manifest = Manifest {
         job_id: job_id.clone(),
         name: spec.name.clone(),
@@ -126,11 +146,12 @@ pub async fn finalize_job_at(
         reject_ratio,
         output_bytes: merged.files.iter().map(|f| f.file.bytes).sum(),
         schema,
-        partitions: merged.partitions.into_values().collect(),
+        partitions,
         files: merged.files,
         rejects: merged.rejects,
         reject_rules: merged.reject_rules,
         aggregate,
+        catalog,
         inputs: input_objects(&plan),
         cost: Some(cost),
     };
@@ -148,7 +169,38 @@ pub async fn finalize_job_at(
         });
     }
     mark_succeeded(env, store.as_ref(), &summary, &manifest).await?;
+    if let Err(e) = publish::remove_staged(env, &spec, job_id).await {
+        tracing::warn!(job_id = %job_id, error = %e, "staged copies not removed (gc removes them)");
+    }
     Ok(manifest)
+}
+
+/// What finalize checks and publishes of a job.
+struct JobFiles<'a> {
+    spec: &'a JobSpec,
+    job_id: &'a JobId,
+    records: &'a [ChunkRecord],
+    schema: &'a arrow::datatypes::Schema,
+    partitions: &'a [PartitionSummary],
+}
+
+/// Publishes the staged files of a job that `succeeds` (after checking that its catalog
+/// table takes the output: nothing is published for a job the table refuses), then checks
+/// every file the records list where it is now: the output location, or the staging
+/// folder of a job that failed.
+async fn publish_and_verify(env: &Env, f: &JobFiles<'_>, succeeds: bool) -> Result<()> {
+    let files_at = if succeeds {
+        let cat = env.catalog.as_deref();
+        catalog::check(cat, f.spec, f.schema, f.partitions).await?;
+        let copied = publish::publish(env, f.spec, f.job_id, f.records).await?;
+        if copied > 0 {
+            info!(job_id = %f.job_id, files = copied, "staged files published");
+        }
+        f.spec.output.location.clone()
+    } else {
+        crate::job::chunk_output_location(f.spec, f.job_id)
+    };
+    verify::ensure_files_as_recorded(env, f.spec, f.job_id, f.records, &files_at).await
 }
 
 /// Refuses to finalize a job with chunks not committed, naming the first failures.

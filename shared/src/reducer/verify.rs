@@ -50,21 +50,23 @@ impl Listed {
     }
 }
 
-/// Refuses ([`Error::FilesChanged`]) when an output file of `records` is missing or not
-/// the size recorded, or a rejects file is missing.
+/// Refuses ([`Error::FilesChanged`]) when an output file of `records` is missing at
+/// `files_at` (the output location, or the job's staging folder) or not the size
+/// recorded, or a rejects file is missing.
 pub(super) async fn ensure_files_as_recorded(
     env: &Env,
     spec: &JobSpec,
     job_id: &JobId,
     records: &[ChunkRecord],
+    files_at: &Location,
 ) -> Result<()> {
-    let output = env.store(&spec.output.location)?;
+    let output = env.store(files_at)?;
     let rejects = env.store(&spec.rejects.location)?;
     let mut listed = Vec::new();
     for r in records {
         listed.extend(r.outputs.iter().map(|f| Listed {
             store: output.clone(),
-            location: spec.output.location.clone(),
+            location: files_at.clone(),
             key: f.key.clone(),
             chunk_id: r.chunk_id.clone(),
             recorded_bytes: Some(f.bytes),

@@ -20,8 +20,8 @@ use arrow::datatypes::{Schema, SchemaRef};
 
 use crate::location::Location;
 pub use model::{
-    AggFn, AggregateSpec, Check, ChunkingSpec, CsvOptions, Format, InputCompression, InputSpec,
-    LookupSpec, Measure, OutputCompression, OutputSpec, QueueSpec, RejectsSpec, Rule,
+    AggFn, AggregateSpec, CatalogSpec, Check, ChunkingSpec, CsvOptions, Format, InputCompression,
+    InputSpec, LookupSpec, Measure, OutputCompression, OutputSpec, QueueSpec, RejectsSpec, Rule,
     TransformSpec,
 };
 pub use raw::RawSpec;

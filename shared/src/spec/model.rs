@@ -219,6 +219,19 @@ pub struct OutputSpec {
     pub row_group_rows: usize,
     /// Roll to a new file past this size.
     pub max_file_bytes: u64,
+    /// The table the job's output is registered as when it finalizes.
+    pub catalog: Option<CatalogSpec>,
+}
+
+/// `output.catalog`: the Glue Data Catalog table of the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogSpec {
+    /// Glue database (it must exist).
+    pub database: String,
+    /// Table name (created by the first job).
+    pub table: String,
+    /// Write Athena partition projection properties instead of adding partitions.
+    pub partition_projection: bool,
 }
 
 /// Where bad records go and how many a job tolerates.

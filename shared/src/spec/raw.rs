@@ -160,6 +160,19 @@ pub struct RawOutput {
     pub row_group_rows: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_file_size: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<RawCatalog>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub database: String,
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_projection: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::{ObjectMeta, ObjectStore, PutOutcome};
 use super::{Result, StoreError};
+use crate::location::Location;
 
 /// Temporary files start with this; listings skip them.
 const TMP_PREFIX: &str = ".fanout-tmp-";
@@ -287,6 +288,38 @@ impl ObjectStore for FsStore {
         .await
         .map_err(|e| blocking_task_failed("put", key, e))?
         .map_err(|e| Self::io_error("put", &k, e))
+    }
+
+    async fn copy_from(&self, source: &Location, key: &str) -> Result<()> {
+        let Location::Local(from) = source else {
+            return Err(StoreError::Request {
+                op: "copy",
+                key: key.to_string(),
+                message: format!("a local folder cannot copy from `{source}`"),
+                retryable: false,
+                source: None,
+            });
+        };
+        let path = self.path("copy", key)?;
+        let from = from.clone();
+        let this = self.clone();
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&this.root);
+            std::fs::create_dir_all(dir)?;
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+            // Durable before it is visible, as every write of this store.
+            let copied = std::fs::copy(&from, &tmp)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            copied.inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        })
+        .await
+        .map_err(|e| blocking_task_failed("copy", key, e))?
+        .map_err(|e| Self::io_error("copy", &k, e))
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {

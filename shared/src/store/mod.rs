@@ -14,6 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::location::Location;
+
 pub use fs::FsStore;
 #[cfg(feature = "aws")]
 pub use s3::S3Store;
@@ -159,6 +161,20 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
     /// Deletes the object; deleting an absent object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Copies the object at `source` (one object's full location) to `key`, replacing it,
+    /// without passing its bytes through this process where the store can: S3 copies
+    /// server-side from S3 (objects up to 5 GiB), a local folder copies a local file. A
+    /// store that cannot copy from `source` says so.
+    async fn copy_from(&self, source: &Location, key: &str) -> Result<()> {
+        Err(StoreError::Request {
+            op: "copy",
+            key: key.to_string(),
+            message: format!("{} cannot copy from `{source}`", self.describe()),
+            retryable: false,
+            source: None,
+        })
+    }
 }
 
 /// A shared store.
@@ -263,5 +279,9 @@ impl ObjectStore for Counted {
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
+    }
+    async fn copy_from(&self, source: &Location, key: &str) -> Result<()> {
+        self.counter.add(&self.counter.put, 1);
+        self.inner.copy_from(source, key).await
     }
 }

@@ -10,7 +10,15 @@ use bytes::Bytes;
 
 use super::{ObjectMeta, ObjectStore, PutOutcome};
 use super::{Result, StoreError};
-use crate::location::Sse;
+use crate::location::{Location, Sse};
+
+/// What a CopySource key escapes: everything but unreserved characters and '/'.
+const COPY_SOURCE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Objects above this size are uploaded in parts.
 pub const DEFAULT_MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -250,6 +258,36 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| sdk_error("put", key, e))
+    }
+
+    async fn copy_from(&self, source: &Location, key: &str) -> Result<()> {
+        let Location::S3 {
+            bucket,
+            prefix: source_key,
+        } = source
+        else {
+            return Err(StoreError::Request {
+                op: "copy",
+                key: key.to_string(),
+                message: format!("S3 cannot copy from `{source}`"),
+                retryable: false,
+                source: None,
+            });
+        };
+        // CopySource is `bucket/key`, the key URL-encoded ('/' kept).
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(source_key, COPY_SOURCE_ESCAPES).collect();
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .copy_source(format!("{bucket}/{encoded}"));
+        req = with_sse!(req, &self.sse);
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("copy", key, e))
     }
 
     async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {

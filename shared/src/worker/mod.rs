@@ -204,7 +204,10 @@ impl Worker {
         let transformer = crate::lookup::load_transformer(&self.env, &spec).await?;
         let ctx = Arc::new(JobContext {
             input: self.env.store(&spec.input.location)?,
-            output: self.env.store_with(&spec.output.location, &spec.sse)?,
+            // Staged under `work` when the job publishes its files at finalize.
+            output: self
+                .env
+                .store_with(&crate::job::chunk_output_location(&spec, job_id), &spec.sse)?,
             rejects: self.env.store_with(&spec.rejects.location, &spec.sse)?,
             work: work_store,
             transformer,

@@ -48,6 +48,7 @@ async fn spilled_and_in_memory(
         partition_by: vec![],
         compression: OutputCompression::Zstd(1),
         row_group_rows,
+        catalog: None,
         max_file_bytes: u64::MAX,
     };
     let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
@@ -129,6 +130,7 @@ async fn many_partitions_open_at_once_keep_whole_row_groups() {
         partition_by: vec!["p".into()],
         compression: OutputCompression::Zstd(1),
         row_group_rows: 1_000_000,
+        catalog: None,
         max_file_bytes: u64::MAX,
     };
     let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
@@ -291,6 +293,7 @@ fn two_level_writer(dir: &tempfile::TempDir) -> (PartitionedWriter, SchemaRef) {
         partition_by: vec!["p".into(), "q".into()],
         compression: OutputCompression::Zstd(1),
         row_group_rows: 1000,
+        catalog: None,
         max_file_bytes: u64::MAX,
     };
     let w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)

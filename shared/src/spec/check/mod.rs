@@ -89,6 +89,14 @@ impl Checker<'_> {
         let sse = self.resolve_storage(&raw.storage);
 
         let output = output?;
+        if output.catalog.is_some()
+            && let Some(w @ Location::Local(_)) = &work
+        {
+            self.problem(
+                "work",
+                format!("output.catalog stages chunk files under work, which must be on S3 as the output is (it is `{w}`)"),
+            );
+        }
         let resolved = resolved_json(&raw, chunking.target_bytes, output.max_file_bytes)?;
         Some(JobSpec {
             name: raw.name,

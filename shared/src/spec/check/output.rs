@@ -9,7 +9,8 @@ use crate::location::Location;
 use crate::spec::raw;
 use crate::spec::values::columns_hint;
 use crate::spec::{
-    DEFAULT_MAX_FILE_BYTES, DEFAULT_ROW_GROUP_ROWS, OutputCompression, OutputSpec, RejectsSpec,
+    CatalogSpec, DEFAULT_MAX_FILE_BYTES, DEFAULT_ROW_GROUP_ROWS, OutputCompression, OutputSpec,
+    RejectsSpec,
 };
 
 impl Checker<'_> {
@@ -48,12 +49,75 @@ impl Checker<'_> {
                 format!("`{o}` overlaps the input `{i}`: a later run would read its own output"),
             );
         }
+        let catalog = raw
+            .catalog
+            .as_ref()
+            .and_then(|c| self.catalog(c, location.as_ref(), &raw.partition_by));
         Some(OutputSpec {
             location: location?,
             partition_by: raw.partition_by.clone(),
             compression: compression?,
             row_group_rows,
             max_file_bytes,
+            catalog,
+        })
+    }
+
+    /// `output.catalog`: Glue names as Athena takes them, an S3 output location (Glue
+    /// tables point at S3), projection only over partitions.
+    fn catalog(
+        &mut self,
+        raw: &raw::RawCatalog,
+        location: Option<&Location>,
+        partition_by: &[String],
+    ) -> Option<CatalogSpec> {
+        let mut ok = true;
+        if raw.kind != "glue" {
+            self.problem(
+                "output.catalog.type",
+                format!("unknown catalog `{}`: expected glue", raw.kind),
+            );
+            ok = false;
+        }
+        for (field, name) in [
+            ("output.catalog.database", &raw.database),
+            ("output.catalog.table", &raw.table),
+        ] {
+            // Athena reads only lowercase names; Glue would lowercase them silently.
+            let valid = !name.is_empty()
+                && name.len() <= 255
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                self.problem(
+                    field,
+                    format!(
+                        "`{name}` is not a Glue name: use 1–255 lowercase letters, digits or `_`"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if let Some(l @ Location::Local(_)) = location {
+            self.problem(
+                "output.catalog",
+                format!("a Glue table reads from S3, and the output `{l}` is a local directory"),
+            );
+            ok = false;
+        }
+        let partition_projection = raw.partition_projection.unwrap_or(false);
+        if partition_projection && partition_by.is_empty() {
+            self.problem(
+                "output.catalog.partition_projection",
+                "partition projection needs partitions: set output.partition_by",
+            );
+            ok = false;
+        }
+        ok.then(|| CatalogSpec {
+            database: raw.database.clone(),
+            table: raw.table.clone(),
+            partition_projection,
         })
     }
 

@@ -32,12 +32,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for k in &g.rejects {
         println!("{verb} rejects {k}");
     }
+    for k in &g.staged {
+        println!("{verb} staged  {k}");
+    }
     for k in &g.records {
         println!("{verb} record  {k}");
     }
     println!(
-        "{verb} {} output and {} rejects files and {} chunk records of job {job_id}",
+        "{verb} {} output, {} staged and {} rejects files and {} chunk records of job {job_id}",
         g.outputs.len(),
+        g.staged.len(),
         g.rejects.len(),
         g.records.len()
     );
