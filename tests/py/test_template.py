@@ -186,6 +186,8 @@ class IamTest(unittest.TestCase):
                 ("s3:PutObject", "OutputBucket/*"), ("s3:AbortMultipartUpload", "OutputBucket/*"),
                 ("s3:PutObject", "RejectsBucket/*"), ("s3:AbortMultipartUpload", "RejectsBucket/*"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"),
+                # Staged chunk files of a job with a catalog table are uploaded in parts.
+                ("s3:AbortMultipartUpload", "WorkBucket/jobs/*"),
                 # Without ListBucket a HeadObject of a missing commit record answers 403, not 404.
                 ("s3:ListBucket", "WorkBucket"),
                 ("sqs:ReceiveMessage", "ChunkQueue"), ("sqs:DeleteMessage", "ChunkQueue"),
