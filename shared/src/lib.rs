@@ -80,7 +80,9 @@
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
 //! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
 //! / [`reducer::job_status`] (`reducer::status`: records and queue depths; `reducer::verify`:
-//! every listed file there as recorded),
+//! every listed file there as recorded), [`arrivals::drain_arrivals`] (S3 events on the
+//! arrivals queue → one job of exactly the new objects; [`arrivals::pending`]: its drain
+//! records),
 //! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
 //! whole pipeline in one process.
 //!
@@ -92,6 +94,7 @@
 
 pub mod aggregate;
 pub mod alloc;
+pub mod arrivals;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod clock;

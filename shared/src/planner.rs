@@ -44,22 +44,46 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
         .map_err(|e| Error::Config(format!("bad glob set {patterns:?}: {e}")))
 }
 
-/// Lists the input objects a spec selects, sorted by key.
-///
-/// Keys whose file name starts with `_` or `.` are skipped (`_SUCCESS`, editor files),
-/// as Spark and Hive do.
+/// The spec's selection of input keys: its include and exclude globs, and no file name
+/// starting with `_` or `.` (`_SUCCESS`, `_READY`, editor files), as Spark and Hive do.
+#[derive(Debug, Clone)]
+pub struct InputFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl InputFilter {
+    /// The filter of a spec's `input.include` and `input.exclude`.
+    pub fn new(spec: &JobSpec) -> Result<InputFilter> {
+        Ok(InputFilter {
+            include: globs(&spec.input.include)?,
+            exclude: globs(&spec.input.exclude)?,
+        })
+    }
+
+    /// Whether the spec reads the object at `key` (relative to the input location).
+    pub fn selects(&self, key: &str) -> bool {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        !name.starts_with('_')
+            && !name.starts_with('.')
+            && self.include.as_ref().is_none_or(|g| g.is_match(key))
+            && self.exclude.as_ref().is_none_or(|g| !g.is_match(key))
+    }
+}
+
+/// Lists the input objects a spec selects ([`InputFilter`]), sorted by key: the objects
+/// of [`JobSpec::input_objects`] when set (no listing), else a listing of the input.
 pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<ObjectMeta>> {
-    let include = globs(&spec.input.include)?;
-    let exclude = globs(&spec.input.exclude)?;
-    let all = store.list("").await?;
+    let filter = InputFilter::new(spec)?;
+    let mut all = match &spec.input_objects {
+        Some(objects) => objects.clone(),
+        None => store.list("").await?,
+    };
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    all.dedup_by(|a, b| a.key == b.key);
     Ok(all
         .into_iter()
-        .filter(|o| {
-            let name = o.key.rsplit('/').next().unwrap_or(&o.key);
-            !name.starts_with('_') && !name.starts_with('.')
-        })
-        .filter(|o| include.as_ref().is_none_or(|g| g.is_match(&o.key)))
-        .filter(|o| exclude.as_ref().is_none_or(|g| !g.is_match(&o.key)))
+        .filter(|o| filter.selects(&o.key))
         .filter(|o| {
             spec.only_keys
                 .as_ref()
