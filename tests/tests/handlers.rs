@@ -96,9 +96,12 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let settings = fanout_planner::Settings {
         default_spec: None,
         work: None,
+        arrivals: None,
     };
     let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
         .await
+        .unwrap()
+        .into_planned()
         .unwrap();
     assert!(planned.chunks >= 3, "{planned:?}");
     assert_eq!(planned.sent, planned.chunks);
@@ -259,9 +262,12 @@ async fn one_failing_chunk_of_a_batch_reports_only_its_message_id() {
     let settings = fanout_planner::Settings {
         default_spec: None,
         work: None,
+        arrivals: None,
     };
     let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
         .await
+        .unwrap()
+        .into_planned()
         .unwrap();
     assert_eq!((planned.chunks, planned.sent), (3, 3), "{planned:?}");
 

@@ -120,7 +120,7 @@ pub enum Drained {
     /// A job was planned (or an earlier attempt's job answered again).
     Planned {
         /// The job.
-        job: PlannedJob,
+        job: Box<PlannedJob>,
         /// Chunk messages sent now.
         sent: u64,
         /// What the drain saw.
@@ -165,7 +165,7 @@ pub async fn drain_arrivals(
         )
         .await?;
         return Ok(Drained::Planned {
-            job,
+            job: Box::new(job),
             sent,
             counts: DrainCounts::default(),
         });
@@ -197,7 +197,7 @@ pub async fn drain_arrivals(
     delete_all(arrivals, &batch.done).await?;
     info!(job_id = %job_id, objects = objects.len(), chunks = job.summary.chunks, sent, counts = ?batch.counts, "arrivals drained into a job");
     Ok(Drained::Planned {
-        job,
+        job: Box::new(job),
         sent,
         counts: batch.counts,
     })
