@@ -108,6 +108,7 @@ pub mod fleet;
 pub mod gc;
 pub mod ids;
 pub mod job;
+pub mod ledger;
 pub mod location;
 #[cfg(feature = "sql")]
 pub mod lookup;
