@@ -6,7 +6,6 @@ use fanout::env::{AwsClients, Env};
 use fanout::metrics::EmfMetrics;
 use fanout_planner::{Arrivals, Settings, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -28,7 +27,7 @@ async fn main() -> Result<(), Error> {
                     DEFAULT_MAX_BYTES,
                     "a number of bytes",
                 )?,
-                wait: Duration::ZERO,
+                ..DrainLimits::default()
             },
         }),
     };

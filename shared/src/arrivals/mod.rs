@@ -12,16 +12,19 @@
 //!
 //! # Why a crash anywhere is harmless
 //!
-//! A drain runs these steps, under the job name's lease (one drain of a name at a time):
+//! A drain runs these steps:
 //!
 //! 1. an earlier attempt of the same drain (same `drain_id`) left a drain record → answer
 //!    its job again and stop (a Step Functions retry of a planner that did finish);
-//! 2. receive the messages; HEAD the objects; drop the ingested and the pending ones;
+//! 2. take the job name's lease ([`crate::ledger::Lease`]: one drain or `--since-last` run
+//!    of a name at a time; held by another → no job, the messages wait); read the ledger
+//!    and the drain records of jobs not finalized yet; receive the messages; HEAD the
+//!    objects; drop the ingested and the pending ones;
 //! 3. plan the job (`spec.json`, plan shards, plan summary last) with an id derived from
 //!    the spec and the objects (key, ETag, size);
 //! 4. send its chunk messages (only the chunks not committed yet);
 //! 5. write the drain record (job id and objects), outside `jobs/`;
-//! 6. delete the arrivals messages.
+//! 6. delete the arrivals messages; release the lease.
 //!
 //! - A crash before 3 leaves nothing: the messages come back after the arrivals queue's
 //!   visibility timeout and the next drain takes them.
@@ -31,7 +34,10 @@
 //!   the plan is reused and only uncommitted chunks are sent again; a superset is another
 //!   job, and the first one is never finalized — its files are in no manifest (what
 //!   DESIGN.md calls garbage; `fanout gc --abandoned` removes them). Each object ends in
-//!   exactly one finalized manifest either way.
+//!   exactly one finalized manifest either way; and should someone finalize the orphan
+//!   by hand after all, the ledger refuses it (a drained job is incremental: planned with
+//!   the ledger's objects as its skip set, so its finalize refuses objects another job
+//!   recorded first).
 //! - A crash between 5 and 6 (or after 6, before the answer reached Step Functions):
 //!   a retry of the drain finds the record (step 1) and answers the same job; a later
 //!   drain that receives the returned messages finds their objects pending (step 2) and
@@ -64,6 +70,7 @@ pub use event::{ObjectCreated, object_created, relative_key, url_decode};
 
 use crate::env::Env;
 use crate::ids::JobId;
+use crate::ledger::{Lease, LeaseOptions, Ledger};
 use crate::planner::{InputFilter, PlannedJob, enqueue, plan_job};
 use crate::queue::{MAX_BATCH, Message, Queue};
 use crate::spec::JobSpec;
@@ -75,6 +82,9 @@ pub const DEFAULT_MAX_OBJECTS: usize = 1000;
 /// Input bytes per drained job when not configured: 100 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024 * 1024;
 
+/// How long a drain waits for the lease held by another run of its name.
+pub const DEFAULT_LEASE_WAIT: Duration = Duration::from_secs(30);
+
 /// How much one drain takes into its job. The first object is always taken, whatever
 /// its size; messages received past a limit are made visible again for the next drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +95,8 @@ pub struct DrainLimits {
     pub max_bytes: u64,
     /// How long a receive waits for a first message (zero: only what is there now).
     pub wait: Duration,
+    /// How long to wait for the job name's lease when another run holds it.
+    pub lease_wait: Duration,
 }
 
 impl Default for DrainLimits {
@@ -93,6 +105,7 @@ impl Default for DrainLimits {
             max_objects: DEFAULT_MAX_OBJECTS,
             max_bytes: DEFAULT_MAX_BYTES,
             wait: Duration::ZERO,
+            lease_wait: DEFAULT_LEASE_WAIT,
         }
     }
 }
@@ -138,7 +151,8 @@ pub enum Drained {
 /// Drains the arrivals queue into one job of `spec` (see the module docs): plans exactly
 /// the new objects the events name, sends their chunks to `chunks`, then deletes the
 /// arrivals messages. `drain_id` names this drain (the schedule's time): a retry with the
-/// same id answers the same job.
+/// same id answers the same job. Another run of the name holding its lease (a drain, a
+/// `--since-last` run) → [`Drained::Nothing`], saying so: the messages wait for the next drain.
 pub async fn drain_arrivals(
     env: &Env,
     arrivals: &dyn Queue,
@@ -151,27 +165,78 @@ pub async fn drain_arrivals(
     if let Some(id) = drain_id
         && let Some(record) = pending::find(work.as_ref(), &spec.name, id).await?
     {
-        info!(drain_id = id, job_id = %record.job_id, "drain already planned its job; answering it again");
-        // The recorded objects, should the plan be gone: never a listing of the input.
-        let mut again = spec.clone().with_input_objects(record.objects);
-        again.job_id = Some(record.job_id.clone());
-        let job = plan_job(env, &again).await?;
-        let sent = enqueue(
-            chunks,
-            &spec.work,
-            work.as_ref(),
-            &record.job_id,
-            &job.chunks,
-        )
-        .await?;
-        return Ok(Drained::Planned {
-            job: Box::new(job),
-            sent,
-            counts: DrainCounts::default(),
-        });
+        return answer_again(env, chunks, spec, work.as_ref(), id, record).await;
     }
+    let opts = LeaseOptions {
+        wait: Some(limits.lease_wait),
+        ..LeaseOptions::default()
+    };
+    let lease = match Lease::acquire(work.clone(), &spec.name, &opts).await {
+        Ok(lease) => lease,
+        Err(Error::LeaseHeld {
+            holder, expires_ms, ..
+        }) => {
+            let reason = format!(
+                "another run of `{}` holds its lease ({holder}, until {expires_ms} ms): no job \
+                 planned; the arrivals wait for the next drain",
+                spec.name
+            );
+            info!("{reason}");
+            return Ok(Drained::Nothing {
+                reason,
+                counts: DrainCounts::default(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(dead) = lease.took_over() {
+        warn!(holder = %dead.holder, job_id = ?dead.job_id, "took over the lease of a run that did not release it");
+    }
+    let drained = drain_leased(env, arrivals, chunks, spec, &limits, drain_id, &lease).await?;
+    lease.release().await?;
+    Ok(drained)
+}
+
+/// A retried drain whose first attempt recorded its job: the same job, its uncommitted
+/// chunks sent again (a worker acknowledges a chunk already committed).
+async fn answer_again(
+    env: &Env,
+    chunks: &dyn Queue,
+    spec: &JobSpec,
+    work: &dyn ObjectStore,
+    drain_id: &str,
+    record: pending::DrainRecord,
+) -> Result<Drained> {
+    info!(drain_id, job_id = %record.job_id, "drain already planned its job; answering it again");
+    // The recorded objects, should the plan be gone: never a listing of the input.
+    let mut again = spec.clone().with_input_objects(record.objects);
+    again.job_id = Some(record.job_id.clone());
+    let job = plan_job(env, &again).await?;
+    let sent = enqueue(chunks, &spec.work, work, &record.job_id, &job.chunks).await?;
+    Ok(Drained::Planned {
+        job: Box::new(job),
+        sent,
+        counts: DrainCounts::default(),
+    })
+}
+
+/// The drain proper, under the name's lease.
+async fn drain_leased(
+    env: &Env,
+    arrivals: &dyn Queue,
+    chunks: &dyn Queue,
+    spec: &JobSpec,
+    limits: &DrainLimits,
+    drain_id: Option<&str>,
+    lease: &Lease,
+) -> Result<Drained> {
+    let work = env.store_with(&spec.work, &spec.sse)?;
     let pending = pending::pending_objects(work.as_ref(), &spec.name).await?;
-    let mut batch = receive_batch(env, arrivals, spec, &limits, &pending.objects).await?;
+    let input = env.store(&spec.input.location)?;
+    let view = Ledger::new(work.clone(), &spec.name).read().await?;
+    let ingested = view.committed_below(&input.describe());
+    let known: HashSet<(String, String)> = ingested.union(&pending.objects).cloned().collect();
+    let mut batch = receive_batch(input.as_ref(), arrivals, spec, limits, &known).await?;
     if batch.objects.is_empty() {
         delete_all(arrivals, &batch.done).await?;
         let reason = nothing_reason(spec, &batch.counts, &pending.jobs);
@@ -182,10 +247,16 @@ pub async fn drain_arrivals(
         });
     }
     let objects: Vec<ObjectMeta> = std::mem::take(&mut batch.objects).into_values().collect();
-    let mut drained = spec.clone().with_input_objects(objects.clone());
+    // Planned with the skip set: an incremental job, whose finalize refuses any object the
+    // ledger holds by then (a second line of defence behind `known`).
+    let mut drained = spec
+        .clone()
+        .with_input_objects(objects.clone())
+        .with_skipped(known);
     drained.job_id = None;
     let job = plan_job(env, &drained).await?;
     let job_id = job.summary.job_id.clone();
+    lease.set_job(&job_id).await?;
     let sent = enqueue(chunks, &spec.work, work.as_ref(), &job_id, &job.chunks).await?;
     let record = pending::DrainRecord {
         drain_id: drain_id.map(str::to_string),
@@ -194,6 +265,7 @@ pub async fn drain_arrivals(
         drained_ms: crate::clock::now_ms(),
     };
     pending::write(work.as_ref(), &spec.name, &record).await?;
+    lease.check()?;
     delete_all(arrivals, &batch.done).await?;
     info!(job_id = %job_id, objects = objects.len(), chunks = job.summary.chunks, sent, counts = ?batch.counts, "arrivals drained into a job");
     Ok(Drained::Planned {
@@ -255,14 +327,13 @@ impl Batch {
 /// Receives until the queue is empty or the batch is full; messages received past the
 /// limits are made visible again at once.
 async fn receive_batch(
-    env: &Env,
+    input: &dyn ObjectStore,
     arrivals: &dyn Queue,
     spec: &JobSpec,
     limits: &DrainLimits,
-    pending: &HashSet<(String, String)>,
+    known: &HashSet<(String, String)>,
 ) -> Result<Batch> {
     let filter = InputFilter::new(spec)?;
-    let input = env.store(&spec.input.location)?;
     let mut batch = Batch::default();
     let mut wait = limits.wait;
     while !batch.full(limits) {
@@ -282,7 +353,7 @@ async fn receive_batch(
                 continue;
             }
             batch.counts.messages += 1;
-            take_message(input.as_ref(), spec, &filter, pending, &mut batch, m).await?;
+            take_message(input, spec, &filter, known, &mut batch, m).await?;
         }
     }
     Ok(batch)
@@ -294,7 +365,7 @@ async fn take_message(
     input: &dyn ObjectStore,
     spec: &JobSpec,
     filter: &InputFilter,
-    pending: &HashSet<(String, String)>,
+    known: &HashSet<(String, String)>,
     batch: &mut Batch,
     m: Message,
 ) -> Result<()> {
@@ -321,7 +392,7 @@ async fn take_message(
             .objects
             .get(&meta.key)
             .is_some_and(|o| o.etag == meta.etag);
-        if seen || pending.contains(&(meta.key.clone(), meta.etag.clone())) {
+        if seen || known.contains(&(meta.key.clone(), meta.etag.clone())) {
             batch.counts.duplicates += 1;
             continue;
         }

@@ -248,7 +248,11 @@ impl Shared {
             now + self.ttl.as_millis() as u64
         };
         let bytes = to_json_bytes("lease", &next)?;
-        match self.store.put_if_match(&self.key, bytes, &state.etag).await? {
+        match self
+            .store
+            .put_if_match(&self.key, bytes, &state.etag)
+            .await?
+        {
             SwapOutcome::Replaced { etag } => {
                 *state = State { etag, record: next };
                 Ok(())
