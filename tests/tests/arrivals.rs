@@ -484,7 +484,15 @@ async fn a_crash_between_planning_and_deleting_the_messages_ingests_each_object_
     };
     assert_eq!(counts.duplicates, 2, "{reason}");
     assert!(arrivals.depth().await.unwrap().is_drained());
-    let job_id = JobId::parse(&jobs[0].as_ref().unwrap().file_name().to_string_lossy()).unwrap();
+    let job_id = JobId::parse(
+        jobs[0]
+            .as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .into_owned(),
+    )
+    .unwrap();
     let worker = Worker::new(s.env.clone(), "test");
     while let Some(m) = chunks.receive(1, Duration::ZERO).await.unwrap().pop() {
         assert!(matches!(

@@ -107,12 +107,21 @@ pub fn relative_key(input: &Location, bucket: &str, key: &str) -> Option<String>
             .strip_prefix(prefix.as_str())
             .filter(|k| !k.is_empty())
             .map(str::to_string),
-        Location::Local(dir) => std::path::Path::new(bucket)
-            .join(key)
-            .strip_prefix(dir)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-            .filter(|k| !k.is_empty()),
+        Location::Local(dir) => {
+            let path = std::path::Path::new(bucket).join(key);
+            // `a/../b` would leave the input directory, whatever it strips to.
+            let plain = path.components().all(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            });
+            path.strip_prefix(dir)
+                .ok()
+                .filter(|_| plain)
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|k| !k.is_empty())
+        }
         _ => None,
     }
 }

@@ -192,8 +192,12 @@ pub async fn drain_arrivals(
     if let Some(dead) = lease.took_over() {
         warn!(holder = %dead.holder, job_id = ?dead.job_id, "took over the lease of a run that did not release it");
     }
-    let drained = drain_leased(env, arrivals, chunks, spec, &limits, drain_id, &lease).await?;
-    lease.release().await?;
+    // Released on an error too: a drain that failed cleanly should not make the next one
+    // wait for the lease to expire (a crashed one does, for the lease's TTL).
+    let drained = drain_leased(env, arrivals, chunks, spec, &limits, drain_id, &lease).await;
+    let released = lease.release().await;
+    let drained = drained?;
+    released?;
     Ok(drained)
 }
 
@@ -311,6 +315,8 @@ struct Batch {
     /// Receipts to delete once the job is durable.
     done: Vec<String>,
     counts: DrainCounts,
+    /// A message was handed back for going past a limit: receive no more.
+    closed: bool,
 }
 
 impl Batch {
@@ -319,8 +325,18 @@ impl Batch {
     }
 
     fn full(&self, limits: &DrainLimits) -> bool {
-        self.objects.len() >= limits.max_objects.max(1)
+        self.closed
+            || self.objects.len() >= limits.max_objects.max(1)
             || (!self.objects.is_empty() && self.bytes() >= limits.max_bytes)
+    }
+
+    /// Whether `more` objects would take the batch past a limit (never when it is empty:
+    /// the first message is always taken).
+    fn would_overflow(&self, more: &[ObjectMeta], limits: &DrainLimits) -> bool {
+        let bytes: u64 = more.iter().map(|o| o.size).sum();
+        !self.objects.is_empty()
+            && (self.objects.len() + more.len() > limits.max_objects.max(1)
+                || self.bytes() + bytes > limits.max_bytes)
     }
 }
 
@@ -353,19 +369,23 @@ async fn receive_batch(
                 continue;
             }
             batch.counts.messages += 1;
-            take_message(input, spec, &filter, known, &mut batch, m).await?;
+            take_message(arrivals, input, spec, &filter, known, limits, &mut batch, m).await?;
         }
     }
     Ok(batch)
 }
 
 /// Adds the new objects of one message to the batch; the message is deleted with the
-/// batch unless it is unreadable.
+/// batch unless it is unreadable, or handed back for the next drain when its objects
+/// would take the batch past a limit.
+#[allow(clippy::too_many_arguments)]
 async fn take_message(
+    arrivals: &dyn Queue,
     input: &dyn ObjectStore,
     spec: &JobSpec,
     filter: &InputFilter,
     known: &HashSet<(String, String)>,
+    limits: &DrainLimits,
     batch: &mut Batch,
     m: Message,
 ) -> Result<()> {
@@ -378,6 +398,7 @@ async fn take_message(
         batch.counts.unreadable += 1;
         return Ok(());
     };
+    let mut new: Vec<ObjectMeta> = Vec::new();
     for object in created {
         let Some(meta) = head_object(input, spec, filter, &object).await? else {
             batch.counts.not_selected += 1;
@@ -391,13 +412,26 @@ async fn take_message(
         let seen = batch
             .objects
             .get(&meta.key)
-            .is_some_and(|o| o.etag == meta.etag);
+            .is_some_and(|o| o.etag == meta.etag)
+            || new.iter().any(|o| o.key == meta.key && o.etag == meta.etag);
         if seen || known.contains(&(meta.key.clone(), meta.etag.clone())) {
             batch.counts.duplicates += 1;
             continue;
         }
-        batch.objects.insert(meta.key.clone(), meta);
+        new.push(meta);
     }
+    if batch.would_overflow(&new, limits) {
+        arrivals
+            .change_visibility(&m.receipt, Duration::ZERO)
+            .await?;
+        batch.counts.messages -= 1;
+        batch.counts.left_for_next += 1;
+        batch.closed = true;
+        return Ok(());
+    }
+    batch
+        .objects
+        .extend(new.into_iter().map(|o| (o.key.clone(), o)));
     batch.done.push(m.receipt);
     Ok(())
 }
