@@ -204,7 +204,9 @@ pub enum Error {
 
     /// Nothing to process: no input object matched (or every one that did is already in
     /// the ingestion ledger). No job is planned, so none can finalize as succeeded.
-    #[error("job `{name}`: no input object to process under {location}{detail}: no job was planned")]
+    #[error(
+        "job `{name}`: no input object to process under {location}{detail}: no job was planned"
+    )]
     NoInput {
         /// The job name.
         name: String,

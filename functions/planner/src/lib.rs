@@ -179,7 +179,7 @@ pub async fn handle(
                     "an upload event needs FANOUT_SPEC (the spec of upload-started jobs)".into(),
                 )
             })?;
-            let spec = read_spec(env, &loc.to_string()).await?;
+            let mut spec = read_spec(env, &loc.to_string()).await?;
             let keys = uploaded_keys(&spec.input.location, &objects);
             if keys.is_empty() {
                 return Err(PlanError::Event(format!(
@@ -187,7 +187,12 @@ pub async fn handle(
                     spec.input.location
                 )));
             }
-            (spec.with_only_keys(keys), None)
+            if let Some(work) = &settings.work {
+                // The ledger read below is the deployment's.
+                spec = spec.with_work(work.clone());
+            }
+            // A `_READY` marker plans its folder; objects in the ledger are left out.
+            (fanout::incremental::uploaded(env, spec, &keys).await?, None)
         }
     };
     if let Some(work) = &settings.work {

@@ -143,8 +143,11 @@ impl Ledger {
     /// Every entry, from the latest checkpoint and the log past it.
     pub async fn read(&self) -> Result<LedgerView> {
         let mut view = LedgerView::empty(&self.name);
-        let pointer: Option<CheckpointPointer> =
-            get_json_opt(self.store.as_ref(), &records::checkpoint_pointer(&self.name)).await?;
+        let pointer: Option<CheckpointPointer> = get_json_opt(
+            self.store.as_ref(),
+            &records::checkpoint_pointer(&self.name),
+        )
+        .await?;
         if let Some(p) = pointer {
             let key = records::checkpoint(&self.name, p.seq);
             match get_json_opt::<Checkpoint>(self.store.as_ref(), &key).await? {
@@ -155,7 +158,9 @@ impl Ledger {
                     view.checkpoint_seq = c.seq;
                 }
                 // A checkpoint is never deleted by fanout: without it, the whole log.
-                _ => tracing::warn!(checkpoint = %key, "ledger checkpoint missing; reading the whole log"),
+                _ => {
+                    tracing::warn!(checkpoint = %key, "ledger checkpoint missing; reading the whole log")
+                }
             }
         }
         self.refresh(&mut view).await?;
@@ -272,7 +277,10 @@ impl Ledger {
         self.store
             .put(
                 &records::checkpoint_pointer(&self.name),
-                to_json_bytes("ledger checkpoint pointer", &CheckpointPointer { seq: view.seq })?,
+                to_json_bytes(
+                    "ledger checkpoint pointer",
+                    &CheckpointPointer { seq: view.seq },
+                )?,
             )
             .await?;
         Ok(())
