@@ -180,9 +180,15 @@ class StaticDefinitionTest(unittest.TestCase):
             self.assertEqual("arn:aws:states:::lambda:invoke", task["Resource"], name)
             retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
             self.assertEqual(LAMBDA_ERRORS, retried, name)
-            self.assertEqual([["States.ALL"]], [c["ErrorEquals"] for c in task["Catch"]], name)
-            self.assertEqual("JobFailed", task["Catch"][0]["Next"], name)
-            self.assertEqual("$.failure", task["Catch"][0]["ResultPath"], name)
+            # The planner's NoInput (nothing left to plan) ends the execution without a
+            # job, as a success; every other error fails it.
+            expected = [["NoInput"], ["States.ALL"]] if name == "Plan" else [["States.ALL"]]
+            self.assertEqual(expected, [c["ErrorEquals"] for c in task["Catch"]], name)
+            self.assertEqual("JobFailed", task["Catch"][-1]["Next"], name)
+            self.assertTrue(all(c["ResultPath"] == "$.failure" for c in task["Catch"]), name)
+        self.assertEqual("NothingToDo", self.states["Plan"]["Catch"][0]["Next"])
+        self.assertEqual("NoJob", self.states["NothingToDo"]["Next"])
+        self.assertEqual("Succeed", self.states["NoJob"]["Type"])
         self.assertEqual("$.failure.Error", self.states["JobFailed"]["ErrorPath"])
         self.assertEqual("$.failure.Cause", self.states["JobFailed"]["CausePath"])
 

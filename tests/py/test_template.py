@@ -164,6 +164,8 @@ class IamTest(unittest.TestCase):
                 ("s3:ListBucket", "InputBucket"), ("s3:GetObject", "InputBucket/*"),
                 ("s3:GetObject", "WorkBucket/specs/*"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"),
+                # An upload-started job leaves out what the ingestion ledger holds.
+                ("s3:GetObject", "WorkBucket/ledger/*"),
                 ("s3:ListBucket", "WorkBucket"),
                 ("sqs:SendMessage", "ChunkQueue"),
                 ("cloudwatch:PutMetricData", "*"),
@@ -194,6 +196,8 @@ class IamTest(unittest.TestCase):
                 ("logs:CreateLogStream", "ReducerLogGroup"), ("logs:PutLogEvents", "ReducerLogGroup"),
                 ("s3:ListBucket", "WorkBucket"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"), ("s3:DeleteObject", "WorkBucket/jobs/*"),
+                # Finalize appends to the ingestion ledger (never deletes from it).
+                ("s3:GetObject", "WorkBucket/ledger/*"), ("s3:PutObject", "WorkBucket/ledger/*"),
                 # A job with no input rows plans its SQL, lookups included, for its aggregate's columns.
                 ("s3:GetObject", "WorkBucket/lookups/*"),
                 # Status reports the dead-letter queue's depth, and stranded chunks when the
@@ -264,6 +268,12 @@ class StorageTest(unittest.TestCase):
         work = RES["WorkBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
         jobs = [r for r in work if r.get("Prefix") == "jobs/" or r.get("Filter", {}).get("Prefix") == "jobs/"]
         self.assertEqual([{"Ref": "WorkRetentionDays"}], [r["ExpirationInDays"] for r in jobs])
+        # The ingestion ledger (ledger/) must outlive every job record: no expiring rule
+        # may reach it (a rule without a prefix reaches every key).
+        for r in work:
+            if "ExpirationInDays" in r or "Expiration" in r:
+                prefix = r.get("Prefix", r.get("Filter", {}).get("Prefix", ""))
+                self.assertTrue(prefix and not "ledger/".startswith(prefix), f"{r['Id']} expires the ledger")
         for b in ("InputBucket", "WorkBucket"):
             self.assertTrue(all("ExpirationInDays" not in r or r.get("Prefix") == "jobs/" for r in RES[b]["Properties"]["LifecycleConfiguration"]["Rules"]), f"{b}: user data expires")
 

@@ -218,7 +218,7 @@ pub async fn handle(
             )
         }
         Request::Uploaded(objects) => {
-            let spec = default_spec(env, settings, "an upload event").await?;
+            let mut spec = default_spec(env, settings, "an upload event").await?;
             let keys = uploaded_keys(&spec.input.location, &objects);
             if keys.is_empty() {
                 return Err(PlanError::Event(format!(
@@ -226,7 +226,12 @@ pub async fn handle(
                     spec.input.location
                 )));
             }
-            (spec.with_only_keys(keys), None)
+            if let Some(work) = &settings.work {
+                // The ledger read below is the deployment's.
+                spec = spec.with_work(work.clone());
+            }
+            // A `_READY` marker plans its folder; objects in the ledger are left out.
+            (fanout::incremental::uploaded(env, spec, &keys).await?, None)
         }
     };
     if let Some(work) = &settings.work {

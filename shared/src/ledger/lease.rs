@@ -131,7 +131,7 @@ struct Shared {
 pub struct Lease {
     shared: Arc<Shared>,
     renewer: tokio::task::JoinHandle<()>,
-    took_over: Option<LeaseRecord>,
+    previous: Option<LeaseRecord>,
 }
 
 impl Drop for Lease {
@@ -181,7 +181,13 @@ impl Lease {
     /// The expired (not released) lease this one took over: a run that died, and the job
     /// it was running.
     pub fn took_over(&self) -> Option<&LeaseRecord> {
-        self.took_over.as_ref()
+        self.previous.as_ref().filter(|p| !p.released)
+    }
+
+    /// The lease this one replaced, released or expired: the previous run of the name and
+    /// its job.
+    pub fn previous(&self) -> Option<&LeaseRecord> {
+        self.previous.as_ref()
     }
 
     /// The lease as last written by this holder.
@@ -303,7 +309,7 @@ async fn try_acquire(store: &DynStore, name: &str, key: &str, opts: &LeaseOption
         released: false,
     };
     let bytes = to_json_bytes("lease", &mine)?;
-    let (etag, took_over) = match read_lease(store, key).await? {
+    let (etag, previous) = match read_lease(store, key).await? {
         None => match store.put_if_absent(key, bytes).await? {
             PutOutcome::AlreadyExists => return Ok(Try::Raced),
             PutOutcome::Created => match read_lease(store, key).await? {
@@ -316,12 +322,12 @@ async fn try_acquire(store: &DynStore, name: &str, key: &str, opts: &LeaseOption
         Some((etag, held)) if held.is_free(now) => {
             match store.put_if_match(key, bytes, &etag).await? {
                 SwapOutcome::Changed => return Ok(Try::Raced),
-                SwapOutcome::Replaced { etag } => (etag, (!held.released).then_some(held)),
+                SwapOutcome::Replaced { etag } => (etag, Some(held)),
             }
         }
         Some((_, held)) => return Ok(Try::Held(held)),
     };
-    if let Some(dead) = &took_over {
+    if let Some(dead) = previous.as_ref().filter(|p| !p.released) {
         tracing::warn!(name, holder = %dead.holder, job_id = ?dead.job_id, "took over an expired lease");
     }
     let shared = Arc::new(Shared {
@@ -336,7 +342,7 @@ async fn try_acquire(store: &DynStore, name: &str, key: &str, opts: &LeaseOption
     Ok(Try::Got(Lease {
         renewer: tokio::spawn(renew_forever(shared.clone())),
         shared,
-        took_over,
+        previous,
     }))
 }
 

@@ -73,6 +73,14 @@ pub async fn finalize_job_at(
 ) -> Result<Manifest> {
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
+    if plan.is_empty() {
+        // A plan written before empty ones were refused: still nothing to finalize.
+        return Err(Error::NoInput {
+            name: spec.name.clone(),
+            location: spec.input.location.to_string(),
+            detail: format!(" (job {job_id} planned no chunk)"),
+        });
+    }
     // Partials move to local runs as the records are read: the records held here are
     // without them, whatever the number of groups.
     let run_dir = aggregate::run_dir()?;
@@ -106,11 +114,10 @@ pub async fn finalize_job_at(
         )),
         summary.estimate,
     );
-    let problems = merged.problems.clone();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         job_id: job_id.clone(),
         name: spec.name.clone(),
-        outcome: if problems.is_empty() {
+        outcome: if merged.problems.is_empty() {
             "succeeded"
         } else {
             "failed"
@@ -134,6 +141,8 @@ pub async fn finalize_job_at(
         inputs: input_objects(&plan),
         cost: Some(cost),
     };
+    record_ingested(env, &store, work, &spec, &summary, &mut manifest).await?;
+    let problems = manifest.problems.clone();
     store
         .put(
             &layout::manifest(job_id),
@@ -311,6 +320,55 @@ fn check_reject_ratio(
     reject_ratio
 }
 
+/// Records a succeeded job's inputs in the ingestion ledger of its name, BEFORE its
+/// manifest says so (crate::ledger, "Writing"): a succeeded manifest never exists without
+/// its ledger entry, and a finalize run again finds the entry there. An incremental job
+/// whose objects another job ingested meanwhile becomes `failed`, naming them.
+async fn record_ingested(
+    env: &Env,
+    store: &crate::store::DynStore,
+    work: &Location,
+    spec: &JobSpec,
+    summary: &PlanSummary,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    use crate::ledger::{EntryKind, IngestedObject, Ledger, Recorded};
+    if !manifest.succeeded() {
+        return Ok(());
+    }
+    let root = env.store(&spec.input.location)?.describe();
+    let objects = manifest
+        .inputs
+        .iter()
+        .map(|i| IngestedObject {
+            uri: format!("{root}{}", i.key),
+            etag: i.etag.clone(),
+            size: i.size,
+        })
+        .collect();
+    let kind = if summary.incremental {
+        EntryKind::Incremental
+    } else {
+        EntryKind::Full
+    };
+    let ledger = Ledger::new(store.clone(), &spec.name);
+    match ledger
+        .record(&manifest.job_id, &work.to_string(), kind, objects)
+        .await
+    {
+        Ok(Recorded::Appended { seq } | Recorded::Already { seq }) => {
+            info!(job_id = %manifest.job_id, seq, "job recorded in the ingestion ledger");
+            Ok(())
+        }
+        Err(e @ Error::AlreadyIngested { .. }) => {
+            manifest.outcome = "failed".into();
+            manifest.problems.push(e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Every input object the plan read (key and version), sorted, once each.
 fn input_objects(plan: &[Chunk]) -> Vec<InputObject> {
     let mut inputs: Vec<InputObject> = plan
@@ -319,6 +377,7 @@ fn input_objects(plan: &[Chunk]) -> Vec<InputObject> {
         .map(|p| InputObject {
             key: p.key().to_string(),
             etag: p.etag().to_string(),
+            size: p.object_size(),
         })
         .collect();
     inputs.sort();
