@@ -96,9 +96,9 @@ pub fn object_created(event: &Value) -> Option<Vec<ObjectCreated>> {
 ///
 /// ```
 /// use fanout::location::Location;
-/// let input = Location::parse("s3://in/raw/").unwrap();
-/// assert_eq!(fanout::arrivals::relative_key(&input, "in", "raw/2026/a.csv"), Some("2026/a.csv".into()));
-/// assert_eq!(fanout::arrivals::relative_key(&input, "in", "other/a.csv"), None);
+/// let input = Location::parse("s3://landing/raw/").unwrap();
+/// assert_eq!(fanout::arrivals::relative_key(&input, "landing", "raw/2026/a.csv"), Some("2026/a.csv".into()));
+/// assert_eq!(fanout::arrivals::relative_key(&input, "landing", "other/a.csv"), None);
 /// assert_eq!(fanout::arrivals::relative_key(&input, "elsewhere", "raw/a.csv"), None);
 /// ```
 pub fn relative_key(input: &Location, bucket: &str, key: &str) -> Option<String> {
