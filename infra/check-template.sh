@@ -6,7 +6,8 @@
 #   2. cfn-lint 1.53.3: 0 errors, 0 warnings, 0 informational findings
 #   3. samtranslator -> CloudFormation JSON, scanned by checkov (--framework cloudformation
 #      --skip-download, so its IAM checks see the roles): 0 failed; every skip justified in
-#      the template (Metadata.CheckovSkips and a comment on the resource)
+#      the template (Metadata.CheckovSkips and a comment on the resource); once with the
+#      defaults and once with EventMode=true (its resources are conditional)
 #   4. tests/py/test_template.py: least-privilege IAM, queue timing, the Lambda contract
 #   5. tests/py/test_state_machine.py: the ASL created and run in moto (127.0.0.1)
 #
@@ -63,18 +64,24 @@ count() { grep -c ":$1[0-9]*:" "$TMP/cfn-lint.txt" || true; }
 echo "cfn-lint: $(count E) errors, $(count W) warnings, $(count I) informational"
 [ "$lint_rc" -eq 0 ] || { echo "cfn-lint found problems (exit $lint_rc)"; exit 1; }
 
-step "checkov on the translated template"
-"$PY" tests/py/cfn_template.py translate "$TEMPLATE" "$TMP/template.json"
-checkov_rc=0
-"$VENV/bin/checkov" --framework cloudformation --skip-download -f "$TMP/template.json" \
-  -o json > "$TMP/checkov.json" 2> "$TMP/checkov.err" || checkov_rc=$?
-report_rc=0
-"$PY" tests/py/cfn_template.py checkov-report "$TMP/checkov.json" "$TMP/template.json" || report_rc=$?
-if [ "$checkov_rc" -ne 0 ] || [ "$report_rc" -ne 0 ]; then
-  cat "$TMP/checkov.err"
-  echo "checkov: failed checks (exit $checkov_rc/$report_rc)"
-  exit 1
-fi
+# Twice: with the defaults, and with the event mode on (checkov evaluates Conditions with
+# the parameters' defaults, so the event mode's resources are only scanned in the second).
+for variant in defaults event-mode; do
+  step "checkov on the translated template ($variant)"
+  overrides=()
+  [ "$variant" = event-mode ] && overrides=(EventMode=true StartOnUpload=false)
+  "$PY" tests/py/cfn_template.py translate "$TEMPLATE" "$TMP/template.json" "${overrides[@]}"
+  checkov_rc=0
+  "$VENV/bin/checkov" --framework cloudformation --skip-download -f "$TMP/template.json" \
+    -o json > "$TMP/checkov.json" 2> "$TMP/checkov.err" || checkov_rc=$?
+  report_rc=0
+  "$PY" tests/py/cfn_template.py checkov-report "$TMP/checkov.json" "$TMP/template.json" || report_rc=$?
+  if [ "$checkov_rc" -ne 0 ] || [ "$report_rc" -ne 0 ]; then
+    cat "$TMP/checkov.err"
+    echo "checkov ($variant): failed checks (exit $checkov_rc/$report_rc)"
+    exit 1
+  fi
+done
 
 step "moto server on 127.0.0.1"
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -231,6 +231,7 @@ fn write_plan(work: &Path, spec: &JobSpec, job_id: &JobId, chunks: &[Chunk], n: 
         target_bytes: 1_000,
         planned_ms: 0,
         estimate: None,
+        incremental: false,
     };
     write_file(
         work,

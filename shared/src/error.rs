@@ -217,6 +217,68 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// Nothing to process: no input object matched (or every one that did is already in
+    /// the ingestion ledger). No job is planned, so none can finalize as succeeded.
+    #[error(
+        "job `{name}`: no input object to process under {location}{detail}: no job was planned"
+    )]
+    NoInput {
+        /// The job name.
+        name: String,
+        /// The input location.
+        location: String,
+        /// Which selection left nothing (`; include [..]`, `; 3 already ingested`, …).
+        detail: String,
+    },
+
+    /// Another run of the job name holds its lease (`ledger/<name>/lease.json`).
+    #[error(
+        "job name `{name}` is being run by {holder} (lease {key}, held until {}, {} s from now): \
+         wait for it to finish, or run with --wait-lease; if that run died, its lease is taken \
+         over once it expires",
+        crate::clock::format_ms(*expires_ms),
+        expires_ms.saturating_sub(crate::clock::now_ms()).div_ceil(1000)
+    )]
+    LeaseHeld {
+        /// The job name.
+        name: String,
+        /// Who holds it (host, process, token).
+        holder: String,
+        /// The lease's key below the work location.
+        key: String,
+        /// When it expires unless renewed (ms since the epoch).
+        expires_ms: u64,
+    },
+
+    /// A run's lease was taken over by another run (it was not renewed in time).
+    #[error("job name `{name}`: the lease {key} of this run ({holder}) was taken over by {taker}")]
+    LeaseLost {
+        /// The job name.
+        name: String,
+        /// The lease's key below the work location.
+        key: String,
+        /// This run.
+        holder: String,
+        /// Who holds the lease now.
+        taker: String,
+    },
+
+    /// Input objects a job read are already in the ingestion ledger, committed by other
+    /// jobs of the name: recording the job would ingest them twice.
+    #[error(
+        "job `{job_id}`: {} input object(s) are already ingested by other `{name}` jobs: {}",
+        objects.len(),
+        objects.iter().take(5).map(|(uri, job)| format!("{uri} (by {job})")).collect::<Vec<_>>().join(", ")
+    )]
+    AlreadyIngested {
+        /// The job name.
+        name: String,
+        /// The job refused.
+        job_id: crate::ids::JobId,
+        /// Each object already ingested, and the job that did.
+        objects: Vec<(String, crate::ids::JobId)>,
+    },
+
     /// A fault injected by a test (a simulated crash at a point of the chunk protocol).
     #[error("injected fault at {point:?}")]
     Injected {
@@ -288,6 +350,8 @@ impl Error {
             Error::Catalog(e) => e.retryable,
             // A crash is what the queue's retry exists for.
             Error::Injected { .. } => true,
+            // The other run ends, or its lease expires.
+            Error::LeaseHeld { .. } => true,
             // A full or failing /tmp is this container's; another attempt may run elsewhere.
             Error::Staging { .. } => true,
             // The Parquet writer's sink is the staging disk.
@@ -323,6 +387,10 @@ impl Error {
             Error::Job { .. } => "JobFailed",
             Error::FilesChanged { .. } => "FilesChanged",
             Error::Config(_) => "ConfigError",
+            Error::NoInput { .. } => "NoInput",
+            Error::LeaseHeld { .. } => "LeaseHeld",
+            Error::LeaseLost { .. } => "LeaseLost",
+            Error::AlreadyIngested { .. } => "AlreadyIngested",
             Error::Injected { .. } => "InjectedFault",
         }
     }

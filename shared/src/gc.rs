@@ -12,7 +12,9 @@
 //! records go first, then the files, then the failure and attempt records: a collection
 //! stopped half-way leaves files no record claims (found again by the next collection, or
 //! rewritten by the next run), never a record whose files are gone. The spec and the plan
-//! stay, so the next run of the spec reuses the plan and runs every chunk again.
+//! stay, so the next run of the spec reuses the plan and runs every chunk again. A job the
+//! ingestion ledger records is never collected as abandoned ([`crate::ledger`]), and `gc`
+//! never touches the ledger.
 
 use std::collections::HashSet;
 
@@ -71,6 +73,9 @@ pub async fn collect_garbage(
             message: "has no manifest: finalize it, or collect it as abandoned (--abandoned) to delete all its files".into(),
         });
     }
+    if manifest.is_none() {
+        refuse_if_ingested(&store, &spec.name, job_id).await?;
+    }
     let chunks: HashSet<ChunkId> = plan.into_iter().map(|c| c.id).collect();
     let keep_outputs: HashSet<&str> = manifest
         .iter()
@@ -126,6 +131,32 @@ pub async fn collect_garbage(
         records: commits.into_iter().chain(others).collect(),
         deleted: !dry_run,
     })
+}
+
+/// Refuses to collect a job the ingestion ledger records: its finalize died between the
+/// ledger entry and the manifest, its objects count as ingested, and its files are the
+/// only copy of their rows. Finalizing it again writes the manifest.
+async fn refuse_if_ingested(
+    store: &crate::store::DynStore,
+    name: &str,
+    job_id: &JobId,
+) -> Result<()> {
+    let ledger = crate::ledger::Ledger::new(store.clone(), name);
+    let seq = match ledger.entry_of(job_id).await? {
+        Some(seq) => Some(seq),
+        None => ledger.read().await?.job_seq(job_id),
+    };
+    match seq {
+        None => Ok(()),
+        Some(seq) => Err(Error::Job {
+            job_id: job_id.clone(),
+            message: format!(
+                "is recorded in the ingestion ledger of `{name}` (entry {seq}) but has no manifest: \
+                 its objects count as ingested and its files hold their rows; finalize it \
+                 (`fanout run SPEC --job-id {job_id}`) instead of collecting it"
+            ),
+        }),
+    }
 }
 
 /// A job's commit records, and its failure and attempt records.

@@ -78,15 +78,20 @@
 //! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
 //! the work location), [`job::records`] (plan, chunk task, commit, failure and attempt
 //! records, manifest), [`job::io`] (JSON with a retried read, and the loaders).
+//! [`ledger`], beside them: the ingestion ledger of each job name (what every job ingested,
+//! an append-only log under `ledger/<name>/`, outside `jobs/`) and [`ledger::lease`], the
+//! run lease of incremental runs.
 //!
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
 //! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
 //! / [`reducer::job_status`] (`reducer::status`: records and queue depths; `reducer::verify`:
 //! every listed file there as recorded; `reducer::catalog`: the output registered as a
-//! table),
-//! [`gc::collect_garbage`] (files outside a manifest), and [`runner::run_local`] for the
-//! whole pipeline in one process.
+//! table), [`arrivals::drain_arrivals`] (S3 events on the
+//! arrivals queue → one job of exactly the new objects; [`arrivals::pending`]: its drain
+//! records), [`gc::collect_garbage`] (files outside a manifest), [`runner::run_local`] for
+//! the whole pipeline in one process, and [`incremental`] (jobs of what the ledger does
+//! not hold: `--since-last` under the lease, the `_READY` marker's folder).
 //!
 //! **CLI only**, behind the `cli` feature (the Lambda crates leave it off): `bench`
 //! (synthetic planner and reducer benchmarks), `fleet` (a long-polling worker), `report`
@@ -96,6 +101,7 @@
 
 pub mod aggregate;
 pub mod alloc;
+pub mod arrivals;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod catalog;
@@ -109,7 +115,9 @@ pub mod error;
 pub mod fleet;
 pub mod gc;
 pub mod ids;
+pub mod incremental;
 pub mod job;
+pub mod ledger;
 pub mod location;
 #[cfg(feature = "sql")]
 pub mod lookup;

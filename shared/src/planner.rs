@@ -7,8 +7,8 @@ use tracing::info;
 use crate::env::Env;
 use crate::ids::JobId;
 use crate::job::{
-    ChunkTask, Manifest, PlanShard, PlanSummary, SHARD_CHUNKS, committed_ids, get_json,
-    get_json_opt, layout, load_plan, to_compact_json_bytes, to_json_bytes,
+    ChunkTask, PlanShard, PlanSummary, SHARD_CHUNKS, committed_ids, get_json_opt, layout,
+    load_plan, to_compact_json_bytes, to_json_bytes,
 };
 use crate::location::Location;
 use crate::plan::{Chunk, PlanObject, Sizing, Split, chunk_id, pieces_json_bytes, plan_chunks};
@@ -44,22 +44,60 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
         .map_err(|e| Error::Config(format!("bad glob set {patterns:?}: {e}")))
 }
 
-/// Lists the input objects a spec selects, sorted by key.
-///
-/// Keys whose file name starts with `_` or `.` are skipped (`_SUCCESS`, editor files),
-/// as Spark and Hive do.
+/// The spec's selection of input keys: its include and exclude globs, and no file name
+/// starting with `_` or `.` (`_SUCCESS`, `_READY`, editor files), as Spark and Hive do.
+#[derive(Debug, Clone)]
+pub struct InputFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl InputFilter {
+    /// The filter of a spec's `input.include` and `input.exclude`.
+    pub fn new(spec: &JobSpec) -> Result<InputFilter> {
+        Ok(InputFilter {
+            include: globs(&spec.input.include)?,
+            exclude: globs(&spec.input.exclude)?,
+        })
+    }
+
+    /// Whether the spec reads the object at `key` (relative to the input location).
+    pub fn selects(&self, key: &str) -> bool {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        !name.starts_with('_')
+            && !name.starts_with('.')
+            && self.include.as_ref().is_none_or(|g| g.is_match(key))
+            && self.exclude.as_ref().is_none_or(|g| !g.is_match(key))
+    }
+}
+
+/// Lists the input objects a spec selects ([`InputFilter`]), sorted by key: the objects
+/// of [`JobSpec::input_objects`] when set (no listing), else a listing of the input.
 pub async fn list_input(store: &dyn ObjectStore, spec: &JobSpec) -> Result<Vec<ObjectMeta>> {
-    let include = globs(&spec.input.include)?;
-    let exclude = globs(&spec.input.exclude)?;
-    let all = store.list("").await?;
+    list_input_under(store, spec, "").await
+}
+
+/// [`list_input`] of the keys below `prefix` only (one folder of the input: what a
+/// `_READY` marker names).
+pub async fn list_input_under(
+    store: &dyn ObjectStore,
+    spec: &JobSpec,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>> {
+    let filter = InputFilter::new(spec)?;
+    let mut all = match &spec.input_objects {
+        Some(objects) => objects
+            .iter()
+            .filter(|o| o.key.starts_with(prefix))
+            .cloned()
+            .collect(),
+        None => store.list(prefix).await?,
+    };
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    all.dedup_by(|a, b| a.key == b.key);
     Ok(all
         .into_iter()
-        .filter(|o| {
-            let name = o.key.rsplit('/').next().unwrap_or(&o.key);
-            !name.starts_with('_') && !name.starts_with('.')
-        })
-        .filter(|o| include.as_ref().is_none_or(|g| g.is_match(&o.key)))
-        .filter(|o| exclude.as_ref().is_none_or(|g| !g.is_match(&o.key)))
+        .filter(|o| filter.selects(&o.key))
         .filter(|o| {
             spec.only_keys
                 .as_ref()
@@ -212,6 +250,7 @@ async fn compute_pinned_plan(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
         target_bytes: spec.chunking.target_bytes,
         planned_ms: crate::clock::now_ms(),
         estimate: Some(estimate),
+        incremental: spec.skip_objects.is_some(),
     };
     Ok(PlannedJob {
         summary,
@@ -301,46 +340,6 @@ pub fn estimate_chunks(
     crate::cost::estimate(&shapes, objects, files_per_chunk.max(1), model, prices)
 }
 
-/// Input objects earlier successful jobs of this spec's name committed, from their
-/// manifests under the work location: what `fanout run --since-last` skips.
-pub async fn committed_inputs(
-    env: &Env,
-    spec: &JobSpec,
-) -> Result<std::collections::HashSet<(String, String)>> {
-    let work = env.store(&spec.work)?;
-    let mut done = std::collections::HashSet::new();
-    for o in work.list("jobs/").await? {
-        if !o.key.ends_with("/_manifest.json") {
-            continue;
-        }
-        let m: Manifest = match get_json(work.as_ref(), &o.key).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(manifest = %o.key, error = %e, "unreadable manifest skipped");
-                continue;
-            }
-        };
-        if m.name != spec.name || m.outcome != "succeeded" {
-            continue;
-        }
-        if m.inputs.is_empty() && m.chunks > 0 {
-            // A manifest written before manifests listed their inputs: the plan says.
-            let summary: PlanSummary =
-                get_json(work.as_ref(), &layout::plan_summary(&m.job_id)).await?;
-            for c in load_plan(work.as_ref(), &summary).await? {
-                done.extend(
-                    c.pieces
-                        .iter()
-                        .map(|p| (p.key().to_string(), p.etag().to_string())),
-                );
-            }
-        } else {
-            done.extend(m.inputs.into_iter().map(|i| (i.key, i.etag)));
-        }
-    }
-    Ok(done)
-}
-
 /// Plans a job (or loads its existing plan): writes `spec.json`, the plan shards and,
 /// last, the plan summary. Running it again gives the same job id and chunk ids.
 pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
@@ -358,6 +357,9 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
     }
     let spec = &pin_lookups(env, spec).await?;
     let planned = compute_pinned_plan(env, spec).await?;
+    if planned.chunks.is_empty() {
+        return Err(nothing_to_plan(spec));
+    }
     let job_id = planned.summary.job_id.clone();
     if let Some(summary) =
         get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(&job_id)).await?
@@ -393,6 +395,28 @@ pub async fn plan_job(env: &Env, spec: &JobSpec) -> Result<PlannedJob> {
     .await?;
     info!(job_id = %job_id, chunks = summary.chunks, objects = summary.objects, input_bytes = summary.input_bytes, "job planned");
     Ok(planned)
+}
+
+/// [`Error::NoInput`] for a spec whose selection is empty, saying what selected nothing.
+fn nothing_to_plan(spec: &JobSpec) -> Error {
+    let mut detail = String::new();
+    if !spec.input.include.is_empty() {
+        detail.push_str(&format!(" matching {:?}", spec.input.include));
+    }
+    if let Some(keys) = &spec.only_keys {
+        detail.push_str(&format!(" among the {} object(s) named", keys.len()));
+    }
+    if let Some(skip) = &spec.skip_objects {
+        detail.push_str(&format!(
+            " that is not already ingested ({} object version(s) in the ledger)",
+            skip.len()
+        ));
+    }
+    Error::NoInput {
+        name: spec.name.clone(),
+        location: spec.input.location.to_string(),
+        detail,
+    }
 }
 
 /// Sends one message per chunk not yet committed; returns how many were sent.

@@ -94,15 +94,20 @@ class _NoManagedPolicies:
         return {}
 
 
-def translate(path=TEMPLATE):
+def translate(path=TEMPLATE, defaults=None):
     """The template as plain CloudFormation (what CloudFormation runs after the SAM
-    transform), with resource Metadata (checkov skips) passed through."""
+    transform), with resource Metadata (checkov skips) passed through. `defaults`
+    ({parameter: value}) replaces parameter defaults first: checkov evaluates Conditions
+    with the defaults, so a resource behind an off-by-default switch (EventMode) is only
+    scanned in a translation with the switch on."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     from samtranslator.translator.transform import transform
     from samtranslator.yaml_helper import yaml_parse
 
     with open(path, encoding="utf-8") as f:
         sam = yaml_parse(f.read())
+    for name, value in (defaults or {}).items():
+        sam["Parameters"][name]["Default"] = value
     # `sam package` replaces local CodeUri paths with the uploaded artifact's S3 URI
     # before the transform runs; do the same with a placeholder.
     glob = sam.get("Globals", {}).get("Function", {})
@@ -113,6 +118,20 @@ def translate(path=TEMPLATE):
         if res["Type"] == "AWS::Serverless::Function" and "CodeUri" in props and not str(props["CodeUri"]).startswith("s3://"):
             props["CodeUri"] = f"s3://packaged-artifacts/{name}.zip"
     return transform(sam, {}, _NoManagedPolicies(), passthrough_metadata=True)
+
+
+def condition_off(template, name):
+    """Whether a resource's Condition is false with the parameters' defaults, as checkov
+    evaluates it (it then drops the resource). Only the `Fn::Equals [Ref P, literal]` form
+    is decided; any other condition counts as on, so its policies must be checked."""
+    if name is None:
+        return False
+    cond = template.get("Conditions", {}).get(name, {})
+    args = cond.get("Fn::Equals") if isinstance(cond, dict) else None
+    if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], dict) and "Ref" in args[0]):
+        return False
+    param = template.get("Parameters", {}).get(args[0]["Ref"])
+    return param is not None and str(param.get("Default")) != str(args[1])
 
 
 IAM_CHECKS = ("CKV_AWS_107", "CKV_AWS_108", "CKV_AWS_109", "CKV_AWS_110", "CKV_AWS_111")
@@ -138,7 +157,11 @@ def checkov_report(report_path, translated_path):
     if summary.get("parsing_errors"):
         print(f"parsing errors: {summary['parsing_errors']}")
         bad += 1
-    iam = {f"{v['Type']}.{k}" for k, v in translated["Resources"].items() if v["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy")}
+    iam = {
+        f"{v['Type']}.{k}"
+        for k, v in translated["Resources"].items()
+        if v["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy") and not condition_off(translated, v.get("Condition"))
+    }
     for check in IAM_CHECKS:
         seen = {r["resource"] for r in results["passed_checks"] + results["failed_checks"] if r["check_id"] == check}
         for missing in sorted(iam - seen):
@@ -151,8 +174,9 @@ def checkov_report(report_path, translated_path):
 def main(argv):
     if len(argv) == 4 and argv[1] == "checkov-report":
         return checkov_report(argv[2], argv[3])
-    if len(argv) == 4 and argv[1] == "translate":
-        out = translate(argv[2])
+    if len(argv) >= 4 and argv[1] == "translate":
+        # translate TEMPLATE OUT [Parameter=default ...]
+        out = translate(argv[2], dict(a.split("=", 1) for a in argv[4:]))
         with open(argv[3], "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1, sort_keys=True)
         return 0

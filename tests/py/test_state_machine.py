@@ -180,14 +180,26 @@ class StaticDefinitionTest(unittest.TestCase):
             self.assertEqual("arn:aws:states:::lambda:invoke", task["Resource"], name)
             retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
             self.assertEqual(LAMBDA_ERRORS, retried, name)
-            self.assertEqual([["States.ALL"]], [c["ErrorEquals"] for c in task["Catch"]], name)
-            self.assertEqual("JobFailed", task["Catch"][0]["Next"], name)
-            self.assertEqual("$.failure", task["Catch"][0]["ResultPath"], name)
+            # The planner's NoInput (nothing left to plan) ends the execution without a
+            # job, as a success; every other error fails it.
+            expected = [["NoInput"], ["States.ALL"]] if name == "Plan" else [["States.ALL"]]
+            self.assertEqual(expected, [c["ErrorEquals"] for c in task["Catch"]], name)
+            self.assertEqual("JobFailed", task["Catch"][-1]["Next"], name)
+            self.assertTrue(all(c["ResultPath"] == "$.failure" for c in task["Catch"]), name)
+        self.assertEqual("NothingToDo", self.states["Plan"]["Catch"][0]["Next"])
+        self.assertEqual("NoJob", self.states["NothingToDo"]["Next"])
+        self.assertEqual("Succeed", self.states["NoJob"]["Type"])
         self.assertEqual("$.failure.Error", self.states["JobFailed"]["ErrorPath"])
         self.assertEqual("$.failure.Cause", self.states["JobFailed"]["CausePath"])
 
     def test_planner_gets_the_whole_execution_input(self):
         self.assertEqual("$", self.states["Plan"]["Parameters"]["Payload.$"])
+
+    def test_nothing_planned_ends_the_execution_before_any_job_state(self):
+        (choice,) = self.states["Planned"]["Choices"]
+        self.assertEqual(("$.plan.answer.nothing_planned", True, "NothingPlanned"), (choice["Variable"], choice["IsPresent"], choice["Next"]))
+        self.assertEqual("Succeed", self.states["NothingPlanned"]["Type"])
+        self.assertEqual("PollJob", self.states["Planned"]["Default"])
 
 
 class ExecutionTest(unittest.TestCase):
@@ -242,7 +254,7 @@ class ExecutionTest(unittest.TestCase):
         self.assertEqual(FINALIZED, run.output)
         self.assertEqual(
             [
-                "Start", "Plan", "Wait", "Status", "Settled", "CountPoll",
+                "Start", "Plan", "Planned", "PollJob", "Wait", "Status", "Settled", "CountPoll",
                 "Wait", "Status", "Settled", "Finalize", "Outcome", "Succeeded",
             ],
             run.states(),
@@ -255,6 +267,33 @@ class ExecutionTest(unittest.TestCase):
                 (REDUCER, {"action": "status", **probe}),
                 (REDUCER, {"action": "finalize", **probe}),
             ],
+            run.calls(),
+        )
+
+    def test_drain_that_finds_nothing_ends_without_a_job(self):
+        # The schedule's input; the planner found no new object on the arrivals queue.
+        start = {"drain": "arrivals", "drain_id": "2026-12-01T10:05:00Z"}
+        nothing = {
+            "nothing_planned": True,
+            "reason": "no object arrived under s3://in/raw/ since the last drain: no job planned",
+            "drain": {"messages": 0, "unreadable": 0, "not_selected": 0, "missing": 0, "duplicates": 0, "left_for_next": 0},
+        }
+        run = self.run_job([nothing], start)
+        self.assertEqual("SUCCEEDED", run.status, (run.error, run.cause))
+        self.assertEqual(["Start", "Plan", "Planned", "NothingPlanned"], run.states())
+        self.assertEqual(nothing, run.output, "the execution's output says why there is no job")
+        self.assertEqual([(PLANNER, start)], run.calls(), "no status, no finalize: no empty succeeded job")
+
+    def test_drain_that_plans_a_job_runs_it_to_success(self):
+        start = {"drain": "arrivals", "drain_id": "2026-12-01T10:10:00Z"}
+        drained = {**PLAN, "sent": 3, "objects": 2, "drain": {"messages": 3, "unreadable": 0, "not_selected": 0, "missing": 0, "duplicates": 1, "left_for_next": 0}}
+        run = self.run_job([drained, status(3, 3), FINALIZED], start)
+        self.assertEqual("SUCCEEDED", run.status, (run.error, run.cause))
+        self.assertEqual(FINALIZED, run.output)
+        self.assertEqual(["Start", "Plan", "Planned", "PollJob", "Wait", "Status", "Settled", "Finalize", "Outcome", "Succeeded"], run.states())
+        probe = {"job_id": "orders-1", "work": WORK}
+        self.assertEqual(
+            [(PLANNER, start), (REDUCER, {"action": "status", **probe}), (REDUCER, {"action": "finalize", **probe})],
             run.calls(),
         )
 

@@ -18,7 +18,7 @@ T = ct.load()
 RES = T["Resources"]
 PARAMS = T["Parameters"]
 BUCKETS = ("InputBucket", "OutputBucket", "RejectsBucket", "WorkBucket")
-QUEUES = ("ChunkQueue", "ChunkDeadLetterQueue")
+QUEUES = ("ChunkQueue", "ChunkDeadLetterQueue", "ArrivalsQueue", "ArrivalsDeadLetterQueue")
 FUNCTIONS = {"PlannerFunction": "planner", "WorkerFunction": "worker", "ReducerFunction": "reducer"}
 OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
 BUCKET_ACTIONS = {"s3:ListBucket"}
@@ -142,7 +142,7 @@ class IamTest(unittest.TestCase):
                 if s3 & OBJECT_ACTIONS:
                     self.assertTrue(prefix.endswith("*"), f"{owner}: object actions on the bucket ARN {r}")
                     if bucket == "WorkBucket":
-                        self.assertIn(prefix, ("jobs/*", "specs/*", "lookups/*"), f"{owner}: work bucket objects without a prefix: {r}")
+                        self.assertIn(prefix, ("jobs/*", "specs/*", "lookups/*", "arrivals/*", "ledger/*"), f"{owner}: work bucket objects without a prefix: {r}")
                 else:
                     self.assertEqual("", prefix, f"{owner}: ListBucket on an object ARN {r}")
                     if bucket == "WorkBucket":
@@ -171,6 +171,8 @@ class IamTest(unittest.TestCase):
                 ("s3:ListBucket", "InputBucket"), ("s3:GetObject", "InputBucket/*"),
                 ("s3:GetObject", "WorkBucket/specs/*"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"),
+                # An upload-started job leaves out what the ingestion ledger holds.
+                ("s3:GetObject", "WorkBucket/ledger/*"),
                 ("s3:ListBucket", "WorkBucket"),
                 ("sqs:SendMessage", "ChunkQueue"),
                 ("cloudwatch:PutMetricData", "*"),
@@ -203,6 +205,8 @@ class IamTest(unittest.TestCase):
                 ("logs:CreateLogStream", "ReducerLogGroup"), ("logs:PutLogEvents", "ReducerLogGroup"),
                 ("s3:ListBucket", "WorkBucket"),
                 ("s3:GetObject", "WorkBucket/jobs/*"), ("s3:PutObject", "WorkBucket/jobs/*"), ("s3:DeleteObject", "WorkBucket/jobs/*"),
+                # Finalize appends to the ingestion ledger (never deletes from it).
+                ("s3:GetObject", "WorkBucket/ledger/*"), ("s3:PutObject", "WorkBucket/ledger/*"),
                 # A job with no input rows plans its SQL, lookups included, for its aggregate's columns.
                 ("s3:GetObject", "WorkBucket/lookups/*"),
                 # Status reports the dead-letter queue's depth, and stranded chunks when the
@@ -267,11 +271,12 @@ class IamTest(unittest.TestCase):
             self.assertEqual("Deny", deny[0]["Effect"])
             self.assertEqual({"Bool": {"aws:SecureTransport": "false"}}, deny[0]["Condition"])
             self.assertEqual({bucket, bucket + "/*"}, {resource_name(r) for r in deny[0]["Resource"]})
-        qp = RES["ChunkQueuesPolicy"]["Properties"]
-        self.assertEqual([{"Ref": q} for q in QUEUES], qp["Queues"])
-        (deny,) = statements(qp["PolicyDocument"])
-        self.assertEqual(("Deny", {"Bool": {"aws:SecureTransport": "false"}}), (deny["Effect"], deny["Condition"]))
-        self.assertEqual(set(QUEUES), {resource_name(r) for r in deny["Resource"]})
+        for policy, queues in (("ChunkQueuesPolicy", QUEUES[:2]), ("ArrivalsQueuePolicy", QUEUES[2:])):
+            qp = RES[policy]["Properties"]
+            self.assertEqual([{"Ref": q} for q in queues], qp["Queues"])
+            (deny,) = [s for s in statements(qp["PolicyDocument"]) if s["Effect"] == "Deny"]
+            self.assertEqual({"Bool": {"aws:SecureTransport": "false"}}, deny["Condition"], policy)
+            self.assertEqual(set(queues), {resource_name(r) for r in deny["Resource"]}, policy)
 
 
 class StorageTest(unittest.TestCase):
@@ -292,6 +297,12 @@ class StorageTest(unittest.TestCase):
         work = RES["WorkBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
         jobs = [r for r in work if r.get("Prefix") == "jobs/" or r.get("Filter", {}).get("Prefix") == "jobs/"]
         self.assertEqual([{"Ref": "WorkRetentionDays"}], [r["ExpirationInDays"] for r in jobs])
+        # The ingestion ledger (ledger/) must outlive every job record: no expiring rule
+        # may reach it (a rule without a prefix reaches every key).
+        for r in work:
+            if "ExpirationInDays" in r or "Expiration" in r:
+                prefix = r.get("Prefix", r.get("Filter", {}).get("Prefix", ""))
+                self.assertTrue(prefix and not "ledger/".startswith(prefix), f"{r['Id']} expires the ledger")
         for b in ("InputBucket", "WorkBucket"):
             self.assertTrue(all("ExpirationInDays" not in r or r.get("Prefix") == "jobs/" for r in RES[b]["Properties"]["LifecycleConfiguration"]["Rules"]), f"{b}: user data expires")
 
@@ -349,7 +360,13 @@ class FunctionsTest(unittest.TestCase):
         common = {"FANOUT_WORK": {"Fn::Sub": "s3://${WorkBucket}/"}, "FANOUT_METRICS_NAMESPACE": {"Ref": "MetricsNamespace"}}
         self.assertEqual("Fanout", default("MetricsNamespace"))
         self.assertEqual(
-            {**common, "FANOUT_QUEUE_URL": {"Ref": "ChunkQueue"}, "FANOUT_SPEC": {"Fn::Sub": "s3://${WorkBucket}/specs/default.yaml"}, "FANOUT_INPUT": {"Fn::Sub": "s3://${InputBucket}/"}},
+            {
+                **common, "FANOUT_QUEUE_URL": {"Ref": "ChunkQueue"}, "FANOUT_SPEC": {"Fn::Sub": "s3://${WorkBucket}/specs/default.yaml"},
+                "FANOUT_INPUT": {"Fn::Sub": "s3://${InputBucket}/"},
+                # Event mode (EventModeTest): the queue only when it exists.
+                "FANOUT_ARRIVALS_QUEUE_URL": {"Fn::If": ["EventModeEnabled", {"Ref": "ArrivalsQueue"}, {"Ref": "AWS::NoValue"}]},
+                "FANOUT_ARRIVALS_MAX_OBJECTS": {"Ref": "ArrivalsMaxObjects"}, "FANOUT_ARRIVALS_MAX_BYTES": {"Ref": "ArrivalsMaxBytes"},
+            },
             env("PlannerFunction"),
         )
         self.assertEqual(
@@ -417,18 +434,109 @@ class OrchestrationTest(unittest.TestCase):
         self.assertNotIn("InputTransformer", target, "the execution input must be the whole event")
 
 
+EVENT_MODE = (
+    "ArrivalsQueue", "ArrivalsDeadLetterQueue", "ArrivalsQueuePolicy", "ArrivalsRule", "ArrivalsSchedule",
+    "ArrivalsScheduleRole", "PlannerArrivalsPolicy", "ArrivalsDeadLetterAlarm",
+)
+
+
+class EventModeTest(unittest.TestCase):
+    """Scheduled micro-batches: S3 events -> EventBridge -> arrivals queue -> schedule -> drain."""
+
+    def test_every_event_mode_resource_is_behind_the_switch(self):
+        self.assertEqual("false", default("EventMode"), "deployments that do not ask for it must not get it")
+        self.assertEqual({"Fn::Equals": [{"Ref": "EventMode"}, "true"]}, T["Conditions"]["EventModeEnabled"])
+        for name in EVENT_MODE:
+            self.assertEqual("EventModeEnabled", RES[name].get("Condition"), name)
+        for name in ("ArrivalsQueueUrl", "ArrivalsDeadLetterQueueUrl"):
+            self.assertEqual("EventModeEnabled", T["Outputs"][name].get("Condition"), name)
+        queue_url = env("PlannerFunction")["FANOUT_ARRIVALS_QUEUE_URL"]
+        self.assertEqual({"Fn::If": ["EventModeEnabled", {"Ref": "ArrivalsQueue"}, {"Ref": "AWS::NoValue"}]}, queue_url)
+        # Not both start modes: a job per upload and the same objects in a drain.
+        rule = T["Rules"]["OneStartMode"]
+        self.assertEqual({"Fn::Equals": [{"Ref": "EventMode"}, "true"]}, rule["RuleCondition"])
+        self.assertEqual([{"Fn::Equals": [{"Ref": "StartOnUpload"}, "false"]}], [a["Assert"] for a in rule["Assertions"]])
+
+    def test_rule_sends_input_bucket_object_created_events_to_the_arrivals_queue(self):
+        rule = RES["ArrivalsRule"]["Properties"]
+        pattern = rule["EventPattern"]
+        self.assertEqual((["aws.s3"], ["Object Created"]), (pattern["source"], pattern["detail-type"]))
+        self.assertEqual([{"Ref": "InputBucket"}], pattern["detail"]["bucket"]["name"])
+        self.assertEqual([{"prefix": {"Ref": "InputPrefix"}}], pattern["detail"]["object"]["key"])
+        (target,) = rule["Targets"]
+        self.assertEqual({"Fn::GetAtt": ["ArrivalsQueue", "Arn"]}, target["Arn"])
+        self.assertEqual({"Fn::GetAtt": ["ArrivalsDeadLetterQueue", "Arn"]}, target["DeadLetterConfig"]["Arn"])
+        self.assertNotIn("InputTransformer", target, "the planner parses the event as EventBridge sends it")
+        self.assertTrue(RES["InputBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"])
+
+    def test_only_the_rule_may_send_to_the_arrivals_queues(self):
+        doc = RES["ArrivalsQueuePolicy"]["Properties"]["PolicyDocument"]
+        allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
+        self.assertEqual(1, len(allows))
+        (allow,) = allows
+        self.assertEqual({"Service": "events.amazonaws.com"}, allow["Principal"])
+        self.assertEqual(["sqs:SendMessage"], as_list(allow["Action"]))
+        self.assertEqual({"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ArrivalsRule", "Arn"]}}}, allow["Condition"])
+        denies = [s for s in statements(doc) if s["Effect"] == "Deny"]
+        self.assertEqual([{"Bool": {"aws:SecureTransport": "false"}}], [d["Condition"] for d in denies])
+
+    def test_arrivals_queue_outlasts_a_planner_run_and_redrives_to_its_dlq(self):
+        q = RES["ArrivalsQueue"]["Properties"]
+        self.assertGreater(q["VisibilityTimeout"], PARAMS["PlannerTimeout"]["MaxValue"],
+                           "a drain's messages must stay hidden while any planner may run")
+        self.assertEqual({"Fn::GetAtt": ["ArrivalsDeadLetterQueue", "Arn"]}, q["RedrivePolicy"]["deadLetterTargetArn"])
+        for name in ("ArrivalsQueue", "ArrivalsDeadLetterQueue"):
+            self.assertTrue(RES[name]["Properties"]["SqsManagedSseEnabled"], name)
+
+    def test_schedule_starts_a_drain_named_by_its_time(self):
+        sched = RES["ArrivalsSchedule"]["Properties"]
+        self.assertEqual({"Ref": "ArrivalsScheduleRate"}, sched["ScheduleExpression"])
+        self.assertEqual("rate(5 minutes)", default("ArrivalsScheduleRate"))
+        self.assertRegex(default("ArrivalsScheduleRate"), PARAMS["ArrivalsScheduleRate"]["AllowedPattern"])
+        self.assertNotRegex("rate(0 minutes)", PARAMS["ArrivalsScheduleRate"]["AllowedPattern"])
+        target = sched["Target"]
+        self.assertEqual({"Ref": "JobStateMachine"}, target["Arn"])
+        self.assertEqual({"drain": "arrivals", "drain_id": "<aws.scheduler.scheduled-time>"}, json.loads(target["Input"]))
+
+    def test_schedule_role_may_only_start_the_state_machine(self):
+        self.assertEqual({("states:StartExecution", "JobStateMachine")}, grants("ArrivalsScheduleRole"))
+        trust = RES["ArrivalsScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        self.assertEqual({"Service": "scheduler.amazonaws.com"}, trust["Principal"])
+        arn = trust["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+        self.assertTrue(arn.endswith(":schedule/default/${AWS::StackName}-arrivals"), arn)
+        self.assertEqual({"Fn::Sub": "${AWS::StackName}-arrivals"}, RES["ArrivalsSchedule"]["Properties"]["Name"])
+
+    def test_planner_drains_only_the_arrivals_queue(self):
+        self.assertEqual(
+            {
+                ("sqs:ReceiveMessage", "ArrivalsQueue"), ("sqs:DeleteMessage", "ArrivalsQueue"),
+                ("sqs:ChangeMessageVisibility", "ArrivalsQueue"), ("sqs:GetQueueAttributes", "ArrivalsQueue"),
+                ("s3:GetObject", "WorkBucket/arrivals/*"), ("s3:PutObject", "WorkBucket/arrivals/*"),
+                ("s3:DeleteObject", "WorkBucket/arrivals/*"),
+                ("s3:GetObject", "WorkBucket/ledger/*"), ("s3:PutObject", "WorkBucket/ledger/*"),
+            },
+            grants("PlannerArrivalsPolicy"),
+        )
+        self.assertEqual([{"Ref": "PlannerRole"}], RES["PlannerArrivalsPolicy"]["Properties"]["Roles"])
+        planner = env("PlannerFunction")
+        self.assertEqual({"Ref": "ArrivalsMaxObjects"}, planner["FANOUT_ARRIVALS_MAX_OBJECTS"])
+        self.assertEqual({"Ref": "ArrivalsMaxBytes"}, planner["FANOUT_ARRIVALS_MAX_BYTES"])
+
+
 class ObservabilityTest(unittest.TestCase):
     def test_alarms_notify_an_encrypted_topic_cloudwatch_can_use(self):
-        alarms = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"] for a in ct.resources(T, "AWS::CloudWatch::Alarm").values()}
+        alarms = {name: a["Properties"] for name, a in ct.resources(T, "AWS::CloudWatch::Alarm").items()}
         expected = {
-            ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ChunkDeadLetterQueue", "QueueName"]}},
-            ("AWS/Lambda", "Errors"): {"Name": "FunctionName", "Value": {"Ref": "WorkerFunction"}},
-            ("AWS/Lambda", "Throttles"): {"Name": "FunctionName", "Value": {"Ref": "WorkerFunction"}},
-            ("AWS/States", "ExecutionsFailed"): {"Name": "StateMachineArn", "Value": {"Ref": "JobStateMachine"}},
+            "DeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ChunkDeadLetterQueue", "QueueName"]}}),
+            "ArrivalsDeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ArrivalsDeadLetterQueue", "QueueName"]}}),
+            "WorkerErrorsAlarm": ("AWS/Lambda", "Errors", {"Name": "FunctionName", "Value": {"Ref": "WorkerFunction"}}),
+            "WorkerThrottlesAlarm": ("AWS/Lambda", "Throttles", {"Name": "FunctionName", "Value": {"Ref": "WorkerFunction"}}),
+            "JobsFailedAlarm": ("AWS/States", "ExecutionsFailed", {"Name": "StateMachineArn", "Value": {"Ref": "JobStateMachine"}}),
         }
         self.assertEqual(set(expected), set(alarms))
-        for key, dim in expected.items():
+        for key, (namespace, metric, dim) in expected.items():
             a = alarms[key]
+            self.assertEqual((namespace, metric), (a["Namespace"], a["MetricName"]), key)
             self.assertEqual([dim], a["Dimensions"], key)
             self.assertEqual([{"Ref": "AlarmTopic"}], a["AlarmActions"], key)
             self.assertEqual((0, "GreaterThanThreshold"), (a["Threshold"], a["ComparisonOperator"]), key)

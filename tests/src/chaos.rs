@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fanout::queue::{Message, Queue, QueueDepth, QueueError};
 use fanout::sample::SplitMix;
-use fanout::store::{DynStore, ObjectMeta, ObjectStore, PutOutcome, StoreError};
+use fanout::store::{DynStore, ObjectMeta, ObjectStore, PutOutcome, StoreError, SwapOutcome};
 use fanout::worker::{FaultPoint, Faults};
 
 /// Probabilities of each fault, per opportunity.
@@ -208,6 +208,33 @@ impl ObjectStore for FaultyStore {
             return Err(injected("put_if_absent", key));
         }
         Ok(out)
+    }
+    async fn put_if_match(
+        &self,
+        key: &str,
+        data: Bytes,
+        etag: &str,
+    ) -> fanout::store::Result<SwapOutcome> {
+        if self
+            .inj
+            .roll(self.inj.rates.store_error, "store.put_if_match")
+        {
+            return Err(injected("put_if_match", key));
+        }
+        self.inner.put_if_match(key, data, etag).await
+    }
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> fanout::store::Result<Vec<ObjectMeta>> {
+        if self
+            .inj
+            .roll(self.inj.rates.store_error / 2.0, "store.list")
+        {
+            return Err(injected("list", prefix));
+        }
+        self.inner.list_after(prefix, start_after).await
     }
     async fn delete(&self, key: &str) -> fanout::store::Result<()> {
         self.inner.delete(key).await

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub mod store {
     use super::*;
     use bytes::Bytes;
-    use fanout::store::{ObjectStore, PutOutcome};
+    use fanout::store::{ObjectMeta, ObjectStore, PutOutcome, SwapOutcome};
 
     async fn put(store: &dyn ObjectStore, key: &str, data: &'static [u8]) {
         store.put(key, Bytes::from_static(data)).await.unwrap();
@@ -161,6 +161,93 @@ pub mod store {
         assert_eq!(
             store.get("race.json").await.unwrap(),
             Bytes::from(vec![winner])
+        );
+    }
+
+    /// Compare-and-swap: a swap from the version read replaces it and tells the new tag;
+    /// a swap from any other tag, or of an absent key, writes nothing. Versions of the same
+    /// size written in a row still get distinct tags (no ABA).
+    pub async fn put_if_match_swaps_only_the_version_read(store: &dyn ObjectStore) {
+        let swap = |data: &'static [u8], etag: String| async move {
+            store
+                .put_if_match("lease.json", Bytes::from_static(data), &etag)
+                .await
+                .unwrap()
+        };
+        assert_eq!(swap(b"x", "nope".into()).await, SwapOutcome::Changed);
+        assert!(store.head("lease.json").await.unwrap().is_none());
+        put(store, "lease.json", b"aaaa").await;
+        let first = store.head("lease.json").await.unwrap().unwrap().etag;
+        let SwapOutcome::Replaced { etag: second } = swap(b"bbbb", first.clone()).await else {
+            panic!("the swap from the current tag failed")
+        };
+        assert_ne!(second, first);
+        assert_eq!(
+            store.head("lease.json").await.unwrap().unwrap().etag,
+            second
+        );
+        assert_eq!(swap(b"cccc", first.clone()).await, SwapOutcome::Changed);
+        assert_eq!(
+            store.get("lease.json").await.unwrap(),
+            Bytes::from_static(b"bbbb")
+        );
+        let mut seen = vec![first, second.clone()];
+        let mut current = second;
+        for data in [b"dddd", b"eeee", b"ffff"] {
+            let SwapOutcome::Replaced { etag } = swap(data, current.clone()).await else {
+                panic!("a swap in a row failed")
+            };
+            assert!(!seen.contains(&etag), "tag {etag} reused: {seen:?}");
+            seen.push(etag.clone());
+            current = etag;
+        }
+    }
+
+    /// Of swaps racing from one version, exactly one replaces it.
+    pub async fn put_if_match_has_one_winner_among_racers(store: &dyn ObjectStore) {
+        put(store, "cas.json", b"0").await;
+        let etag = store.head("cas.json").await.unwrap().unwrap().etag;
+        let tries =
+            (1..=8u8).map(|i| store.put_if_match("cas.json", Bytes::from(vec![b'0' + i]), &etag));
+        let outcomes = join_all(tries).await;
+        let won: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, Ok(SwapOutcome::Replaced { .. })))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(won.len(), 1, "{outcomes:?}");
+        assert_eq!(
+            store.get("cas.json").await.unwrap(),
+            Bytes::from(vec![b'0' + won[0] as u8])
+        );
+    }
+
+    /// `list_after` lists the prefix's keys sorting after the given key, in order.
+    pub async fn list_after_lists_only_later_keys(store: &dyn ObjectStore) {
+        for k in [
+            "log/001.json",
+            "log/002.json",
+            "log/003.json",
+            "other/004.json",
+        ] {
+            put(store, k, b"e").await;
+        }
+        let keys = |v: Vec<ObjectMeta>| v.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(store.list_after("log/", "log/001.json").await.unwrap()),
+            ["log/002.json", "log/003.json"]
+        );
+        assert_eq!(
+            keys(store.list_after("log/", "log/").await.unwrap()),
+            ["log/001.json", "log/002.json", "log/003.json"]
+        );
+        assert!(
+            store
+                .list_after("log/", "log/003.json")
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 
@@ -650,6 +737,9 @@ macro_rules! store_conformance {
                 overwrite_replaces_content_and_version_tag,
                 put_if_absent_first_wins,
                 put_if_absent_has_one_winner_among_racers,
+                put_if_match_swaps_only_the_version_read,
+                put_if_match_has_one_winner_among_racers,
+                list_after_lists_only_later_keys,
                 delete_is_idempotent,
                 keys_with_spaces_and_unicode_round_trip,
                 put_file_stores_a_local_file,

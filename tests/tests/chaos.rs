@@ -412,3 +412,72 @@ async fn at_least_a_hundred_faults_against_moto_lose_and_duplicate_nothing() {
 
 #[path = "chaos/killed_worker.rs"]
 mod killed_worker;
+
+#[path = "chaos/across_jobs.rs"]
+mod across_jobs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_200_multi_job_runs_on_the_embedded_default_ingest_every_row_once() {
+    let seed0 = base_seed();
+    let replay = std::env::var("FANOUT_CHAOS_SEED").is_ok();
+    let started = std::time::Instant::now();
+    let mut t = across_jobs::Tally::default();
+    while t.runs < 200 {
+        let seed = seed0.wrapping_add(2_000_000 + t.sequences);
+        eprintln!("multi-job sequence {}: seed {seed}", t.sequences);
+        let dir = tempfile::tempdir().unwrap();
+        let open: across_jobs::Open = Arc::new(|l: &Location| {
+            fanout::env::open_local_store(l, &fanout::location::Sse::BucketDefault).unwrap()
+        });
+        across_jobs::sequence(
+            open,
+            &format!("{}/", dir.path().display()),
+            seed,
+            10,
+            &mut t,
+        )
+        .await;
+        if replay {
+            break;
+        }
+    }
+    eprintln!(
+        "multi-job chaos (embedded): {t:?} in {:.1} s: nothing lost or doubled",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(t.crashed > 0 && t.faults > 0 && t.refused > 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_job_runs_against_moto_ingest_every_row_once() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| u.starts_with("http://127.0.0.1")),
+        "AWS_ENDPOINT_URL must point at moto: run the suite with infra/test.sh"
+    );
+    let clients = fanout::env::AwsClients::load().await;
+    let seed0 = base_seed();
+    let mut t = across_jobs::Tally::default();
+    while t.runs < 30 {
+        let seed = seed0.wrapping_add(3_000_000 + t.sequences);
+        eprintln!("moto multi-job sequence {}: seed {seed}", t.sequences);
+        let bucket = format!("multi-{}-{}", std::process::id(), t.sequences);
+        clients
+            .s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        let s3 = clients.s3.clone();
+        let open: across_jobs::Open = Arc::new(move |l: &Location| match l {
+            Location::S3 { bucket, prefix } => {
+                Arc::new(fanout::store::S3Store::new(s3.clone(), bucket, prefix)) as DynStore
+            }
+            other => {
+                fanout::env::open_local_store(other, &fanout::location::Sse::BucketDefault).unwrap()
+            }
+        });
+        across_jobs::sequence(open, &format!("s3://{bucket}/"), seed, 8, &mut t).await;
+    }
+    eprintln!("multi-job chaos (moto): {t:?}: nothing lost or doubled");
+}

@@ -22,8 +22,8 @@ mod fs_store {
     fanout_tests::store_conformance!(make);
 }
 
-/// The port's default pinned read (a HEAD, then the read), as a wrapper that does not
-/// override it gets: the same checks hold.
+/// The port's default pinned read (a HEAD, then the read) and `list_after` (a list,
+/// filtered), as a wrapper that does not override them gets: the same checks hold.
 mod default_pinned_read {
     use super::*;
     use bytes::Bytes;
@@ -55,6 +55,14 @@ mod default_pinned_read {
         }
         async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::store::Result<PutOutcome> {
             self.0.put_if_absent(key, data).await
+        }
+        async fn put_if_match(
+            &self,
+            key: &str,
+            data: Bytes,
+            etag: &str,
+        ) -> fanout::store::Result<fanout::store::SwapOutcome> {
+            self.0.put_if_match(key, data, etag).await
         }
         async fn delete(&self, key: &str) -> fanout::store::Result<()> {
             self.0.delete(key).await

@@ -247,63 +247,32 @@ fn a_bad_spec_is_refused_before_any_work_with_field_and_line() {
     );
 }
 
-/// The schema of the one job's `aggregates.parquet` under `work`.
-fn aggregate_schema(work: &std::path::Path) -> arrow::datatypes::SchemaRef {
-    let jobs: Vec<_> = std::fs::read_dir(work.join("jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let file = std::fs::File::open(jobs[0].join("aggregates.parquet")).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .schema()
-        .clone()
-}
-
 #[test]
-fn a_job_over_no_input_succeeds_with_an_empty_aggregate_of_the_sql_columns() {
+fn a_job_over_no_input_plans_no_job_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     generate(root);
-    run_ok(
-        Command::new(fanout_bin())
-            .arg("run")
-            .arg(root.join("job.yaml")),
-    );
-    // The same job over an empty folder: the aggregate groups by `region`, a column only
-    // the SQL's lookup join gives, so its types come from the planned SQL.
+    // The job over an empty folder: no object to read, so no job (a "succeeded" job that
+    // read nothing would pass for a load that happened).
     std::fs::create_dir(root.join("empty")).unwrap();
     let text = std::fs::read_to_string(root.join("job.yaml"))
         .unwrap()
         .replace("/in/", "/empty/")
         .replace("/work/", "/work-empty/");
     std::fs::write(root.join("empty.yaml"), text).unwrap();
-    let out = run_ok(
-        Command::new(fanout_bin())
-            .arg("run")
-            .arg(root.join("empty.yaml")),
-    );
+    let out = Command::new(fanout_bin())
+        .arg("run")
+        .arg(root.join("empty.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        out.contains("outcome        succeeded") && out.contains("0 objects, 0 chunks"),
-        "{out}"
+        stderr.contains("no input object to process under")
+            && stderr.contains("no job was planned"),
+        "{stderr}"
     );
-    assert!(!out.contains("-0.0"), "{out}");
-    let with_rows = aggregate_schema(&root.join("work"));
-    let without = aggregate_schema(&root.join("work-empty"));
-    assert!(with_rows.field_with_name("region").is_ok(), "{with_rows:?}");
-    assert_eq!(with_rows.fields(), without.fields());
-    let jobs = root.join("work-empty/jobs");
-    let job = std::fs::read_dir(&jobs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let rows: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(job.join("aggregates.json")).unwrap())
-            .unwrap();
-    assert_eq!(rows, serde_json::json!([]));
+    assert!(!root.join("work-empty/jobs").exists());
 }
 
 #[test]

@@ -82,6 +82,20 @@ fn the_eventbridge_and_step_functions_inputs_are_understood() {
     assert!(err.to_string().contains("spec_location"), "{err}");
 }
 
+#[test]
+fn the_schedules_input_asks_for_a_drain_named_by_its_time() {
+    let req = fanout_planner::parse_event(&event("sfn-drain-arrivals.json")).unwrap();
+    assert_eq!(
+        req,
+        fanout_planner::Request::DrainArrivals {
+            drain_id: Some("2026-12-01T10:05:00Z".into()),
+            spec_location: None,
+        }
+    );
+    let err = fanout_planner::parse_event(&serde_json::json!({"drain": "everything"})).unwrap_err();
+    assert!(err.to_string().contains("expected \"arrivals\""), "{err}");
+}
+
 #[tokio::test]
 async fn plan_then_worker_batch_then_status_and_finalize() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,9 +110,12 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let settings = fanout_planner::Settings {
         default_spec: None,
         work: None,
+        arrivals: None,
     };
     let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
         .await
+        .unwrap()
+        .into_planned()
         .unwrap();
     assert!(planned.chunks >= 3, "{planned:?}");
     assert_eq!(planned.sent, planned.chunks);
@@ -259,9 +276,12 @@ async fn one_failing_chunk_of_a_batch_reports_only_its_message_id() {
     let settings = fanout_planner::Settings {
         default_spec: None,
         work: None,
+        arrivals: None,
     };
     let planned = fanout_planner::handle(&env, &queue, &settings, plan_event)
         .await
+        .unwrap()
+        .into_planned()
         .unwrap();
     assert_eq!((planned.chunks, planned.sent), (3, 3), "{planned:?}");
 

@@ -1,6 +1,11 @@
 //! The planner Lambda: an S3 event, an EventBridge "Object Created" event, a Step
-//! Functions input or a direct invocation → `plan_job` → one SQS message per chunk.
+//! Functions input or a direct invocation → `plan_job` → one SQS message per chunk; or
+//! `{"drain": "arrivals"}` (the schedule of the event-driven mode) →
+//! [`fanout::arrivals::drain_arrivals`] → one job of the objects that arrived, or none.
 
+use std::sync::Arc;
+
+use fanout::arrivals::{DrainCounts, DrainLimits, Drained};
 use fanout::env::Env;
 use fanout::ids::JobId;
 use fanout::location::Location;
@@ -16,6 +21,17 @@ pub struct Settings {
     pub default_spec: Option<Location>,
     /// Overrides the spec's `work` (where this deployment keeps job records).
     pub work: Option<Location>,
+    /// The arrivals queue of the event-driven mode, when deployed.
+    pub arrivals: Option<Arrivals>,
+}
+
+/// The event-driven mode's queue and batch bounds.
+#[derive(Debug, Clone)]
+pub struct Arrivals {
+    /// The arrivals queue (S3 "Object Created" events through EventBridge).
+    pub queue: Arc<dyn Queue>,
+    /// How much one drain takes into its job.
+    pub limits: DrainLimits,
 }
 
 /// The planner's answer (the Step Functions state for the status loop).
@@ -31,6 +47,41 @@ pub struct Planned {
     pub sent: u64,
     /// Input objects.
     pub objects: u64,
+    /// What the drain saw, for a job drained from the arrivals queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainCounts>,
+}
+
+/// The answer when nothing was planned (no new object arrived): the state machine ends
+/// the execution there, without a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NothingPlanned {
+    /// Always `true`: the field the state machine's `Planned?` choice looks for.
+    pub nothing_planned: bool,
+    /// Why, in words.
+    pub reason: String,
+    /// What the drain saw.
+    pub drain: DrainCounts,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A job was planned.
+    Planned(Planned),
+    /// No job: nothing new.
+    Nothing(NothingPlanned),
+}
+
+impl Answer {
+    /// The planned job, or why there is none.
+    pub fn into_planned(self) -> Result<Planned, NothingPlanned> {
+        match self {
+            Answer::Planned(p) => Ok(p),
+            Answer::Nothing(n) => Err(n),
+        }
+    }
 }
 
 /// A planner failure, typed for Lambda's `errorType`.
@@ -66,14 +117,14 @@ pub enum Request {
     Inline(Value, Option<JobId>),
     /// Plan the default spec over these uploaded objects (bucket, key).
     Uploaded(Vec<(String, String)>),
-}
-
-fn url_decode(key: &str) -> String {
-    // S3 notifications encode keys as form data: `+` is a space.
-    let plus = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8_lossy()
-        .into_owned()
+    /// Drain the arrivals queue into one job of the default spec (or the one at the
+    /// location given); the drain id (the schedule's time) makes a retry answer the same job.
+    DrainArrivals {
+        /// The drain's id.
+        drain_id: Option<String>,
+        /// A spec other than the default.
+        spec_location: Option<String>,
+    },
 }
 
 /// Reads the event's shape.
@@ -90,57 +141,45 @@ pub fn parse_event(event: &Value) -> Result<Request, PlanError> {
             )));
         }
     };
+    if event.get("drain").is_some() {
+        if event["drain"] != "arrivals" {
+            return Err(PlanError::Event(format!(
+                "drain: expected \"arrivals\", found {}",
+                event["drain"]
+            )));
+        }
+        let text = |field: &str| event.get(field).and_then(Value::as_str).map(str::to_string);
+        return Ok(Request::DrainArrivals {
+            drain_id: text("drain_id"),
+            spec_location: text("spec_location"),
+        });
+    }
     if let Some(loc) = event.get("spec_location").and_then(Value::as_str) {
         return Ok(Request::SpecAt(loc.to_string(), job_id));
     }
     if let Some(spec) = event.get("spec") {
         return Ok(Request::Inline(spec.clone(), job_id));
     }
-    if let Some(records) = event.get("Records").and_then(Value::as_array) {
-        let objects: Vec<(String, String)> = records
-            .iter()
-            .filter(|r| {
-                r["eventSource"] == "aws:s3"
-                    && r["eventName"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("ObjectCreated"))
-            })
-            .filter_map(|r| {
-                Some((
-                    r["s3"]["bucket"]["name"].as_str()?.to_string(),
-                    url_decode(r["s3"]["object"]["key"].as_str()?),
-                ))
-            })
-            .collect();
-        if objects.is_empty() {
+    if let Some(created) = fanout::arrivals::object_created(event) {
+        if created.is_empty() {
             return Err(PlanError::Event(
                 "an S3 event without ObjectCreated records".into(),
             ));
         }
-        return Ok(Request::Uploaded(objects));
+        return Ok(Request::Uploaded(
+            created.into_iter().map(|o| (o.bucket, o.key)).collect(),
+        ));
     }
     if event["source"] == "aws.s3" && event["detail-type"] == "Object Created" {
-        let bucket = event["detail"]["bucket"]["name"]
-            .as_str()
-            .unwrap_or_default();
-        let key = event["detail"]["object"]["key"]
-            .as_str()
-            .unwrap_or_default();
-        if bucket.is_empty() || key.is_empty() {
-            return Err(PlanError::Event(
-                "an EventBridge Object Created event without bucket or key".into(),
-            ));
-        }
-        return Ok(Request::Uploaded(vec![(
-            bucket.to_string(),
-            key.to_string(),
-        )]));
+        return Err(PlanError::Event(
+            "an EventBridge Object Created event without bucket or key".into(),
+        ));
     }
     // Step Functions started by EventBridge wraps the event as its input.
     if let Some(detail) = event.get("input").filter(|v| v.is_object()) {
         return parse_event(detail);
     }
-    Err(PlanError::Event("expected {\"spec_location\": …}, {\"spec\": …}, an S3 event or an EventBridge Object Created event".into()))
+    Err(PlanError::Event("expected {\"spec_location\": …}, {\"spec\": …}, {\"drain\": \"arrivals\"}, an S3 event or an EventBridge Object Created event".into()))
 }
 
 async fn read_spec(env: &Env, location: &str) -> Result<JobSpec, PlanError> {
@@ -154,14 +193,19 @@ async fn read_spec(env: &Env, location: &str) -> Result<JobSpec, PlanError> {
     Ok(JobSpec::parse(location, &text).map_err(fanout::Error::from)?)
 }
 
-/// Plans the job an event asks for and sends its chunk messages.
+/// Plans the job an event asks for and sends its chunk messages; a drain of the arrivals
+/// queue may find nothing new and plan nothing.
 pub async fn handle(
     env: &Env,
     queue: &dyn Queue,
     settings: &Settings,
     event: Value,
-) -> Result<Planned, PlanError> {
+) -> Result<Answer, PlanError> {
     let (mut spec, job_id) = match parse_event(&event)? {
+        Request::DrainArrivals {
+            drain_id,
+            spec_location,
+        } => return drain(env, queue, settings, drain_id, spec_location).await,
         Request::SpecAt(loc, id) => (read_spec(env, &loc).await?, id),
         Request::Inline(v, id) => {
             let text = serde_json::to_string(&v).map_err(|source| fanout::Error::Serialize {
@@ -174,12 +218,7 @@ pub async fn handle(
             )
         }
         Request::Uploaded(objects) => {
-            let loc = settings.default_spec.as_ref().ok_or_else(|| {
-                PlanError::Event(
-                    "an upload event needs FANOUT_SPEC (the spec of upload-started jobs)".into(),
-                )
-            })?;
-            let spec = read_spec(env, &loc.to_string()).await?;
+            let mut spec = default_spec(env, settings, "an upload event").await?;
             let keys = uploaded_keys(&spec.input.location, &objects);
             if keys.is_empty() {
                 return Err(PlanError::Event(format!(
@@ -187,7 +226,12 @@ pub async fn handle(
                     spec.input.location
                 )));
             }
-            (spec.with_only_keys(keys), None)
+            if let Some(work) = &settings.work {
+                // The ledger read below is the deployment's.
+                spec = spec.with_work(work.clone());
+            }
+            // A `_READY` marker plans its folder; objects in the ledger are left out.
+            (fanout::incremental::uploaded(env, spec, &keys).await?, None)
         }
     };
     if let Some(work) = &settings.work {
@@ -206,12 +250,69 @@ pub async fn handle(
         &plan.chunks,
     )
     .await?;
-    Ok(Planned {
+    Ok(Answer::Planned(Planned {
         job_id: plan.summary.job_id,
         work: spec.work.to_string(),
         chunks: plan.summary.chunks,
         sent,
         objects: plan.summary.objects,
+        drain: None,
+    }))
+}
+
+async fn default_spec(env: &Env, settings: &Settings, what: &str) -> Result<JobSpec, PlanError> {
+    let loc = settings.default_spec.as_ref().ok_or_else(|| {
+        PlanError::Event(format!(
+            "{what} needs FANOUT_SPEC (the spec of event-started jobs)"
+        ))
+    })?;
+    read_spec(env, &loc.to_string()).await
+}
+
+/// The arrivals drain: one job of the objects that arrived since the last drain.
+async fn drain(
+    env: &Env,
+    queue: &dyn Queue,
+    settings: &Settings,
+    drain_id: Option<String>,
+    spec_location: Option<String>,
+) -> Result<Answer, PlanError> {
+    let arrivals = settings.arrivals.as_ref().ok_or_else(|| {
+        PlanError::Event(
+            "a drain of the arrivals queue needs FANOUT_ARRIVALS_QUEUE_URL (deploy with EventMode=true)"
+                .into(),
+        )
+    })?;
+    let mut spec = match spec_location {
+        Some(loc) => read_spec(env, &loc).await?,
+        None => default_spec(env, settings, "a drain of the arrivals queue").await?,
+    };
+    if let Some(work) = &settings.work {
+        spec = spec.with_work(work.clone());
+    }
+    let drained = fanout::arrivals::drain_arrivals(
+        env,
+        arrivals.queue.as_ref(),
+        queue,
+        &spec,
+        arrivals.limits,
+        drain_id.as_deref(),
+    )
+    .await?;
+    Ok(match drained {
+        Drained::Planned { job, sent, counts } => Answer::Planned(Planned {
+            job_id: job.summary.job_id,
+            work: spec.work.to_string(),
+            chunks: job.summary.chunks,
+            sent,
+            objects: job.summary.objects,
+            drain: Some(counts),
+        }),
+        Drained::Nothing { reason, counts } => Answer::Nothing(NothingPlanned {
+            nothing_planned: true,
+            reason,
+            drain: counts,
+        }),
     })
 }
 

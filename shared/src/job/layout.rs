@@ -13,6 +13,9 @@
 //! <work>/jobs/<job_id>/staged/<partition>/…    chunk files published at finalize (`output.catalog`)
 //! <rejects>/<job_id>/<chunk_id>.jsonl           quarantined records
 //! ```
+//!
+//! Outside `jobs/`, per job name: the ingestion ledger and the run lease,
+//! `<work>/ledger/<name>/…` ([`crate::ledger::records`]).
 
 use crate::ids::{ChunkId, JobId};
 

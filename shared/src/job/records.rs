@@ -34,6 +34,10 @@ pub struct PlanSummary {
     /// The cost estimate made when planning (default model and prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<crate::cost::Estimate>,
+    /// Planned without the objects the ingestion ledger held (`--since-last`, the `_READY`
+    /// marker, the event planner): its finalize refuses objects another job ingested.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
 }
 
 /// One plan shard.
@@ -438,6 +442,9 @@ pub struct InputObject {
     pub key: String,
     /// Version tag it had.
     pub etag: String,
+    /// Its size in bytes (0 in manifests written before sizes were recorded).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Manifest {

@@ -76,6 +76,14 @@ pub async fn finalize_job_at(
 ) -> Result<Manifest> {
     let store = env.store(work)?;
     let (summary, spec, plan) = load_job(store.as_ref(), work, job_id).await?;
+    if plan.is_empty() {
+        // A plan written before empty ones were refused: still nothing to finalize.
+        return Err(Error::NoInput {
+            name: spec.name.clone(),
+            location: spec.input.location.to_string(),
+            detail: format!(" (job {job_id} planned no chunk)"),
+        });
+    }
     // Partials move to local runs as the records are read: the records held here are
     // without them, whatever the number of groups.
     let run_dir = aggregate::run_dir()?;
@@ -99,6 +107,12 @@ pub async fn finalize_job_at(
         schema: &schema,
         partitions: &partitions,
     };
+    // An incremental job whose objects another job recorded first fails here, before
+    // anything of it is published or registered (the ledger write below checks again).
+    let inputs = input_objects(&plan);
+    if let Some(problem) = ledger_precheck(env, &store, &spec, &summary, job_id, &inputs).await? {
+        merged.problems.push(problem);
+    }
     publish_and_verify(env, &files, merged.problems.is_empty()).await?;
     let aggregate = match &spec.aggregate {
         Some(a) => Some(
@@ -127,10 +141,10 @@ pub async fn finalize_job_at(
     } else {
         None
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         job_id: job_id.clone(),
         name: spec.name.clone(),
-        outcome: if problems.is_empty() {
+        outcome: if merged.problems.is_empty() {
             "succeeded"
         } else {
             "failed"
@@ -152,9 +166,11 @@ pub async fn finalize_job_at(
         reject_rules: merged.reject_rules,
         aggregate,
         catalog,
-        inputs: input_objects(&plan),
+        inputs,
         cost: Some(cost),
     };
+    record_ingested(env, &store, work, &spec, &summary, &mut manifest).await?;
+    let problems = manifest.problems.clone();
     store
         .put(
             &layout::manifest(job_id),
@@ -363,6 +379,89 @@ fn check_reject_ratio(
     reject_ratio
 }
 
+/// Records a succeeded job's inputs in the ingestion ledger of its name, BEFORE its
+/// manifest says so (crate::ledger, "Writing"): a succeeded manifest never exists without
+/// its ledger entry, and a finalize run again finds the entry there. An incremental job
+/// whose objects another job ingested meanwhile becomes `failed`, naming them.
+/// The ledger entry a job would append, read-only: `Some(problem)` when another job of
+/// the name ingested one of the objects of this incremental job first.
+async fn ledger_precheck(
+    env: &Env,
+    store: &crate::store::DynStore,
+    spec: &JobSpec,
+    summary: &PlanSummary,
+    job_id: &JobId,
+    inputs: &[InputObject],
+) -> Result<Option<String>> {
+    use crate::ledger::Ledger;
+    if !summary.incremental {
+        return Ok(None);
+    }
+    let ledger = Ledger::new(store.clone(), &spec.name);
+    if ledger.entry_of(job_id).await?.is_some() {
+        return Ok(None);
+    }
+    let objects = ingested_objects(env, spec, inputs)?;
+    match ledger.read().await?.refuse_ingested(job_id, &objects) {
+        Ok(()) => Ok(None),
+        Err(e @ Error::AlreadyIngested { .. }) => Ok(Some(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ledger's view of a job's input objects: absolute URIs with version and size.
+fn ingested_objects(
+    env: &Env,
+    spec: &JobSpec,
+    inputs: &[InputObject],
+) -> Result<Vec<crate::ledger::IngestedObject>> {
+    let root = env.store(&spec.input.location)?.describe();
+    Ok(inputs
+        .iter()
+        .map(|i| crate::ledger::IngestedObject {
+            uri: format!("{root}{}", i.key),
+            etag: i.etag.clone(),
+            size: i.size,
+        })
+        .collect())
+}
+
+async fn record_ingested(
+    env: &Env,
+    store: &crate::store::DynStore,
+    work: &Location,
+    spec: &JobSpec,
+    summary: &PlanSummary,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    use crate::ledger::{EntryKind, Ledger, Recorded};
+    if !manifest.succeeded() {
+        return Ok(());
+    }
+    let objects = ingested_objects(env, spec, &manifest.inputs)?;
+    let kind = if summary.incremental {
+        EntryKind::Incremental
+    } else {
+        EntryKind::Full
+    };
+    let ledger = Ledger::new(store.clone(), &spec.name);
+    match ledger
+        .record(&manifest.job_id, &work.to_string(), kind, objects)
+        .await
+    {
+        Ok(Recorded::Appended { seq } | Recorded::Already { seq }) => {
+            info!(job_id = %manifest.job_id, seq, "job recorded in the ingestion ledger");
+            Ok(())
+        }
+        Err(e @ Error::AlreadyIngested { .. }) => {
+            manifest.outcome = "failed".into();
+            manifest.problems.push(e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Every input object the plan read (key and version), sorted, once each.
 fn input_objects(plan: &[Chunk]) -> Vec<InputObject> {
     let mut inputs: Vec<InputObject> = plan
@@ -371,6 +470,7 @@ fn input_objects(plan: &[Chunk]) -> Vec<InputObject> {
         .map(|p| InputObject {
             key: p.key().to_string(),
             etag: p.etag().to_string(),
+            size: p.object_size(),
         })
         .collect();
     inputs.sort();

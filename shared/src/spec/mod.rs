@@ -154,6 +154,10 @@ pub struct JobSpec {
     pub only_keys: Option<Vec<String>>,
     /// Input objects (key, version) left out: committed by earlier jobs (`--since-last`).
     pub skip_objects: Option<std::collections::HashSet<(String, String)>>,
+    /// The input objects as given (keys relative to the input, each HEADed by the caller),
+    /// used instead of a listing of the input: the arrivals drain plans exactly the objects
+    /// its events name, without listing the prefix.
+    pub input_objects: Option<Vec<crate::store::ObjectMeta>>,
 }
 
 impl JobSpec {
@@ -228,6 +232,13 @@ impl JobSpec {
     /// event plans a job over exactly the objects it names.
     pub fn with_only_keys(mut self, keys: Vec<String>) -> Self {
         self.only_keys = Some(keys);
+        self
+    }
+
+    /// Plans exactly these objects (keys relative to the input location, size and ETag
+    /// from a HEAD) instead of listing the input; the include/exclude globs still apply.
+    pub fn with_input_objects(mut self, objects: Vec<crate::store::ObjectMeta>) -> Self {
+        self.input_objects = Some(objects);
         self
     }
 

@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore, PutOutcome};
+use super::{ObjectMeta, ObjectStore, PutOutcome, SwapOutcome};
 use super::{Result, StoreError};
 use crate::location::Location;
 
@@ -135,6 +135,56 @@ impl FsStore {
                 expected,
                 found: Some(found),
             }),
+        }
+    }
+}
+
+/// The lock file of a directory's compare-and-swap writes (named so listings skip it).
+const SWAP_LOCK: &str = ".fanout-tmp-swap-lock";
+
+/// The least step between the modification times of two versions a swap writes: a file
+/// system's timestamps may be coarser than nanoseconds (a clock tick of a few ms).
+const SWAP_MTIME_STEP: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl FsStore {
+    /// The compare-and-swap of [`ObjectStore::put_if_match`], under an exclusive lock of
+    /// the directory's lock file (`flock`, so other processes are excluded too). The new
+    /// version's modification time is set past the old one's: the tag (size and time) of
+    /// every version differs from the one it replaced even with the same size within one
+    /// clock tick, so a holder of a stale tag can never swap.
+    fn swap_blocking(&self, path: &Path, data: &[u8], etag: &str) -> std::io::Result<SwapOutcome> {
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(SWAP_LOCK))?;
+        lock.lock()?;
+        let current = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(SwapOutcome::Changed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SwapOutcome::Changed),
+            Err(e) => return Err(e),
+        };
+        if Self::meta(String::new(), &current).etag != etag {
+            return Ok(SwapOutcome::Changed);
+        }
+        let tmp = self.write_tmp(path, data)?;
+        let stamped = (|| {
+            let after = current.modified()? + SWAP_MTIME_STEP;
+            let f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+            f.set_modified(after.max(std::time::SystemTime::now()))?;
+            let etag = Self::meta(String::new(), &f.metadata()?).etag;
+            std::fs::rename(&tmp, path)?;
+            Ok(etag)
+        })();
+        match stamped {
+            Ok(etag) => Ok(SwapOutcome::Replaced { etag }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
         }
     }
 }
@@ -342,6 +392,16 @@ impl ObjectStore for FsStore {
         .await
         .map_err(|e| blocking_task_failed("put_if_absent", key, e))?
         .map_err(|e| Self::io_error("put_if_absent", &k, e))
+    }
+
+    async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<SwapOutcome> {
+        let path = self.path("put_if_match", key)?;
+        let this = self.clone();
+        let (k, etag) = (key.to_string(), etag.to_string());
+        tokio::task::spawn_blocking(move || this.swap_blocking(&path, &data, &etag))
+            .await
+            .map_err(|e| blocking_task_failed("put_if_match", key, e))?
+            .map_err(|e| Self::io_error("put_if_match", &k, e))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -111,6 +111,18 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// Result of a compare-and-swap write ([`ObjectStore::put_if_match`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The object was the expected version and is now the new bytes, tagged `etag`.
+    Replaced {
+        /// The version tag of the object just written.
+        etag: String,
+    },
+    /// The object is absent or another version: nothing was written.
+    Changed,
+}
+
 /// An object store rooted at a location.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -159,6 +171,29 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
     /// Writes the object only if no object has the key (S3 `If-None-Match: *`).
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
+    /// Replaces the object only if it is still the version tagged `etag` (S3 `If-Match` on
+    /// PutObject): a compare-and-swap, atomic against every other `put_if_match` and
+    /// `put_if_absent` of the key. Every version written this way gets a tag no earlier
+    /// version of the key had, so a swap from a stale tag cannot succeed (no ABA).
+    /// The default refuses: a wrapper must forward it, or leases over it cannot work.
+    async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<SwapOutcome> {
+        let _ = (data, etag);
+        Err(StoreError::Request {
+            op: "put_if_match",
+            key: key.to_string(),
+            message: format!("{} cannot replace an object conditionally", self.describe()),
+            retryable: false,
+            source: None,
+        })
+    }
+    /// Objects whose key starts with `prefix` and sorts after `start_after`, sorted by key
+    /// (S3 `StartAfter`: the request reads only what is past it). The default lists the
+    /// prefix and filters.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|o| o.key.as_str() > start_after);
+        Ok(all)
+    }
     /// Deletes the object; deleting an absent object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -276,6 +311,16 @@ impl ObjectStore for Counted {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
         self.counter.add(&self.counter.put, 1);
         self.inner.put_if_absent(key, data).await
+    }
+    async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<SwapOutcome> {
+        self.counter.add(&self.counter.put, 1);
+        self.inner.put_if_match(key, data, etag).await
+    }
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let out = self.inner.list_after(prefix, start_after).await?;
+        self.counter
+            .add(&self.counter.list, (out.len() as u64).div_ceil(1000).max(1));
+        Ok(out)
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await

@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore, PutOutcome};
+use super::{ObjectMeta, ObjectStore, PutOutcome, SwapOutcome};
 use super::{Result, StoreError};
 use crate::location::{Location, Sse};
 
@@ -68,6 +68,20 @@ impl S3Store {
         self.multipart_threshold = threshold;
         self.part_bytes = part_bytes.max(5 * 1024 * 1024);
         self
+    }
+
+    /// A listed object below the store's prefix; `None` for a key outside it or a
+    /// "folder" placeholder (not data).
+    fn listed(&self, o: &aws_sdk_s3::types::Object) -> Option<ObjectMeta> {
+        let rel = o.key()?.strip_prefix(&self.prefix)?;
+        if rel.is_empty() || rel.ends_with('/') {
+            return None;
+        }
+        Some(ObjectMeta {
+            key: rel.to_string(),
+            size: o.size().unwrap_or(0).max(0) as u64,
+            etag: trim_etag(o.e_tag()),
+        })
     }
 
     fn full(&self, key: &str) -> String {
@@ -176,21 +190,7 @@ impl ObjectStore for S3Store {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk_error("list", prefix, e))?;
-            for o in page.contents() {
-                let Some(k) = o.key() else { continue };
-                let Some(rel) = k.strip_prefix(&self.prefix) else {
-                    continue;
-                };
-                // "Folder" placeholder objects are not data.
-                if rel.is_empty() || rel.ends_with('/') {
-                    continue;
-                }
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: trim_etag(o.e_tag()),
-                });
-            }
+            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -335,6 +335,44 @@ impl ObjectStore for S3Store {
             Err(e) if status_of(&e) == Some(412) => Ok(PutOutcome::AlreadyExists),
             Err(e) => Err(sdk_error("put_if_absent", key, e)),
         }
+    }
+
+    async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<SwapOutcome> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .if_match(quoted_etag(etag))
+            .body(ByteStream::from(data));
+        req = with_sse!(req, &self.sse);
+        match req.send().await {
+            Ok(out) => Ok(SwapOutcome::Replaced {
+                etag: trim_etag(out.e_tag()),
+            }),
+            // 412: another version; 404: no object to match.
+            Err(e) if matches!(status_of(&e), Some(412 | 404)) => Ok(SwapOutcome::Changed),
+            Err(e) => Err(sdk_error("put_if_match", key, e)),
+        }
+    }
+
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let full = self.full(prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .start_after(self.full(start_after))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("list", prefix, e))?;
+            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

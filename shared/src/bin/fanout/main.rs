@@ -49,6 +49,10 @@ enum Command {
 const EXIT_JOB_FAILED: u8 = 1;
 /// Exit code of a refused spec or bad usage.
 const EXIT_INVALID: u8 = 2;
+/// Exit code of a run with nothing to process: no input object matched.
+const EXIT_NO_INPUT: u8 = 3;
+/// Exit code of a `--since-last` run refused because another run holds the name's lease.
+const EXIT_LEASE_HELD: u8 = 4;
 
 fn main() -> ExitCode {
     fanout::alloc::limit_arenas();
@@ -72,17 +76,23 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            let invalid = e
-                .downcast_ref::<fanout::Error>()
-                .is_some_and(|f| matches!(f, fanout::Error::Spec(_) | fanout::Error::Config(_)))
-                || e.downcast_ref::<fanout::spec::SpecFileError>().is_some();
             eprintln!("error: {e:#}");
-            ExitCode::from(if invalid {
-                EXIT_INVALID
-            } else {
-                EXIT_JOB_FAILED
-            })
+            ExitCode::from(exit_code_of(&e))
         }
+    }
+}
+
+/// The exit code of a command's error: 2 for a refused spec or setting, 3 for nothing to
+/// process, 4 for a lease held by another run, 1 otherwise.
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<fanout::spec::SpecFileError>().is_some() {
+        return EXIT_INVALID;
+    }
+    match e.downcast_ref::<fanout::Error>() {
+        Some(fanout::Error::Spec(_) | fanout::Error::Config(_)) => EXIT_INVALID,
+        Some(fanout::Error::NoInput { .. }) => EXIT_NO_INPUT,
+        Some(fanout::Error::LeaseHeld { .. }) => EXIT_LEASE_HELD,
+        _ => EXIT_JOB_FAILED,
     }
 }
 

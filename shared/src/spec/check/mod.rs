@@ -120,6 +120,7 @@ impl Checker<'_> {
             sse,
             only_keys: None,
             skip_objects: None,
+            input_objects: None,
         })
     }
 

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fanout::env::Env;
+use fanout::incremental::{SinceLast, run_since_last};
+use fanout::ledger::LeaseOptions;
 use fanout::metrics::MemoryMetrics;
 use fanout::runner::{RunOptions, RunReport, run_local};
 use fanout::spec::JobSpec;
@@ -29,10 +32,24 @@ pub struct Args {
     /// workers on the same queue help.
     #[arg(long)]
     queue: Option<String>,
-    /// Process only input objects no earlier successful job of this name committed
-    /// (by key and version, from the manifests in `work`): an incremental run.
+    /// Process only input objects (key and version) no earlier job of this name
+    /// ingested, from the ingestion ledger in `work` (`ledger/<name>/`): an incremental
+    /// run, one at a time per job name (it holds the name's lease).
     #[arg(long)]
     since_last: bool,
+    /// With --since-last: wait up to this many seconds for another run of the name to
+    /// release its lease (default: exit at once with code 4, naming the holder).
+    #[arg(long, value_name = "SECONDS", requires = "since_last")]
+    wait_lease: Option<u64>,
+    /// With --since-last: the lease's expiry after its last renewal (renewed every third of
+    /// it while the run runs); a run that dies holds the name this long.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        requires = "since_last"
+    )]
+    lease_ttl: u64,
 }
 
 /// Runs the job and prints its manifest; exit 1 when the job fails.
@@ -44,12 +61,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let uses_aws = args.queue.is_some() || spec_uses_s3(&job);
     let (env, metrics) = env_for(uses_aws).await?;
     let env = with_cost_settings(env)?;
-    if args.since_last {
-        let Some(fresh) = skip_committed(&env, job).await? else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        job = fresh;
-    }
     fanout::lookup::preflight(&env, &job, &args.spec.display().to_string()).await?;
     let mut opts = RunOptions::default();
     if let Some(url) = &args.queue {
@@ -64,8 +75,53 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         opts.workers = w;
     }
     let progress = Arc::new(Bar::new());
-    let report = run_local(&env, &job, &opts, progress.clone()).await?;
+    let report = if args.since_last {
+        let lease = LeaseOptions {
+            ttl: Duration::from_secs(args.lease_ttl.max(1)),
+            wait: args.wait_lease.map(Duration::from_secs),
+            ..LeaseOptions::default()
+        };
+        match run_since_last(&env, &job, &opts, &lease, progress.clone()).await? {
+            SinceLast::NothingNew { ingested } => {
+                progress.finish();
+                println!(
+                    "nothing new since the last run: every selected input object is in the ingestion ledger of `{}` ({ingested} object versions)",
+                    job.name
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            SinceLast::Ran {
+                report,
+                ingested,
+                recovered,
+            } => {
+                if let Some(j) = recovered {
+                    println!(
+                        "finished job {j} of the previous run first (it died, or stopped finalizing)"
+                    );
+                }
+                println!(
+                    "since the last run: {} new or changed object(s); {ingested} ingested before are skipped",
+                    report.plan.summary.objects
+                );
+                *report
+            }
+        }
+    } else {
+        run_local(&env, &job, &opts, progress.clone()).await?
+    };
     progress.finish();
+    print_report(&env, &job, &opts, &report, &metrics).await
+}
+
+/// Prints a finished run; exit 1 when its job failed.
+async fn print_report(
+    env: &Env,
+    job: &JobSpec,
+    opts: &RunOptions,
+    report: &RunReport,
+    metrics: &MemoryMetrics,
+) -> anyhow::Result<ExitCode> {
     println!(
         "job {}  ({} chunks, {} run now, {} workers)",
         report.plan.summary.job_id, report.plan.summary.chunks, report.chunks_run, opts.workers
@@ -73,8 +129,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &report.result {
         Ok(m) => {
             print_manifest_summary(m);
-            print_throughput(&report, &metrics);
-            print_aggregate(&env, &job.work, m).await?;
+            print_throughput(report, metrics);
+            print_aggregate(env, &job.work, m).await?;
             println!(
                 "\nmanifest: {}",
                 job.work.join(&fanout::job::layout::manifest(&m.job_id))
@@ -85,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_status(&report.status);
             eprintln!("\nerror: {e}");
             if let Ok(m) =
-                fanout::reducer::read_manifest(&env, &job.work, &report.plan.summary.job_id).await
+                fanout::reducer::read_manifest(env, &job.work, &report.plan.summary.job_id).await
                 && !m.succeeded()
             {
                 print_manifest_summary(&m);
@@ -93,28 +149,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_JOB_FAILED))
         }
     }
-}
-
-/// `--since-last`: the job without the input objects earlier jobs of its name committed,
-/// or `None` (after saying so) when nothing is left to process.
-async fn skip_committed(env: &Env, job: JobSpec) -> anyhow::Result<Option<JobSpec>> {
-    let done = fanout::planner::committed_inputs(env, &job).await?;
-    let before = done.len();
-    let job = job.with_skipped(done);
-    let input = env.store(&job.input.location)?;
-    let fresh = fanout::planner::list_input(input.as_ref(), &job).await?;
-    if fresh.is_empty() {
-        println!(
-            "nothing new since the last run: every selected input object was committed by an earlier `{}` job ({before} objects)",
-            job.name
-        );
-        return Ok(None);
-    }
-    println!(
-        "since the last run: {} new or changed object(s); {before} committed before are skipped",
-        fresh.len()
-    );
-    Ok(Some(job))
 }
 
 /// Elapsed time and the rate over the input of the chunks this run processed.
