@@ -25,16 +25,16 @@ pub enum SinceLast {
         report: Box<RunReport>,
         /// Object versions below the input the ledger held before (left out).
         ingested: usize,
-        /// The previous run's job, finished first (that run died, or its finalize stopped
-        /// after the ledger entry).
-        recovered: Option<JobId>,
+        /// Jobs finished first: recorded in the ledger without a manifest (a finalize
+        /// stopped half-way), or the job of a run that died holding the lease.
+        recovered: Vec<JobId>,
     },
 }
 
 /// Runs a job of the input objects the ledger of the spec's name does not hold, holding
-/// the name's lease ([`Error::LeaseHeld`] when another run has it). The previous run's
-/// job, when that run died or its finalize stopped half-way, is finished first, so its
-/// objects are ingested once, by it. The lease is released at the end, also when the run fails; a run dropped
+/// the name's lease ([`Error::LeaseHeld`] when another run has it). Jobs the ledger records
+/// without a manifest, and the job of a run that died holding the lease, are finished
+/// first, so their objects are ingested once, by them. The lease is released at the end, also when the run fails; a run dropped
 /// mid-way (a crash) leaves it to expire.
 pub async fn run_since_last(
     env: &Env,
@@ -61,12 +61,12 @@ async fn run_holding(
     lease: &Lease,
     progress: Arc<dyn Progress>,
 ) -> Result<SinceLast> {
-    let recovered = match lease.previous() {
-        Some(previous) => {
-            finish_previous(env, spec, previous, lease, opts, progress.clone()).await?
-        }
-        None => None,
-    };
+    let mut recovered = finish_recorded(env, spec, lease, opts, progress.clone()).await?;
+    if let Some(dead) = lease.took_over()
+        && let Some(job_id) = finish_dead_run(env, spec, dead, opts, progress.clone()).await?
+    {
+        recovered.push(job_id);
+    }
     let (mut job, skipped) = super::without_ingested(env, spec.clone()).await?;
     let planned = match plan_job(env, &job).await {
         Err(Error::NoInput { .. }) if skipped.ingested > 0 => {
@@ -89,21 +89,68 @@ async fn run_holding(
     })
 }
 
-/// Finishes the job of the previous run of the name (named in the lease it held) when
-/// that run died (its lease expired, not released) or its job is in the ledger without
-/// `_SUCCESS` (its finalize stopped between the ledger entry and the manifest): the same
-/// job id, so its committed chunks count and the rest run, and its finalize records it in
-/// the ledger or finds it there. A job that cannot finish is left: its objects, unless
-/// the ledger holds them, are planned again by this run.
-async fn finish_previous(
+/// Ledger entries read for jobs to finish: the tail a read gets past its checkpoint.
+const FINISH_TAIL: usize = crate::ledger::CHECKPOINT_EVERY as usize;
+
+/// Finishes every job among the last ledger entries that has its plan but no `_SUCCESS`:
+/// its finalize stopped between the ledger entry and the manifest (a fault, a crash, a run
+/// whose lease was taken over), so its objects count as ingested while no manifest lists
+/// its rows. The same job id: its chunks are committed, so this only finalizes again (the
+/// entry is found, the manifest written). Costs one HEAD per entry of the tail. A job that
+/// still cannot finish stops this run ([`Error::Job`]), the lease naming it.
+async fn finish_recorded(
     env: &Env,
     spec: &JobSpec,
-    previous: &LeaseRecord,
     lease: &Lease,
     opts: &RunOptions,
     progress: Arc<dyn Progress>,
+) -> Result<Vec<JobId>> {
+    let view = super::ledger_of(env, spec)?.read().await?;
+    let work = env.store(&spec.work)?;
+    let mut finished = Vec::new();
+    for entry in view.entries().iter().rev().take(FINISH_TAIL) {
+        let job_id = &entry.job_id;
+        if entry.imported {
+            continue;
+        }
+        if work.head(&layout::success(job_id)).await?.is_some()
+            || get_json_opt::<PlanSummary>(work.as_ref(), &layout::plan_summary(job_id))
+                .await?
+                .is_none()
+        {
+            continue;
+        }
+        tracing::warn!(job_id = %job_id, seq = entry.seq, "finishing a job the ledger records without a manifest");
+        lease.set_job(job_id).await?;
+        let mut job = spec.clone();
+        job.job_id = Some(job_id.clone());
+        if let Err(e) = run_local(env, &job, opts, progress.clone()).await?.result {
+            return Err(Error::Job {
+                job_id: job_id.clone(),
+                message: format!(
+                    "is recorded in the ingestion ledger (entry {}) but its finalize failed again: {e}; \
+                     fix the cause, then run again (it is finished first)",
+                    entry.seq
+                ),
+            });
+        }
+        finished.push(job_id.clone());
+    }
+    Ok(finished)
+}
+
+/// Finishes the job a dead run was running (named in the lease taken over after it
+/// expired) when it was planned, has no `_SUCCESS` and is not in the ledger: the same job
+/// id, so its committed chunks count and the rest run. A job that cannot finish is left:
+/// its objects are planned again by this run.
+async fn finish_dead_run(
+    env: &Env,
+    spec: &JobSpec,
+    dead: &LeaseRecord,
+    opts: &RunOptions,
+    progress: Arc<dyn Progress>,
 ) -> Result<Option<JobId>> {
-    let Some(job_id) = &previous.job_id else {
+    let Some(job_id) = &dead.job_id else {
         return Ok(None);
     };
     let work = env.store(&spec.work)?;
@@ -112,23 +159,13 @@ async fn finish_previous(
     if planned.is_none() || work.head(&layout::success(job_id)).await?.is_some() {
         return Ok(None);
     }
-    let ledger = super::ledger_of(env, spec)?;
-    let recorded = match ledger.entry_of(job_id).await? {
-        Some(_) => true,
-        None => ledger.read().await?.job_seq(job_id).is_some(),
-    };
-    if previous.released && !recorded {
-        // It ended, failed, and said so to whoever ran it.
-        return Ok(None);
-    }
-    tracing::warn!(job_id = %job_id, holder = %previous.holder, recorded, "finishing the previous run's job");
-    // Named in this run's lease too: if this run dies as well, the next one finishes it.
-    lease.set_job(job_id).await?;
+    tracing::warn!(job_id = %job_id, holder = %dead.holder, "finishing the job of a run that died");
     let mut job = spec.clone();
     job.job_id = Some(job_id.clone());
     let report = run_local(env, &job, opts, progress).await?;
     if let Err(e) = &report.result {
-        tracing::warn!(job_id = %job_id, error = %e, "the previous run's job did not finish");
+        tracing::warn!(job_id = %job_id, error = %e, "the dead run's job did not finish; its objects are planned again");
+        return Ok(None);
     }
     Ok(Some(job_id.clone()))
 }

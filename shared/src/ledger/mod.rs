@@ -53,6 +53,11 @@
 //!
 //! # Using it (the S3-event planner, `--since-last`)
 //!
+//! The one-call forms are in [`crate::incremental`]: `without_ingested(env, spec)` (the
+//! spec minus what the ledger holds, an incremental job), `uploaded(env, spec, keys)` (an
+//! event's keys, `_READY` markers expanded to their folder, minus the ledger) and
+//! `run_since_last` (all of it under the lease). By hand:
+//!
 //! ```text
 //! let ledger = Ledger::new(work_store, &spec.name);
 //! let lease = Lease::acquire(work_store, &spec.name, &LeaseOptions::default()).await?; // LeaseHeld if another run has it

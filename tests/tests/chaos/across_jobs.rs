@@ -279,19 +279,19 @@ async fn upload(w: &World, rng: &mut SplitMix, next_file: &mut u64) -> Vec<i64> 
 /// One step of a sequence; returns the runs it started.
 async fn step(w: &mut World, rng: &mut SplitMix, t: &mut Tally) -> u64 {
     match rng.below(100) {
-        0..=54 => {
+        0..=39 => {
             let r = w.since_last(&lease(true)).await;
             note(t, &r);
             1
         }
-        55..=69 => {
+        40..=54 => {
             let refuse = lease(false);
             let (a, b) = tokio::join!(w.since_last(&refuse), w.since_last(&refuse));
             note(t, &a);
             note(t, &b);
             2
         }
-        70..=81 => {
+        55..=74 => {
             let delay = Duration::from_millis(rng.below(250));
             let first = Arc::new(FirstCommit::default());
             let opts = RunOptions {
@@ -307,7 +307,7 @@ async fn step(w: &mut World, rng: &mut SplitMix, t: &mut Tally) -> u64 {
             }
             1
         }
-        82..=91 => {
+        75..=91 => {
             w.faults_on.store(true, Ordering::SeqCst);
             let r = w.since_last(&lease(true)).await;
             w.faults_on.store(false, Ordering::SeqCst);
@@ -382,7 +382,7 @@ pub async fn sequence(open: Open, base: &str, seed: u64, steps: u32, t: &mut Tal
     let mut w = World::new(open, base, seed);
     let (mut next_file, mut expected) = (0u64, BTreeSet::new());
     for _ in 0..steps {
-        if rng.below(100) < 30 {
+        if rng.below(100) < 50 {
             expected.extend(upload(&w, &mut rng, &mut next_file).await);
         }
         t.runs += step(&mut w, &mut rng, t).await;

@@ -95,9 +95,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ingested,
                 recovered,
             } => {
-                if let Some(j) = recovered {
+                for j in recovered {
                     println!(
-                        "finished job {j} of the previous run first (it died, or stopped finalizing)"
+                        "finished job {j} first (a run that died, or a finalize that stopped half-way)"
                     );
                 }
                 println!(
