@@ -120,10 +120,12 @@ fn push_slots(columns: &mut [Column], slots: &[Slot], line: &[u8], scratch: &mut
         Slot::Missing | Slot::Null => c.push(None),
         Slot::True => c.push(Some(b"true")),
         Slot::False => c.push(Some(b"false")),
-        Slot::Number(from, to) | Slot::Str(from, to, false) => c.push(Some(&line[from..to])),
+        Slot::Number(from, to) | Slot::Str(from, to, false) => {
+            c.push(Some(&line[from as usize..to as usize]))
+        }
         Slot::Str(from, to, true) => {
             scratch.clear();
-            scan::unescape(&line[from..to], scratch);
+            scan::unescape(&line[from as usize..to as usize], scratch);
             c.push(Some(scratch))
         }
     })

@@ -100,33 +100,64 @@ pub(crate) fn decimal(s: &[u8], precision: u8, scale: i8) -> Option<i128> {
         Some(b) => (true, b),
         None => (false, s),
     };
+    let scale = scale as usize;
+    if precision > 18 {
+        return wide_decimal(body, neg, precision as usize, scale);
+    }
+    // One pass: at most `precision` (<= 18) digits, so an i64 holds the value.
+    let max_whole = precision as usize - scale;
+    let mut v: i64 = 0;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i == max_whole {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut frac = 0;
+    if let Some(&b) = body.get(i) {
+        if b != b'.' || i + 1 == body.len() {
+            return None;
+        }
+        for &b in &body[i + 1..] {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 || frac == scale {
+                return None;
+            }
+            v = v * 10 + i64::from(d);
+            frac += 1;
+        }
+    }
+    let v = v * 10i64.pow((scale - frac) as u32);
+    Some(i128::from(if neg { -v } else { v }))
+}
+
+/// [`decimal`] of a precision over 18, accumulated in an i128.
+fn wide_decimal(body: &[u8], neg: bool, precision: usize, scale: usize) -> Option<i128> {
     let (whole, frac) = match memchr::memchr(b'.', body) {
         Some(i) => (&body[..i], &body[i + 1..]),
         None => (body, &body[..0]),
     };
-    let scale = scale as usize;
     if !digits(whole)
         || (body.len() > whole.len() && !digits(frac))
         || frac.len() > scale
-        || whole.len() > precision as usize - scale
+        || whole.len() > precision - scale
     {
         return None;
     }
-    // At most `precision` digits: 18 fit an i64, cheaper to accumulate than an i128.
-    let v = if precision <= 18 {
-        let mut v: i64 = 0;
-        for d in whole.iter().chain(frac) {
-            v = v * 10 + i64::from(d - b'0');
-        }
-        v = v * 10i64.pow((scale - frac.len()) as u32);
-        i128::from(v)
-    } else {
-        let mut v: i128 = 0;
-        for d in whole.iter().chain(frac) {
-            v = v * 10 + i128::from(d - b'0');
-        }
-        v * 10i128.pow((scale - frac.len()) as u32)
-    };
+    let mut v: i128 = 0;
+    for d in whole.iter().chain(frac) {
+        v = v * 10 + i128::from(d - b'0');
+    }
+    let v = v * 10i128.pow((scale - frac.len()) as u32);
     Some(if neg { -v } else { v })
 }
 
@@ -513,4 +544,27 @@ pub(crate) fn short(s: &str) -> String {
 /// The message of a text value that does not convert to `to`.
 pub(crate) fn unconverted(text: &str, to: &DataType) -> String {
     format!("`{}` is not a valid {to}", short(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn one_pass_decimals_read_as_the_digit_loop(
+            s in "-?[0-9]{0,21}(\\.[0-9]{0,21})?[.e5]?",
+            p in 1u8..=18,
+            scale in 0i8..=18,
+        ) {
+            prop_assume!(scale as u8 <= p);
+            let (neg, body) = match s.strip_prefix('-') {
+                Some(b) => (true, b),
+                None => (false, s.as_str()),
+            };
+            let want = wide_decimal(body.as_bytes(), neg, p as usize, scale as usize);
+            prop_assert_eq!(decimal(s.as_bytes(), p, scale), want);
+        }
+    }
 }

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use arrow::datatypes::Schema;
 
-/// A schema field's value in one line; offsets are into the line.
+/// A schema field's value in one line; offsets are into the line (32 bits: a line is at
+/// most `input.max_record_size`, 1 GiB, and longer ones are not scanned). Small, so that
+/// filling one stays in registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Slot {
     /// The key is absent.
@@ -27,9 +29,9 @@ pub(super) enum Slot {
     /// `false`.
     False,
     /// A number: its text.
-    Number(usize, usize),
+    Number(u32, u32),
     /// A string: the text between its quotes, and whether it holds an escape.
-    Str(usize, usize, bool),
+    Str(u32, u32, bool),
 }
 
 /// Locates the schema's fields in lines; reused from line to line.
@@ -48,8 +50,8 @@ const fn splat(b: u8) -> u64 {
     u64::from_ne_bytes([b; 8])
 }
 
-/// Whether byte `i` of a line is JSON whitespace.
-#[inline]
+/// The index of the first byte from `i` on that is not JSON whitespace.
+#[inline(always)]
 fn ws(s: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\r' | b'\n') = s.get(i) {
         i += 1;
@@ -83,7 +85,7 @@ impl Scanner {
     /// flat object this scanner reads (see the module docs). Duplicate keys: the last wins.
     pub(super) fn scan(&mut self, s: &[u8], slots: &mut [Slot]) -> bool {
         slots.fill(Slot::Missing);
-        self.object(s, slots).is_some()
+        u32::try_from(s.len()).is_ok() && self.object(s, slots).is_some()
     }
 
     fn object(&mut self, s: &[u8], slots: &mut [Slot]) -> Option<()> {
@@ -104,10 +106,7 @@ impl Scanner {
             }
             i += 1;
             let field = match self.names.get(next) {
-                Some(Some(name))
-                    if s.get(i..i + name.len()) == Some(&name[..])
-                        && s.get(i + name.len()) == Some(&b'"') =>
-                {
+                Some(Some(name)) if key_at(s, i, name) => {
                     i += name.len() + 1;
                     Some(next)
                 }
@@ -197,6 +196,26 @@ impl Scanner {
     }
 }
 
+/// Whether `s[i..]` starts with `name` and its closing quote. By words rather than a
+/// `memcmp` call: names are short, and this runs for every key of every line.
+#[inline(always)]
+fn key_at(s: &[u8], i: usize, name: &[u8]) -> bool {
+    let Some(text) = s.get(i..i + name.len() + 1) else {
+        return false;
+    };
+    let (text, quote) = text.split_at(name.len());
+    let (mut a, mut b) = (text, name);
+    while let (Some((x, ra)), Some((y, rb))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return false;
+        }
+        (a, b) = (ra, rb);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y) && quote == b"\""
+}
+
 /// A key, its colon and the whitespace after it, starting at its opening quote: the index
 /// of its value.
 fn key(s: &[u8], i: usize) -> Option<usize> {
@@ -210,17 +229,17 @@ fn key(s: &[u8], i: usize) -> Option<usize> {
 
 /// The scalar value at `*i`, which moves past it; `None` for an object, an array or
 /// anything invalid.
-#[inline]
+#[inline(always)]
 fn scalar(s: &[u8], i: &mut usize) -> Option<Slot> {
     let at = *i;
     let (slot, end) = match s.get(at)? {
         b'"' => {
             let (end, escaped) = string(s, at + 1)?;
-            (Slot::Str(at + 1, end, escaped), end + 1)
+            (Slot::Str(at as u32 + 1, end as u32, escaped), end + 1)
         }
         b'-' | b'0'..=b'9' => {
             let end = number(s, at)?;
-            (Slot::Number(at, end), end)
+            (Slot::Number(at as u32, end as u32), end)
         }
         b't' if s.get(at..at + 4) == Some(b"true") => (Slot::True, at + 4),
         b'f' if s.get(at..at + 5) == Some(b"false") => (Slot::False, at + 5),
@@ -232,7 +251,7 @@ fn scalar(s: &[u8], i: &mut usize) -> Option<Slot> {
 }
 
 /// The end of the number starting at `i` (`-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?`).
-#[inline]
+#[inline(always)]
 fn number(s: &[u8], mut i: usize) -> Option<usize> {
     let digits = |mut i: usize| {
         let from = i;
@@ -265,7 +284,7 @@ fn number(s: &[u8], mut i: usize) -> Option<usize> {
 /// The string whose text starts at `i` (after its opening quote): the index of its
 /// closing quote, and whether it holds an escape; `None` when it is not a valid JSON
 /// string (unclosed, a raw control character, an unknown escape, a lone surrogate).
-#[inline]
+#[inline(always)]
 pub(super) fn string(s: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {

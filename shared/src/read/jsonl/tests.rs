@@ -336,10 +336,12 @@ proptest! {
                     Slot::Null => Some("null".to_string()),
                     Slot::True => Some("true".to_string()),
                     Slot::False => Some("false".to_string()),
-                    Slot::Number(a, b) => Some(String::from_utf8(line[a..b].to_vec()).unwrap()),
+                    Slot::Number(a, b) => {
+                        Some(String::from_utf8(line[a as usize..b as usize].to_vec()).unwrap())
+                    }
                     Slot::Str(a, b, _) => {
                         let mut out = Vec::new();
-                        unescape(&line[a..b], &mut out);
+                        unescape(&line[a as usize..b as usize], &mut out);
                         let decoded = String::from_utf8(out).unwrap();
                         let serde: String = serde_json::from_str(want.unwrap()).unwrap();
                         prop_assert_eq!(&decoded, &serde);
