@@ -13,12 +13,17 @@
 //! values are converted exactly as [`crate::transform::conform`] converts text. So the fast
 //! path changes speed, never results: the same rows, values, rules, messages and origins.
 //!
-//! Why not a crate: arrow-json's `Decoder` fails a whole batch on one bad line (no
-//! per-record reject), errors instead of converting a number into a text column, and
-//! reads values into types with its own rules; simd-json and sonic-rs build a tape or
-//! tree of every value (unknown fields included) that is then walked again. Locating
-//! a few known keys in flat lines is simpler and cheaper by hand, and keeps the value
-//! semantics of the general path.
+//! Why not a crate: arrow-json's `Decoder` (59.3) reads exact decimals from a number's
+//! text and can skip unknown fields, but it decodes a batch or fails it: one bad line
+//! anywhere fails its neighbours, with no per-record reject, so every batch would still
+//! need this fallback; and what converts into what (strings into numbers, numbers into
+//! text with `coerce_primitive`) follows its own rules rather than the cast's. simd-json
+//! and sonic-rs build a tape or tree of every value, unknown fields included, that is
+//! then walked again. Locating a few known keys in flat lines is simpler and cheaper by
+//! hand (about 0.8 CPU-s for 2.2 GB of TPC-H lineitem), and keeps the general path's
+//! semantics by construction. The only SIMD is through crates that dispatch on the CPU
+//! at run time (memchr, simdutf8); string scanning goes eight bytes at a time in safe
+//! code. No `unsafe`.
 
 mod scan;
 
