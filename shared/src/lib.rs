@@ -63,7 +63,9 @@
 //!   step per section), `spec::model` (the resolved parts), `spec::values` (types, sizes,
 //!   literals).
 //! - [`read`]: pieces → Arrow, one bounded batch at a time ([`read::PieceReader`]):
-//!   `read::csv`, `read::csv_fast` (clean CSV straight into typed columns), `read::jsonl`,
+//!   `read::csv`, `read::csv_fast` (clean CSV straight into typed columns), `read::jsonl`
+//!   (JSON lines by a one-pass flat-object scanner, `read::jsonl::scan`, into typed
+//!   columns), `read::typed` (the typed columns both fast paths build),
 //!   [`read::parquet`] (streamed by row group, `read::parquet::stream`; exact INT96
 //!   timestamps, `read::parquet::int96`), and record ownership for byte ranges
 //!   ([`read::lines`]).

@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::Result;
+use crate::read::typed::{short, unconverted};
 use crate::read::{Decoded, LinesBefore, PendingReject};
 use crate::spec::{Check, Rule, canonical_text};
 
@@ -63,18 +64,6 @@ fn describe(col: &ArrayRef, row: usize) -> String {
     ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
         .map(|f| f.value(row).to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-fn short(s: &str) -> String {
-    if s.len() <= 80 {
-        s.to_string()
-    } else {
-        let mut end = 77;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    }
 }
 
 /// Casts the decoded columns to `schema` and applies `rules`.
@@ -168,11 +157,7 @@ fn reject_unconverted(
         if src.is_valid(r) && out.is_null(r) && slot.is_none() {
             let message = match whole_column {
                 Some(m) => format!("`{}`: {m}", short(&describe(src, r))),
-                None => format!(
-                    "`{}` is not a valid {}",
-                    short(&describe(src, r)),
-                    f.data_type()
-                ),
+                None => unconverted(&describe(src, r), f.data_type()),
             };
             *slot = Some(PendingReject {
                 origin: decoded.origins[r],

@@ -11,264 +11,17 @@
 //! makes the whole segment go the general way, which rejects and explains record by
 //! record. So the fast path changes speed, never results.
 
-use std::sync::Arc;
-
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch,
-    RecordBatchOptions, StringArray, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
-};
-use arrow::datatypes::{DataType, Field, Schema};
-use csv_core::{ReadRecordResult, ReaderBuilder};
-
+use super::typed::{Column, finish_batch, new_columns, parses};
 use super::{Decoded, LinesBefore, Origin};
 use crate::spec::CsvOptions;
+use arrow::datatypes::Schema;
+use csv_core::{ReadRecordResult, ReaderBuilder};
 
-/// Whether the fast path can parse a column of this type itself (others are kept as
-/// text and cast by [`crate::transform::conform`], as on the general path).
-fn parses(t: &DataType) -> bool {
-    match t {
-        DataType::Decimal128(p, s) => *s >= 0 && (*s as u8) <= *p,
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Date32
-        | DataType::Boolean
-        | DataType::Utf8 => true,
-        _ => false,
-    }
-}
-
-enum Column {
-    I8(Int8Builder),
-    I16(Int16Builder),
-    I32(Int32Builder),
-    I64(Int64Builder),
-    U8(UInt8Builder),
-    U16(UInt16Builder),
-    U32(UInt32Builder),
-    U64(UInt64Builder),
-    F32(Float32Builder),
-    F64(Float64Builder),
-    Dec(Decimal128Builder, u8, i8),
-    Date(Date32Builder),
-    Bool(BooleanBuilder),
-    /// Raw bytes, checked as UTF-8 once for the whole column when finished.
-    Text(BinaryBuilder),
-}
-
-fn digits(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(u8::is_ascii_digit)
-}
-
-/// `-?d+` within `T`'s range (no sign on unsigned types, as `str::parse` reads it).
-fn int<T: TryFrom<i128>>(s: &[u8]) -> Option<T> {
-    let (neg, body) = match s.strip_prefix(b"-") {
-        Some(_) if T::try_from(-1).is_err() => return None,
-        Some(b) => (true, b),
-        None => (false, s),
-    };
-    if body.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in body {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
-    }
-    let v = i128::from(v);
-    T::try_from(if neg { -v } else { v }).ok()
-}
-
-fn float<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
-    // `-?d+(.d+)?([eE][+-]?d+)?`: read the same by every correctly rounding parser.
-    let body = s.strip_prefix(b"-").unwrap_or(s);
-    let (mantissa, exp) = match body.iter().position(|b| *b == b'e' || *b == b'E') {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
-        None => (body, None),
-    };
-    let ok_mantissa = match mantissa.iter().position(|b| *b == b'.') {
-        Some(i) => digits(&mantissa[..i]) && digits(&mantissa[i + 1..]),
-        None => digits(mantissa),
-    };
-    let ok_exp =
-        exp.is_none_or(|e| digits(e.strip_prefix(b"-").or(e.strip_prefix(b"+")).unwrap_or(e)));
-    if !(ok_mantissa && ok_exp) {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
-}
-
-fn decimal(s: &[u8], precision: u8, scale: i8) -> Option<i128> {
-    let (neg, body) = match s.strip_prefix(b"-") {
-        Some(b) => (true, b),
-        None => (false, s),
-    };
-    let (whole, frac) = match body.iter().position(|b| *b == b'.') {
-        Some(i) => (&body[..i], &body[i + 1..]),
-        None => (body, &body[..0]),
-    };
-    let scale = scale as usize;
-    if !digits(whole)
-        || (body.len() > whole.len() && !digits(frac))
-        || frac.len() > scale
-        || whole.len() > precision as usize - scale
-    {
-        return None;
-    }
-    // At most `precision` digits: 18 fit an i64, cheaper to accumulate than an i128.
-    let v = if precision <= 18 {
-        let mut v: i64 = 0;
-        for d in whole.iter().chain(frac) {
-            v = v * 10 + i64::from(d - b'0');
-        }
-        i128::from(v)
-    } else {
-        let mut v: i128 = 0;
-        for d in whole.iter().chain(frac) {
-            v = v * 10 + i128::from(d - b'0');
-        }
-        v
-    };
-    let v = v * 10i128.pow((scale - frac.len()) as u32);
-    Some(if neg { -v } else { v })
-}
-
-/// `YYYY-MM-DD`, a valid proleptic Gregorian date, as days since 1970-01-01.
-fn date(s: &[u8]) -> Option<i32> {
-    if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| -> Option<u32> {
-        let d = &s[r];
-        digits(d).then(|| d.iter().fold(0u32, |a, b| a * 10 + u32::from(b - b'0')))
-    };
-    let (y, m, d) = (n(0..4)? as i32, n(5..7)?, n(8..10)?);
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if d == 0 || d > month_days {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// Days since 1970-01-01 of a valid date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = (y - era * 400) as u32;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe as i32 - 719_468
-}
-
-impl Column {
-    fn new(t: &DataType, capacity: usize, text_bytes: usize) -> Column {
-        match t {
-            DataType::Int8 => Column::I8(Int8Builder::with_capacity(capacity)),
-            DataType::Int16 => Column::I16(Int16Builder::with_capacity(capacity)),
-            DataType::Int32 => Column::I32(Int32Builder::with_capacity(capacity)),
-            DataType::Int64 => Column::I64(Int64Builder::with_capacity(capacity)),
-            DataType::UInt8 => Column::U8(UInt8Builder::with_capacity(capacity)),
-            DataType::UInt16 => Column::U16(UInt16Builder::with_capacity(capacity)),
-            DataType::UInt32 => Column::U32(UInt32Builder::with_capacity(capacity)),
-            DataType::UInt64 => Column::U64(UInt64Builder::with_capacity(capacity)),
-            DataType::Float32 => Column::F32(Float32Builder::with_capacity(capacity)),
-            DataType::Float64 => Column::F64(Float64Builder::with_capacity(capacity)),
-            DataType::Decimal128(p, s) => Column::Dec(
-                Decimal128Builder::with_capacity(capacity)
-                    .with_data_type(DataType::Decimal128(*p, *s)),
-                *p,
-                *s,
-            ),
-            DataType::Date32 => Column::Date(Date32Builder::with_capacity(capacity)),
-            DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(capacity)),
-            _ => Column::Text(BinaryBuilder::with_capacity(capacity, text_bytes)),
-        }
-    }
-
-    /// Appends a value; `false` when it is outside the fast path's subset.
-    fn push(&mut self, v: Option<&[u8]>) -> bool {
-        macro_rules! put {
-            ($b:expr, $parse:expr) => {
-                match v {
-                    None => {
-                        $b.append_null();
-                        true
-                    }
-                    Some(s) => match $parse(s) {
-                        Some(x) => {
-                            $b.append_value(x);
-                            true
-                        }
-                        None => false,
-                    },
-                }
-            };
-        }
-        match self {
-            Column::I8(b) => put!(b, int::<i8>),
-            Column::I16(b) => put!(b, int::<i16>),
-            Column::I32(b) => put!(b, int::<i32>),
-            Column::I64(b) => put!(b, int::<i64>),
-            Column::U8(b) => put!(b, int::<u8>),
-            Column::U16(b) => put!(b, int::<u16>),
-            Column::U32(b) => put!(b, int::<u32>),
-            Column::U64(b) => put!(b, int::<u64>),
-            Column::F32(b) => put!(b, float::<f32>),
-            Column::F64(b) => put!(b, float::<f64>),
-            Column::Dec(b, p, s) => {
-                let (p, s) = (*p, *s);
-                put!(b, |v| decimal(v, p, s))
-            }
-            Column::Date(b) => put!(b, date),
-            Column::Bool(b) => put!(b, |v: &[u8]| match v {
-                b"true" => Some(true),
-                b"false" => Some(false),
-                _ => None,
-            }),
-            Column::Text(b) => put!(b, Some),
-        }
-    }
-
-    /// The column's array; `None` when a text column is not valid UTF-8 (the general path
-    /// rejects those records one by one).
-    fn finish(&mut self) -> Option<ArrayRef> {
-        Some(match self {
-            Column::I8(b) => Arc::new(b.finish()),
-            Column::I16(b) => Arc::new(b.finish()),
-            Column::I32(b) => Arc::new(b.finish()),
-            Column::I64(b) => Arc::new(b.finish()),
-            Column::U8(b) => Arc::new(b.finish()),
-            Column::U16(b) => Arc::new(b.finish()),
-            Column::U32(b) => Arc::new(b.finish()),
-            Column::U64(b) => Arc::new(b.finish()),
-            Column::F32(b) => Arc::new(b.finish()),
-            Column::F64(b) => Arc::new(b.finish()),
-            Column::Dec(b, _, _) => Arc::new(b.finish()),
-            Column::Date(b) => Arc::new(b.finish()),
-            Column::Bool(b) => Arc::new(b.finish()),
-            // One check of the whole column is much cheaper than one per value.
-            Column::Text(b) => Arc::new(StringArray::try_from_binary(b.finish()).ok()?),
-        })
-    }
-}
+#[cfg(test)]
+use {
+    super::typed::{date, decimal, float, int},
+    arrow::datatypes::{DataType, Field},
+};
 
 /// Where the records of a text start and how their fields map to the schema's columns.
 #[derive(Debug, Clone, Copy)]
@@ -327,22 +80,6 @@ fn decode_with(
     }
     let origins = split_with_csv_core(text, at, opts, &null_values, &mut columns, capacity)?;
     finish(columns, origins, schema, object)
-}
-
-/// Empty columns for the schema: its types where the fast path parses them, text elsewhere.
-fn new_columns(schema: &Schema, capacity: usize, text_bytes: usize) -> Vec<Column> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = if parses(f.data_type()) {
-                f.data_type()
-            } else {
-                &DataType::Utf8
-            };
-            Column::new(t, capacity, text_bytes)
-        })
-        .collect()
 }
 
 /// Splits the records of a text with csv-core into `columns`: their origins, or `None`
@@ -563,28 +300,7 @@ fn finish(
     schema: &Schema,
     object: &str,
 ) -> Option<Decoded> {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = if parses(f.data_type()) {
-                f.data_type().clone()
-            } else {
-                DataType::Utf8
-            };
-            Field::new(f.name(), t, true)
-        })
-        .collect();
-    let arrays: Vec<ArrayRef> = columns
-        .iter_mut()
-        .map(Column::finish)
-        .collect::<Option<_>>()?;
-    let batch = RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(origins.len())),
-    )
-    .ok()?;
+    let batch = finish_batch(&mut columns, schema, origins.len())?;
     Some(Decoded {
         object: object.to_string(),
         batch,

@@ -1,8 +1,10 @@
 //! Reading one chunk piece into Arrow: byte range / object / row groups → columns + origins.
 //!
-//! CSV and JSON lines are split into records and fields here, every field kept as text;
-//! the typed conversion happens in [`crate::transform`], so a value that does not parse
-//! rejects its record instead of failing the batch. Records that cannot even be split
+//! CSV and JSON lines are split into records and fields here. Clean values go straight
+//! into typed columns (`typed`, shared by `csv_fast` and `jsonl`); the rest are kept as
+//! text and converted in [`crate::transform`] (or, for a JSON line off the fast path, by
+//! the same cast here), so a value that does not parse rejects its record instead of
+//! failing the batch. Records that cannot even be split
 //! into the schema's fields (wrong field count, invalid UTF-8, a JSON line that is not an
 //! object) are rejected here. Every row and every reject keeps its origin: object, byte
 //! offset, line, raw text.
@@ -16,6 +18,7 @@ mod csv_fast;
 mod jsonl;
 pub mod parquet;
 pub mod text;
+pub(crate) mod typed;
 
 use std::sync::Arc;
 

@@ -430,7 +430,7 @@ impl<'a> TextReader<'a> {
                 let header = self.header.clone();
                 csv::decode(&text, 0, &self.input.csv, schema, header, &self.key)?
             }
-            _ => jsonl::decode(&text, 0, schema)?,
+            _ => jsonl::decode(&text, 0, schema, &self.key)?,
         };
         self.records_before += d.records();
         d.object = self.key.clone();

@@ -121,18 +121,7 @@ pub async fn finalize_job_at(
         ),
         None => None,
     };
-    let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
-    let cost = crate::cost::JobCost::measure(
-        &usage,
-        env.worker_memory_mb,
-        Some((
-            // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
-            // rewrites the same manifest).
-            2.0 * crate::cost::Model::default().overhead_s,
-            crate::cost::coordinator_requests(summary.objects, records.len() as u64),
-        )),
-        summary.estimate,
-    );
+    let cost = measured_cost(env, &records, &summary);
     let problems = merged.problems.clone();
     // Before the manifest: a job whose table could not be registered is not finalized,
     // and finalize run again registers it (every step of it is idempotent).
@@ -189,6 +178,26 @@ pub async fn finalize_job_at(
         tracing::warn!(job_id = %job_id, error = %e, "staged copies not removed (gc removes them)");
     }
     Ok(manifest)
+}
+
+/// What the job cost: measured from its chunks' records, beside the planning estimate.
+fn measured_cost(
+    env: &Env,
+    records: &[ChunkRecord],
+    summary: &PlanSummary,
+) -> crate::cost::JobCost {
+    let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
+    crate::cost::JobCost::measure(
+        &usage,
+        env.worker_memory_mb,
+        Some((
+            // The planner's and reducer's own time, as modelled (not timed: a reducer re-run
+            // rewrites the same manifest).
+            2.0 * crate::cost::Model::default().overhead_s,
+            crate::cost::coordinator_requests(summary.objects, records.len() as u64),
+        )),
+        summary.estimate,
+    )
 }
 
 /// What finalize checks and publishes of a job.
