@@ -77,7 +77,7 @@
 //!
 //! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
 //! the work location), [`job::records`] (plan, chunk task, commit, failure and attempt
-//! records, manifest), [`job::io`] (JSON with a retried read, and the loaders).
+//! records, manifest), [`job::sizes`] (files per partition, file sizes), [`job::io`] (JSON with a retried read, and the loaders).
 //!
 //! **Use cases**: [`planner::plan_job`] and [`planner::enqueue`],
 //! [`worker::Worker::process_chunk`] (`worker::output`: the writer task and the rejects
