@@ -64,10 +64,12 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH / "peers"))
 from common import MEASURES  # noqa: E402  (peers/ is the single source of the Q1 names)
 from figures import (  # noqa: E402
+    SMALL_FILE_BYTES,
     EngineFigures,
     Targets,
     f1,
     f2,
+    file_mb,
     ratio,
     section_table,
     summary_table,
@@ -354,6 +356,8 @@ class EngineRun:
     input_bytes: int = 0
     output_bytes: int = 0
     files: int = 0
+    # Each output file's bytes, sorted (kept out of the JSON record: its figures go there).
+    file_bytes: list[int] = field(default_factory=list, repr=False)
     rows_in_files: int = 0
     partition_rows: dict[str, int] = field(default_factory=dict)
     rows_written: int | None = None
@@ -374,6 +378,17 @@ class EngineRun:
     def mb_per_core_s(self) -> float:
         return self.input_bytes / MB / self.cpu_s if self.cpu_s else 0.0
 
+    @property
+    def median_file_bytes(self) -> float:
+        """The median output file's bytes (the mean of the middle two for an even count, as
+        `fanout inspect` and the report take it), 0 without files."""
+        return float(statistics.median(self.file_bytes)) if self.file_bytes else 0.0
+
+    @property
+    def small_files(self) -> int:
+        """Output files under 1 MiB (fanout's `SMALL_FILE_BYTES`)."""
+        return sum(1 for b in self.file_bytes if b < SMALL_FILE_BYTES)
+
 
 def scan_output(run: EngineRun, out: Path) -> None:
     """Output bytes and rows from the Parquet files themselves (footers only)."""
@@ -381,11 +396,14 @@ def scan_output(run: EngineRun, out: Path) -> None:
         if any(part.startswith((".", "_")) for part in f.relative_to(out).parts):
             continue
         meta = pq.read_metadata(f)
+        size = f.stat().st_size
         run.files += 1
-        run.output_bytes += f.stat().st_size
+        run.file_bytes.append(size)
+        run.output_bytes += size
         run.rows_in_files += meta.num_rows
         partition = "/".join(p for p in f.relative_to(out).parent.parts) or "."
         run.partition_rows[partition] = run.partition_rows.get(partition, 0) + meta.num_rows
+    run.file_bytes.sort()
 
 
 class Runner:
@@ -598,6 +616,8 @@ def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = Tru
         "MB/s per core",
         "peak RSS MiB",
         "output MB",
+        "files",
+        "median file MB",
         "rows written",
     ]
     headers += ["rejected"] if q1 else []
@@ -615,6 +635,8 @@ def engine_table(runs: list[EngineRun], ref: EngineRun | None, *, q1: bool = Tru
             f1(r.mb_per_core_s),
             f"{r.peak_rss_bytes / MIB:,.0f}",
             f1(r.output_bytes / MB),
+            f"{r.files:,}",
+            file_mb(r.median_file_bytes),
             f"{r.rows_in_files:,}",
         ]
         row += [f"{r.rows_rejected:,}" if r.rows_rejected is not None else "—"] if q1 else []
@@ -647,7 +669,14 @@ def outcome(run: EngineRun, log_err: Path) -> str:
 
 
 def as_record(run: EngineRun) -> dict[str, Any]:
-    return {**asdict(run), "ok": run.ok, "mb_per_core_s": run.mb_per_core_s}
+    record = {k: v for k, v in asdict(run).items() if k != "file_bytes"}
+    return {
+        **record,
+        "ok": run.ok,
+        "mb_per_core_s": run.mb_per_core_s,
+        "median_file_bytes": run.median_file_bytes,
+        "small_files": run.small_files,
+    }
 
 
 def heading(title: str) -> None:
@@ -849,14 +878,26 @@ class Bench:
                 f2(r.wall_s),
                 f2(r.cpu_s),
                 f"{r.peak_rss_bytes / MIB:,.0f}",
+                f"{r.files:,}",
+                file_mb(r.median_file_bytes),
             ]
             if r.ok
-            else [what, f"{size} (failed)"] + ["—"] * 4
+            else [what, f"{size} (failed)"] + ["—"] * 6
             for what, size, r in zip(inputs, sizes, runs)
         ]
         print(
             table(
-                ["input", "chunk target_size", "chunks", "wall s", "CPU s", "peak RSS MiB"], rows
+                [
+                    "input",
+                    "chunk target_size",
+                    "chunks",
+                    "wall s",
+                    "CPU s",
+                    "peak RSS MiB",
+                    "files",
+                    "median file MB",
+                ],
+                rows,
             )
         )
         good = [r.peak_rss_bytes for r in runs[: len(MEMORY_CHUNK_SIZES)] if r.ok]

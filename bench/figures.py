@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 MIB = 1 << 20
+# Output files under this count as small (fanout's `job::SMALL_FILE_BYTES`).
+SMALL_FILE_BYTES = MIB
 # fanout's CPU seconds must be at most the best peer's divided by this.
 CPU_TARGET_FACTOR = 1.3
 # fanout's peak RSS per worker must stay at or under this.
@@ -60,6 +62,12 @@ def f1(x: float) -> str:
 
 def f2(x: float) -> str:
     return f"{x:,.2f}"
+
+
+def file_mb(x: float) -> str:
+    """A file size in MB (10^6 bytes): three decimals under 10 MB, where the small files
+    of a tiny run would otherwise all read 0.0."""
+    return f"{x / 1e6:,.3f}" if x < 10e6 else f"{x / 1e6:,.1f}"
 
 
 def mib(x: float) -> str:
@@ -110,8 +118,8 @@ class EngineFigures:
 
 def section_table(engines: list[EngineFigures]) -> str:
     """CPU, wall and peak RSS side by side (medians, ranges over rounds), rows written and
-    rejected (the same in every round: the checks compare them), and fanout's medians over
-    each peer's."""
+    rejected (the same in every round: the checks compare them), output files and the
+    median file's size (the last round's), and fanout's medians over each peer's."""
     headers = [
         "engine",
         "CPU s",
@@ -119,6 +127,8 @@ def section_table(engines: list[EngineFigures]) -> str:
         "peak RSS MiB",
         "rows written",
         "rejected",
+        "files",
+        "median file MB",
         "CPU fanout/peer",
         "wall fanout/peer",
         "RSS fanout/peer",
@@ -138,6 +148,9 @@ def section_table(engines: list[EngineFigures]) -> str:
             rss.cell(mib),
             f"{last.rows_in_files:,}",
             f"{last.rows_rejected:,}" if last.rows_rejected is not None else "not counted",
+            # The same in every round for a deterministic writer; the last round's, as rows.
+            f"{last.files:,}",
+            file_mb(last.median_file_bytes),
         ]
         if fanout is not None and e is not fanout:
             f_cpu, f_wall = fanout.spread("cpu_s"), fanout.spread("wall_s")

@@ -99,6 +99,8 @@ bench/run --tiny --formats --memory --fanout-bin "$CARGO_TARGET_DIR/debug/fanout
 bench/run --tiny --shapes parquet --threads 1 --rounds 2 --engines fanout,duckdb-noreject \
   --keep-outputs --work-dir "$RUN/bench-work" --json "$RUN/bench.json" \
   --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
+# Its output files and median file sizes, against the files the runs kept.
+"$FANOUT_PYTHON" tests/py/bench_files_check.py "$RUN/bench.json" "$RUN/bench-work"
 
 step "SAM template: sam validate, cfn-lint, checkov, IAM and state machine tests"
 infra/check-template.sh

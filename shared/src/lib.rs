@@ -79,7 +79,7 @@
 //!
 //! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
 //! the work location), [`job::records`] (plan, chunk task, commit, failure and attempt
-//! records, manifest), [`job::io`] (JSON with a retried read, and the loaders).
+//! records, manifest), [`job::sizes`] (files per partition, file sizes), [`job::io`] (JSON with a retried read, and the loaders).
 //! [`ledger`], beside them: the ingestion ledger of each job name (what every job ingested,
 //! an append-only log under `ledger/<name>/`, outside `jobs/`) and [`ledger::lease`], the
 //! run lease of incremental runs.

@@ -10,6 +10,8 @@ EXPECT.json:
      "numbers": ["6,001,215", "$0.00163"],   # each in the text of #summary
      "reject_rules": ["format", "min: 0"],   # each a rule named in #rejects
      "partitions": 8,              # partitions in #partitions (rows shown: at most 1,000)
+     "file_sizes": {"files": "120", "size-median": "9.8 kB"},  # #file-layout: the first
+                                   # stage's cell in the row of each data-figure
      "text": {"cost": ["no estimate recorded"]}}   # optional: strings per section id
 
 Checks, besides those: every section is there and the script ran to its end; the file
@@ -285,6 +287,20 @@ def check_dom(dom, data, expect, fail, note):
         elif n and not pt.by_id("file-sizes").find_all("rect", "bar"):
             fail("#file-sizes: no bars")
         note(f"partitions: {len(rows)} rows")
+    if pt is not None and "file_sizes" in expect:
+        layout = pt.by_id("file-layout")
+        if layout is None:
+            fail("#partitions: no #file-layout table of files per partition and file sizes")
+        else:
+            shown = {
+                tr.attrs.get("data-figure"): [squash(td.text()) for td in tr.find_all("td", "num")]
+                for tr in layout.find_all("tr", "figure")
+            }
+            for figure, want in expect["file_sizes"].items():
+                got = (shown.get(figure) or [None])[0]
+                if got != want:
+                    fail(f"#file-layout: {figure} shows {got!r}, expected {want!r}")
+            note(f"file layout: {len(shown)} figures checked against {len(expect['file_sizes'])} expected")
 
     for ident, needles in (expect.get("text") or {}).items():
         s = doc.by_id(ident)

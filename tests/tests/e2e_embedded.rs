@@ -149,6 +149,7 @@ fn the_cli_reports_status_and_inspects_the_manifest() {
             && inspect.contains("aggregate by [region, status]"),
         "{inspect}"
     );
+    check_file_sizes(&inspect, &root.join("out"));
     let json =
         run_ok(Command::new(fanout_bin()).args(["inspect", &job_id, "--work", &work, "--json"]));
     let m: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -166,6 +167,65 @@ fn the_cli_reports_status_and_inspects_the_manifest() {
             Some(plan.chunks)
         )
     );
+}
+
+/// `inspect`'s files per partition and file sizes, against the Parquet files on disk
+/// (grouped by folder, sorted and counted here).
+fn check_file_sizes(inspect: &str, out: &std::path::Path) {
+    let mut per_partition: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut sizes: Vec<u64> = Vec::new();
+    for (path, bytes) in common::snapshot(out) {
+        assert!(path.ends_with(".parquet"), "{path}");
+        let folder = path.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+        *per_partition.entry(folder).or_default() += 1;
+        sizes.push(bytes.len() as u64);
+    }
+    sizes.sort_unstable();
+    let mut counts: Vec<u64> = per_partition.values().copied().collect();
+    counts.sort_unstable();
+    let median = |v: &[u64]| {
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2] as f64
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
+        }
+    };
+    // The sample job writes one file per chunk and month: several chunks, 24 months.
+    assert!(sizes.len() > per_partition.len() && per_partition.len() == 24);
+    // As the CLI prints bytes: decimal units, rounded to the byte first.
+    let kb = |b: f64| {
+        let b = b.round();
+        match b {
+            b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+            b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+            b => format!("{b} B"),
+        }
+    };
+    assert!(
+        sizes[sizes.len() - 1] < 1_000_000,
+        "the sample's files are small"
+    );
+    let files_per_partition = format!(
+        "files per partition  min {}  median {}  max {}",
+        counts[0],
+        median(&counts),
+        counts[counts.len() - 1]
+    );
+    for want in [
+        format!(
+            "files                {} in {} partitions",
+            sizes.len(),
+            per_partition.len()
+        ),
+        files_per_partition,
+        format!("file size            min {}  p10 ", kb(sizes[0] as f64)),
+        format!("  median {}  p90 ", kb(median(&sizes))),
+        format!("  max {}\n", kb(sizes[sizes.len() - 1] as f64)),
+        format!("small files          {0} of {0} under 1 MiB", sizes.len()),
+    ] {
+        assert!(inspect.contains(&want), "no `{want}` in:\n{inspect}");
+    }
 }
 
 /// What `fanout plan` printed.

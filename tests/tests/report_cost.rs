@@ -60,6 +60,60 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// The Parquet files below an output folder: their sizes and the files per partition
+/// folder, each sorted.
+struct DiskFiles {
+    sizes: Vec<u64>,
+    per_partition: Vec<u64>,
+}
+
+impl DiskFiles {
+    fn of(out: &Path) -> Self {
+        let mut folders = std::collections::BTreeMap::<String, u64>::new();
+        let mut sizes = Vec::new();
+        for (path, bytes) in common::snapshot(out) {
+            assert!(path.ends_with(".parquet"), "{path}");
+            let folder = path.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+            *folders.entry(folder).or_default() += 1;
+            sizes.push(bytes.len() as u64);
+        }
+        sizes.sort_unstable();
+        let mut per_partition: Vec<u64> = folders.into_values().collect();
+        per_partition.sort_unstable();
+        assert!(!sizes.is_empty());
+        DiskFiles {
+            sizes,
+            per_partition,
+        }
+    }
+}
+
+fn median(sorted: &[u64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2] as f64
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0
+    }
+}
+
+/// Bytes as the page's `fmtBytes` writes them (decimal units, one decimal), with
+/// JavaScript's `toFixed` rounding: an exact tie (a quotient ending in .x25 or .x75 — the
+/// only ties a double holds at one decimal) goes up, where Rust's formatting rounds to even.
+fn page_bytes(b: f64) -> String {
+    let one_decimal = |x: f64| {
+        let tie = (x * 4.0).fract() == 0.0 && ((x * 4.0) as u64) % 2 == 1;
+        format!("{:.1}", if tie { x + 0.05 } else { x })
+    };
+    if b >= 1e6 {
+        format!("{} MB", one_decimal(b / 1e6))
+    } else if b >= 1e3 {
+        format!("{} kB", one_decimal(b / 1e3))
+    } else {
+        format!("{} B", b.round())
+    }
+}
+
 #[test]
 fn the_report_renders_in_chromium_with_the_jobs_numbers() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +168,32 @@ fn the_report_renders_in_chromium_with_the_jobs_numbers() {
             .is_empty()
     );
 
+    // Files per partition and file sizes, against the Parquet files on disk.
+    let disk = DiskFiles::of(&root.join("out"));
+    let fs = &data["file_sizes"][0];
+    assert_eq!(fs["stage"], "output files (manifest)");
+    assert_eq!(fs["files"].as_u64().unwrap(), disk.sizes.len() as u64);
+    assert_eq!(
+        fs["partitions"].as_u64().unwrap(),
+        disk.per_partition.len() as u64
+    );
+    assert_eq!(
+        fs["total_bytes"].as_u64().unwrap(),
+        disk.sizes.iter().sum::<u64>()
+    );
+    let per = &fs["files_per_partition"];
+    assert_eq!(per["min"].as_u64().unwrap(), disk.per_partition[0]);
+    assert_eq!(per["median"].as_f64().unwrap(), median(&disk.per_partition));
+    let bytes = &fs["file_bytes"];
+    assert_eq!(bytes["min"].as_u64().unwrap(), disk.sizes[0]);
+    assert_eq!(bytes["median"].as_f64().unwrap(), median(&disk.sizes));
+    assert_eq!(
+        bytes["max"].as_u64().unwrap(),
+        disk.sizes[disk.sizes.len() - 1]
+    );
+    let small = disk.sizes.iter().filter(|b| **b < 1 << 20).count();
+    assert_eq!(fs["small_files"].as_u64().unwrap(), small as u64);
+
     // What the browser must show: stragglers as the page defines them (over twice the median).
     let mut elapsed: Vec<u64> = data["chunks"]
         .as_array()
@@ -123,12 +203,11 @@ fn the_report_renders_in_chromium_with_the_jobs_numbers() {
         .collect();
     elapsed.sort_unstable();
     let n = elapsed.len();
-    let median = if n % 2 == 1 {
-        elapsed[n / 2] as f64
-    } else {
-        (elapsed[n / 2 - 1] + elapsed[n / 2]) as f64 / 2.0
-    };
-    let stragglers = elapsed.iter().filter(|e| **e as f64 > 2.0 * median).count();
+    let median_ms = median(&elapsed);
+    let stragglers = elapsed
+        .iter()
+        .filter(|e| **e as f64 > 2.0 * median_ms)
+        .count();
     let expect = json!({
         "chunks": n,
         "stragglers": stragglers,
@@ -140,6 +219,20 @@ fn the_report_renders_in_chromium_with_the_jobs_numbers() {
         "reject_rules": data["rejects"]["by_rule"].as_array().unwrap().iter()
             .map(|r| r["rule"].clone()).take(3).collect::<Vec<_>>(),
         "partitions": m["partitions"].as_array().unwrap().len(),
+        "file_sizes": {
+            "files": thousands(disk.sizes.len() as u64),
+            "partitions": thousands(disk.per_partition.len() as u64),
+            "files-per-partition": format!(
+                "{} / {} / {}",
+                disk.per_partition[0],
+                median(&disk.per_partition),
+                disk.per_partition[disk.per_partition.len() - 1]
+            ),
+            "size-min": page_bytes(disk.sizes[0] as f64),
+            "size-median": page_bytes(median(&disk.sizes)),
+            "size-max": page_bytes(disk.sizes[disk.sizes.len() - 1] as f64),
+            "small-files": format!("{} under 1 MiB", thousands(small as u64)),
+        },
     });
     let expect_path = root.join("expect.json");
     std::fs::write(&expect_path, expect.to_string()).unwrap();

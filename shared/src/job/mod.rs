@@ -7,12 +7,14 @@
 //! - [`layout`]: the keys below the work location.
 //! - [`records`]: the records ([`PlanSummary`], [`ChunkTask`], [`ChunkRecord`],
 //!   [`FailureRecord`], [`AttemptRecord`], [`Manifest`], …).
+//! - [`sizes`]: files per partition and the spread of file sizes ([`FileSizes`]).
 //! - [`io`]: JSON with a retried read, and the loaders ([`load_spec`], [`load_job`],
 //!   [`committed_ids`], [`chunk_records`], …).
 
 pub mod io;
 pub mod layout;
 pub mod records;
+pub mod sizes;
 
 pub use crate::plan::SHARD_CHUNKS;
 pub use io::{
@@ -46,3 +48,4 @@ pub use records::{
     FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary,
     RejectFile,
 };
+pub use sizes::{FileSizes, SMALL_FILE_BYTES, Spread, partition_path};

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cost::JobCost;
 use crate::env::Env;
 use crate::ids::JobId;
-use crate::job::{AggregateResult, ChunkRecord, Counts, Manifest, PlanSummary};
+use crate::job::{AggregateResult, ChunkRecord, Counts, FileSizes, Manifest, PlanSummary};
 use crate::location::Location;
 use crate::transform::Reject;
 use crate::{Error, Result};
@@ -61,6 +61,7 @@ pub async fn collect(env: &Env, work: &Location, job_id: &JobId) -> Result<Value
         reject_examples(env, &spec.rejects.location, &records, &tally.rule_counts).await?;
     let by_rule = rejects_by_rule(tally.rule_counts, examples);
     let cost = cost(env, &summary, manifest.as_ref(), &records)?;
+    let file_sizes = file_sizes(manifest.as_ref(), &records)?;
     let aggregate = match manifest.as_ref().and_then(|m| m.aggregate.as_ref()) {
         Some(a) => {
             let rows =
@@ -91,6 +92,7 @@ pub async fn collect(env: &Env, work: &Location, job_id: &JobId) -> Result<Value
             "path": path, "files": files, "rows": rows, "bytes": bytes,
         })).collect::<Vec<_>>(),
         "files": tally.files,
+        "file_sizes": file_sizes,
         "cost": cost,
         "aggregate": aggregate,
     }))
@@ -187,6 +189,31 @@ impl Tally {
             "bytes_written": written, "stage_ms": r.stage_ms,
         }));
     }
+}
+
+/// Files per partition and file sizes, one entry per stage of the output: the manifest's
+/// files once the job is finalized, the chunk records' files before. (A compaction stage
+/// would add its input beside its output, so the page shows both.)
+fn file_sizes(manifest: Option<&Manifest>, records: &[ChunkRecord]) -> Result<Value> {
+    let (stage, sizes) = match manifest {
+        Some(m) => ("output files (manifest)", FileSizes::of_manifest(m)),
+        None => (
+            "chunk files so far (chunk records)",
+            FileSizes::of(records.iter().flat_map(|r| {
+                r.outputs
+                    .iter()
+                    .map(|f| (crate::job::partition_path(&f.key), f.bytes))
+            })),
+        ),
+    };
+    let mut v = serde_json::to_value(&sizes).map_err(|source| Error::Serialize {
+        what: "file sizes",
+        source,
+    })?;
+    if let Value::Object(o) = &mut v {
+        o.insert("stage".into(), Value::from(stage));
+    }
+    Ok(Value::Array(vec![v]))
 }
 
 /// Up to [`EXAMPLES_PER_RULE`] rejects per rule, from the first reject files; stops reading

@@ -1,7 +1,7 @@
 //! The human-readable output of the commands (their `--json` forms print the records as
 //! they are).
 
-use fanout::job::Manifest;
+use fanout::job::{FileSizes, Manifest};
 use fanout::planner::PlannedJob;
 use fanout::reducer::JobStatus;
 
@@ -216,6 +216,49 @@ pub fn print_manifest_summary(m: &Manifest) {
         human_bytes(m.input_bytes),
         m.objects,
         m.chunks
+    );
+}
+
+/// Files per partition and the spread of file sizes of one stage of a job's output.
+pub fn print_file_sizes(stage: &str, s: &FileSizes) {
+    println!("\nfiles ({stage})");
+    println!(
+        "  files                {} in {} partitions, {}",
+        s.files,
+        s.partitions,
+        human_bytes(s.total_bytes)
+    );
+    let count = |x: f64| {
+        if x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    };
+    if let Some(p) = &s.files_per_partition {
+        println!(
+            "  files per partition  min {}  median {}  max {}",
+            p.min,
+            count(p.median),
+            p.max
+        );
+    }
+    if let Some(b) = &s.file_bytes {
+        let at = |x: f64| human_bytes(x.round() as u64);
+        println!(
+            "  file size            min {}  p10 {}  median {}  p90 {}  max {}",
+            human_bytes(b.min),
+            at(b.p10),
+            at(b.median),
+            at(b.p90),
+            human_bytes(b.max)
+        );
+    }
+    println!(
+        "  small files          {} of {} under {} MiB",
+        s.small_files,
+        s.files,
+        s.small_file_bytes as f64 / (1u64 << 20) as f64
     );
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::print::{print_aggregate, print_manifest_summary};
+use crate::print::{print_aggregate, print_file_sizes, print_manifest_summary};
 use crate::work::WorkArgs;
 
 /// A job's manifest: files, partitions, counts, schema, aggregates.
@@ -15,7 +15,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Prints the manifest: summary, schema, partitions and aggregate.
+/// Prints the manifest: summary, schema, partitions, files per partition and file sizes,
+/// and aggregate.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (work, env) = args.job.open().await?;
     let m = fanout::reducer::read_manifest(&env, &work, &args.job.job_id).await?;
@@ -45,6 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.files, p.rows, p.bytes
         );
     }
+    print_file_sizes(
+        "output files, from the manifest",
+        &fanout::job::FileSizes::of_manifest(&m),
+    );
     print_aggregate(&env, &work, &m).await?;
     Ok(ExitCode::SUCCESS)
 }
