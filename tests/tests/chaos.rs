@@ -449,7 +449,7 @@ async fn at_least_200_multi_job_runs_on_the_embedded_default_ingest_every_row_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_job_runs_against_moto_ingest_every_row_once() {
+async fn at_least_200_multi_job_runs_against_moto_ingest_every_row_once() {
     assert!(
         std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| u.starts_with("http://127.0.0.1")),
         "AWS_ENDPOINT_URL must point at moto: run the suite with infra/test.sh"
@@ -457,7 +457,7 @@ async fn multi_job_runs_against_moto_ingest_every_row_once() {
     let clients = fanout::env::AwsClients::load().await;
     let seed0 = base_seed();
     let mut t = across_jobs::Tally::default();
-    while t.runs < 30 {
+    while t.runs < 200 {
         let seed = seed0.wrapping_add(3_000_000 + t.sequences);
         eprintln!("moto multi-job sequence {}: seed {seed}", t.sequences);
         let bucket = format!("multi-{}-{}", std::process::id(), t.sequences);
