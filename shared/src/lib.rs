@@ -30,6 +30,8 @@
 //! - [`location`]: local paths, `file://`, `s3://`, and the write encryption ([`location::Sse`]).
 //! - [`plan`]: pure chunk planning, no I/O.
 //! - [`alloc`]: the C allocator's arena cap, set first in `main`.
+//! - `aws_error` (feature `aws`): one reading of AWS SDK errors (retryable or not, and a
+//!   message) for the S3 and Glue adapters.
 //!
 //! **Ports**, each a trait, its own error naming nothing of the domain, and adapters
 //! (private submodules, their types re-exported):
@@ -104,6 +106,8 @@
 pub mod aggregate;
 pub mod alloc;
 pub mod arrivals;
+#[cfg(feature = "aws")]
+pub mod aws_error;
 #[cfg(all(feature = "cli", feature = "sql"))]
 pub mod bench;
 pub mod catalog;

@@ -41,31 +41,15 @@ fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let code = e.code().map(str::to_string);
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        _ => {
-            reason == CatalogFailure::Conflict
-                || status.is_some_and(|s| s >= 500 || s == 429)
-                || matches!(
-                    code.as_deref(),
-                    Some(
-                        "ThrottlingException"
-                            | "InternalServiceException"
-                            | "OperationTimeoutException"
-                            | "ConcurrentModificationException"
-                    )
-                )
-        }
-    };
-    let message = match (&code, status) {
-        (Some(c), Some(s)) => format!("{c} (HTTP {s}): {}", e.message().unwrap_or("")),
-        (None, Some(s)) => format!("HTTP {s}"),
-        _ => aws_sdk_glue::error::DisplayErrorContext(&e).to_string(),
-    };
+    let (transient, message) = crate::aws_error::classify(
+        &e,
+        &[
+            "InternalServiceException",
+            "OperationTimeoutException",
+            "ConcurrentModificationException",
+        ],
+    );
+    let retryable = transient || reason == CatalogFailure::Conflict;
     CatalogError {
         op,
         target: target.to_string(),

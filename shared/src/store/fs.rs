@@ -83,6 +83,21 @@ impl FsStore {
         }
     }
 
+    /// Copies the local file `from` to `target`: into a temporary file beside it, synced,
+    /// then renamed in place (durable before it is visible, as every write of this store).
+    fn copy_in(&self, from: &Path, target: &Path) -> std::io::Result<()> {
+        let dir = target.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)?;
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let copied = std::fs::copy(from, &tmp)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
+            .and_then(|()| std::fs::rename(&tmp, target));
+        copied.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
     fn write_tmp(&self, target: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
         let dir = target.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)?;
@@ -318,22 +333,16 @@ impl ObjectStore for FsStore {
         let this = self.clone();
         let k = key.to_string();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let dir = path.parent().unwrap_or(&this.root);
-            std::fs::create_dir_all(dir)?;
-            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
             // Durable before it is visible, as every put: then moved in place when the
             // staging folder is on the same file system, copied otherwise.
             std::fs::File::open(&source)?.sync_data()?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             if std::fs::rename(&source, &path).is_ok() {
                 return Ok(());
             }
-            let copied = std::fs::copy(&source, &tmp)
-                .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            copied.inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+            this.copy_in(&source, &path)
         })
         .await
         .map_err(|e| blocking_task_failed("put", key, e))?
@@ -354,22 +363,10 @@ impl ObjectStore for FsStore {
         let from = from.clone();
         let this = self.clone();
         let k = key.to_string();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let dir = path.parent().unwrap_or(&this.root);
-            std::fs::create_dir_all(dir)?;
-            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-            // Durable before it is visible, as every write of this store.
-            let copied = std::fs::copy(&from, &tmp)
-                .and_then(|_| std::fs::File::open(&tmp)?.sync_data())
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            copied.inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
-        })
-        .await
-        .map_err(|e| blocking_task_failed("copy", key, e))?
-        .map_err(|e| Self::io_error("copy", &k, e))
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> { this.copy_in(&from, &path) })
+            .await
+            .map_err(|e| blocking_task_failed("copy", key, e))?
+            .map_err(|e| Self::io_error("copy", &k, e))
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {

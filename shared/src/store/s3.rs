@@ -84,6 +84,25 @@ impl S3Store {
         })
     }
 
+    /// Every object under `prefix` (after the key `start_after`, when given), sorted.
+    async fn list_from(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(prefix))
+            .set_start_after(start_after.map(|k| self.full(k)))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("list", prefix, e))?;
+            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -94,32 +113,8 @@ fn sdk_error<E>(op: &'static str, key: &str, e: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let code = e.code().map(str::to_string);
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        _ => {
-            status.is_some_and(|s| s >= 500 || s == 429)
-                || matches!(
-                    code.as_deref(),
-                    Some(
-                        "SlowDown"
-                            | "Throttling"
-                            | "ThrottlingException"
-                            | "RequestTimeout"
-                            | "InternalError"
-                            | "ConditionalRequestConflict"
-                    )
-                )
-        }
-    };
-    let message = match (&code, status) {
-        (Some(c), Some(s)) => format!("{c} (HTTP {s}): {}", e.message().unwrap_or("")),
-        (None, Some(s)) => format!("HTTP {s}"),
-        _ => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-    };
+    let (retryable, message) =
+        crate::aws_error::classify(&e, &["SlowDown", "ConditionalRequestConflict"]);
     StoreError::Request {
         op,
         key: key.to_string(),
@@ -179,21 +174,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let full = self.full(prefix);
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("list", prefix, e))?;
-            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.list_from(prefix, None).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -357,22 +338,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
-        let full = self.full(prefix);
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .start_after(self.full(start_after))
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("list", prefix, e))?;
-            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.list_from(prefix, Some(start_after)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
