@@ -81,7 +81,8 @@
 //!
 //! **Records**: [`job`], where every use case meets the others: [`job::layout`] (keys below
 //! the work location), [`job::records`] (plan, chunk task, commit, failure and attempt
-//! records, manifest), [`job::sizes`] (files per partition, file sizes), [`job::io`] (JSON with a retried read, and the loaders).
+//! records, manifest), [`job::compaction`] (the compaction stage's bins and records),
+//! [`job::sizes`] (files per partition, file sizes), [`job::io`] (JSON with a retried read, and the loaders).
 //! [`ledger`], beside them: the ingestion ledger of each job name (what every job ingested,
 //! an append-only log under `ledger/<name>/`, outside `jobs/`) and [`ledger::lease`], the
 //! run lease of incremental runs.
@@ -91,7 +92,8 @@
 //! file; `worker::attempt`: the attempt record and its heartbeat), [`reducer::finalize_job`]
 //! / [`reducer::job_status`] (`reducer::status`: records and queue depths; `reducer::verify`:
 //! every listed file there as recorded; `reducer::catalog`: the output registered as a
-//! table), [`arrivals::drain_arrivals`] (S3 events on the
+//! table), [`compact::start`] (the compaction stage: bins planned and queued; a worker
+//! merges one with [`compact::merge_files`], `worker::bin`), [`arrivals::drain_arrivals`] (S3 events on the
 //! arrivals queue → one job of exactly the new objects; [`arrivals::pending`]: its drain
 //! records), [`gc::collect_garbage`] (files outside a manifest), [`runner::run_local`] for
 //! the whole pipeline in one process, and [`incremental`] (jobs of what the ledger does
@@ -113,6 +115,7 @@ pub mod bench;
 pub mod catalog;
 pub mod clock;
 pub mod codec;
+pub mod compact;
 pub mod config;
 pub mod cost;
 pub mod env;

@@ -35,6 +35,8 @@ pub trait Progress: Send + Sync {
     fn committed(&self, _record: &ChunkRecord) {}
     /// A chunk attempt failed; `last_attempt` when no retry will follow.
     fn failed(&self, _chunk_id: &str, _attempt: u32, _error: &Error, _last_attempt: bool) {}
+    /// Every chunk is committed and the compaction stage runs: `sent` bin tasks queued.
+    fn compacting(&self, _summary: &crate::job::compaction::CompactionSummary, _sent: u64) {}
 }
 
 /// A progress observer that does nothing.
@@ -130,7 +132,18 @@ pub async fn run_local(
         progress.planned(&plan, sent);
 
         let committed_now = run_lanes(env, spec, opts, &queue, &progress, &job_id).await?;
-        let status = job_status(env, &spec.work, &job_id).await?;
+        let mut status = job_status(env, &spec.work, &job_id).await?;
+        if status.compaction.is_some() && status.chunks_complete() && !status.is_complete() {
+            // Resent on a run of a stage started before: its tasks were on a queue that
+            // died with its process, or are on SQS, where a duplicate is harmless.
+            let started =
+                crate::compact::start(env, &spec.work, &job_id, queue.as_ref(), true).await?;
+            progress.compacting(&started.summary, started.sent);
+            if started.sent > 0 {
+                run_lanes(env, spec, opts, &queue, &progress, &job_id).await?;
+            }
+            status = job_status(env, &spec.work, &job_id).await?;
+        }
         let dead_lettered = match &dlq {
             Some(d) => d.drain_visible().len() as u64,
             None => status.dead_lettered.len() as u64,
@@ -262,10 +275,9 @@ impl Lane {
     async fn settled_remotely(&self, idle: bool, idle_drained: &mut u32) -> Result<bool> {
         let drained = idle && self.queue.depth().await?.is_drained();
         *idle_drained = if drained { *idle_drained + 1 } else { 0 };
-        Ok(*idle_drained >= 3
-            || job_status(&self.env, &self.work, &self.job_id)
-                .await?
-                .is_settled())
+        let status = job_status(&self.env, &self.work, &self.job_id).await?;
+        // A job whose compaction is due waits for the run to start it, not for the lanes.
+        Ok(*idle_drained >= 3 || status.is_settled() || status.compaction_due())
     }
 
     /// Runs one message's chunk and acknowledges, delays or drops the message as the

@@ -10,7 +10,11 @@
 //! <work>/jobs/<job_id>/_manifest.json           reducer output
 //! <work>/jobs/<job_id>/aggregates.{json,parquet}
 //! <work>/jobs/<job_id>/_SUCCESS
-//! <work>/jobs/<job_id>/staged/<partition>/…    chunk files published at finalize (`output.catalog`)
+//! <work>/jobs/<job_id>/staged/<partition>/…    chunk files published at finalize or compacted
+//! <work>/jobs/<job_id>/compact/_plan.json       compaction summary, written last
+//! <work>/jobs/<job_id>/compact/plan/<bin>.json  one bin: its input files, its output key
+//! <work>/jobs/<job_id>/compact/bins/<bin>.json  commit record of one bin (written last)
+//! <work>/jobs/<job_id>/compact/{failures,attempts}/<bin>.json  as for chunks
 //! <rejects>/<job_id>/<chunk_id>.jsonl           quarantined records
 //! ```
 //!
@@ -82,4 +86,40 @@ pub fn aggregates_parquet(job_id: &JobId) -> String {
 /// Rejects of one chunk, below the rejects location.
 pub fn rejects(job_id: &JobId, chunk_id: &ChunkId) -> String {
     format!("{job_id}/{chunk_id}.jsonl")
+}
+/// Compaction summary (written after every bin is planned and queued).
+pub fn compaction_summary(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/compact/_plan.json")
+}
+/// Prefix of the bins' plans.
+pub fn bin_plans(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/compact/plan/")
+}
+/// One bin's plan.
+pub fn bin_plan(job_id: &JobId, bin_id: &ChunkId) -> String {
+    format!("jobs/{job_id}/compact/plan/{bin_id}.json")
+}
+/// Prefix of the bins' commit records.
+pub fn bins(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/compact/bins/")
+}
+/// One bin's commit record.
+pub fn bin(job_id: &JobId, bin_id: &ChunkId) -> String {
+    format!("jobs/{job_id}/compact/bins/{bin_id}.json")
+}
+/// Prefix of the bins' failure records.
+pub fn bin_failures(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/compact/failures/")
+}
+/// One bin's failure record.
+pub fn bin_failure(job_id: &JobId, bin_id: &ChunkId) -> String {
+    format!("jobs/{job_id}/compact/failures/{bin_id}.json")
+}
+/// Prefix of the bins' attempt records.
+pub fn bin_attempts(job_id: &JobId) -> String {
+    format!("jobs/{job_id}/compact/attempts/")
+}
+/// One bin's attempt record.
+pub fn bin_attempt(job_id: &JobId, bin_id: &ChunkId) -> String {
+    format!("jobs/{job_id}/compact/attempts/{bin_id}.json")
 }

@@ -7,10 +7,13 @@
 //! - [`layout`]: the keys below the work location.
 //! - [`records`]: the records ([`PlanSummary`], [`ChunkTask`], [`ChunkRecord`],
 //!   [`FailureRecord`], [`AttemptRecord`], [`Manifest`], …).
+//! - [`compaction`]: the compaction stage's plan, tasks and commit records, and the
+//!   bin-packing that plans them ([`compaction::plan_bins`]).
 //! - [`sizes`]: files per partition and the spread of file sizes ([`FileSizes`]).
 //! - [`io`]: JSON with a retried read, and the loaders ([`load_spec`], [`load_job`],
 //!   [`committed_ids`], [`chunk_records`], …).
 
+pub mod compaction;
 pub mod io;
 pub mod layout;
 pub mod records;
@@ -23,10 +26,12 @@ pub use io::{
     to_compact_json_bytes, to_json_bytes,
 };
 /// Whether the job's chunk files are staged under `work` and published to the output
-/// location only when the job finalizes: with a catalog table, whose readers list the
-/// output prefix, a file there before its job succeeded would be read as data.
+/// location only when the job finalizes (or replaced there by the compaction stage's
+/// files): with a catalog table, whose readers list the output prefix, a file there
+/// before its job succeeded would be read as data; with compaction, a reader must never
+/// see a chunk file beside the compacted file that replaces it.
 pub fn publishes_at_finalize(spec: &crate::spec::JobSpec) -> bool {
-    spec.output.catalog.is_some()
+    spec.output.catalog.is_some() || spec.output.target_file_bytes.is_some()
 }
 
 /// Where the job's chunks write their files (keys below it are the files' output keys):
@@ -43,9 +48,23 @@ pub fn chunk_output_location(
     }
 }
 
+/// Where the compaction stage writes its files: the output location, or, with a catalog
+/// table (nothing lands there before the job finalizes), the staging folder, from which
+/// finalize publishes them.
+pub fn compacted_output_location(
+    spec: &crate::spec::JobSpec,
+    job_id: &crate::ids::JobId,
+) -> crate::location::Location {
+    if spec.output.catalog.is_some() {
+        spec.work.join(&layout::staged(job_id))
+    } else {
+        spec.output.location.clone()
+    }
+}
+
 pub use records::{
-    AggregateResult, AggregateTable, AttemptRecord, CatalogResult, ChunkRecord, ChunkTask, Counts,
-    FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary, PlanShard, PlanSummary,
-    RejectFile,
+    AggregateResult, AggregateTable, AttemptRecord, CatalogResult, ChunkRecord, ChunkTask,
+    CompactionResult, Counts, FailureRecord, InputObject, Manifest, ManifestFile, PartitionSummary,
+    PlanShard, PlanSummary, RejectFile,
 };
 pub use sizes::{FileSizes, SMALL_FILE_BYTES, Spread, partition_path};

@@ -411,12 +411,36 @@ pub struct Manifest {
     /// The catalog table the output was registered in (`output.catalog`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogResult>,
+    /// The compaction stage: what it merged, and the chunk files before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionResult>,
     /// Every input object the job read (key and version): `--since-last` skips them.
     #[serde(default)]
     pub inputs: Vec<InputObject>,
     /// What the job cost: measured from its records, beside the planning estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<crate::cost::JobCost>,
+}
+
+/// What a job's compaction stage did (`output.target_file_size`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionResult {
+    /// The target size in bytes.
+    pub target_bytes: u64,
+    /// Bins merged (one output file each).
+    pub bins: u64,
+    /// Chunk files merged by them.
+    pub merged_files: u64,
+    /// Chunk files kept as they were.
+    pub kept_files: u64,
+    /// Row groups copied without re-encoding, and encoded again.
+    pub copied_row_groups: u64,
+    /// Row groups encoded again (from small ones).
+    pub encoded_row_groups: u64,
+    /// Time the bins took, summed over the bins (ms).
+    pub bins_ms: u64,
+    /// The chunk files, before compaction (the manifest's `files` are after).
+    pub chunk_files: super::FileSizes,
 }
 
 /// Where a job's output was registered as a table.

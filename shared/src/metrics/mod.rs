@@ -87,6 +87,12 @@ pub mod names {
     pub const CHUNK_DURATION: &str = "ChunkDuration";
     /// Files written.
     pub const FILES_WRITTEN: &str = "FilesWritten";
+    /// Compaction bins committed.
+    pub const BINS_COMMITTED: &str = "BinsCommitted";
+    /// Compaction bin attempts that failed.
+    pub const BINS_FAILED: &str = "BinsFailed";
+    /// Time to merge one compaction bin.
+    pub const BIN_DURATION: &str = "BinDuration";
     /// A finalized job's measured cost in USD (reducer).
     pub const JOB_COST: &str = "JobCost";
     /// A finalized job's Lambda GB-seconds (reducer).

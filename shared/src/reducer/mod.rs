@@ -11,6 +11,7 @@
 
 mod aggregate;
 mod catalog;
+mod compaction;
 mod publish;
 mod verify;
 
@@ -35,8 +36,8 @@ use crate::spec::JobSpec;
 use crate::store::ObjectStore;
 use crate::{Error, Result};
 pub use status::{
-    JobStatus, LOST_MARGIN_MS, SQS_SETTLE_MS, StatusQueues, describe_lost, describe_stranded,
-    job_status, job_status_at, job_status_with,
+    CompactionStatus, JobStatus, LOST_MARGIN_MS, SQS_SETTLE_MS, StatusQueues, describe_lost,
+    describe_stranded, job_status, job_status_at, job_status_with,
 };
 
 /// The transformed rows' schema for a job no chunk reported one for (no input object
@@ -93,6 +94,19 @@ pub async fn finalize_job_at(
     ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
+    // With a compaction stage the output is the bins' files and the files kept; the
+    // chunk files (still staged) are what a failed job's checks look at.
+    let chunk_files = merged.files.clone();
+    let compacted =
+        compaction::compacted_files(&store, &spec, job_id, &records, &mut merged.problems).await?;
+    let compaction = match compacted {
+        Some((files, result)) => {
+            merged.partitions = compaction::partitions_of(&files);
+            merged.files = files;
+            Some(result)
+        }
+        None => None,
+    };
     let schema = match merged.schema.take() {
         Some(s) => s,
         None => schema_without_rows(env, &spec).await?,
@@ -104,6 +118,8 @@ pub async fn finalize_job_at(
         spec: &spec,
         job_id,
         records: &records,
+        chunk_files: &chunk_files,
+        final_files: &merged.files,
         schema: &schema,
         partitions: &partitions,
     };
@@ -155,6 +171,7 @@ pub async fn finalize_job_at(
         reject_rules: merged.reject_rules,
         aggregate,
         catalog,
+        compaction,
         inputs,
         cost: Some(cost),
     };
@@ -205,6 +222,10 @@ struct JobFiles<'a> {
     spec: &'a JobSpec,
     job_id: &'a JobId,
     records: &'a [ChunkRecord],
+    /// The files the chunks wrote.
+    chunk_files: &'a [ManifestFile],
+    /// The files the manifest lists: the chunk files, or after compaction its files.
+    final_files: &'a [ManifestFile],
     schema: &'a arrow::datatypes::Schema,
     partitions: &'a [PartitionSummary],
 }
@@ -214,18 +235,21 @@ struct JobFiles<'a> {
 /// every file the records list where it is now: the output location, or the staging
 /// folder of a job that failed.
 async fn publish_and_verify(env: &Env, f: &JobFiles<'_>, succeeds: bool) -> Result<()> {
-    let files_at = if succeeds {
+    let (files, files_at) = if succeeds {
         let cat = env.catalog.as_deref();
         catalog::check(cat, f.spec, f.schema, f.partitions).await?;
-        let copied = publish::publish(env, f.spec, f.job_id, f.records).await?;
+        let copied = publish::publish(env, f.spec, f.job_id, f.final_files).await?;
         if copied > 0 {
             info!(job_id = %f.job_id, files = copied, "staged files published");
         }
-        f.spec.output.location.clone()
+        (f.final_files, f.spec.output.location.clone())
     } else {
-        crate::job::chunk_output_location(f.spec, f.job_id)
+        (
+            f.chunk_files,
+            crate::job::chunk_output_location(f.spec, f.job_id),
+        )
     };
-    verify::ensure_files_as_recorded(env, f.spec, f.job_id, f.records, &files_at).await
+    verify::ensure_files_as_recorded(env, f.spec, f.job_id, f.records, files, &files_at).await
 }
 
 /// Refuses to finalize a job with chunks not committed, naming the first failures.

@@ -14,28 +14,29 @@ use crate::Result;
 use crate::env::Env;
 use crate::ids::JobId;
 use crate::job::{
-    ChunkRecord, READ_CONCURRENCY, chunk_output_location, head_retried, publishes_at_finalize,
+    ManifestFile, READ_CONCURRENCY, chunk_output_location, head_retried, publishes_at_finalize,
 };
 use crate::location::Location;
 use crate::spec::JobSpec;
 use crate::store::{DynStore, StoreError};
 
-/// Copies every output file of `records` from the job's staging folder to the output
-/// location (server-side on S3); returns how many were copied now.
+/// Copies every file of `files` from the job's staging folder to the output location
+/// (server-side on S3) unless it is there already (a compacted file written there by its
+/// bin); returns how many were copied now.
 pub(super) async fn publish(
     env: &Env,
     spec: &JobSpec,
     job_id: &JobId,
-    records: &[ChunkRecord],
+    files: &[ManifestFile],
 ) -> Result<u64> {
     if !publishes_at_finalize(spec) {
         return Ok(0);
     }
     let staged = chunk_output_location(spec, job_id);
     let output = env.store_with(&spec.output.location, &spec.sse)?;
-    let files: Vec<(String, u64)> = records
+    let files: Vec<(String, u64)> = files
         .iter()
-        .flat_map(|r| r.outputs.iter().map(|f| (f.key.clone(), f.bytes)))
+        .map(|f| (f.file.key.clone(), f.file.bytes))
         .collect();
     let copied: Vec<bool> = stream::iter(files)
         .map(|(key, bytes)| publish_one(output.clone(), staged.clone(), key, bytes))

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
 use crate::ids::{ChunkId, JobId};
+use crate::job::compaction::CompactionSummary;
 use crate::job::{
     AttemptRecord, FailureRecord, Manifest, PlanSummary, READ_CONCURRENCY, committed_ids, get_json,
     get_json_opt, layout, load_job,
@@ -55,18 +56,98 @@ pub struct JobStatus {
     /// `succeeded` / `failed` once finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The compaction stage, for a job that has one (`output.target_file_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionStatus>,
+}
+
+/// Where a job's compaction stage stands: its bins, judged as chunks are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionStatus {
+    /// The stage was started: its bins are planned and queued.
+    pub started: bool,
+    /// Bins planned.
+    pub bins: u64,
+    /// Bins committed.
+    pub committed: u64,
+    /// Bins queued or running.
+    pub pending: u64,
+    /// Bins whose last attempt failed and that may still be retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailureRecord>,
+    /// Bins that will not be retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_lettered: Vec<FailureRecord>,
+    /// Bins whose worker was killed without a record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<AttemptRecord>,
+}
+
+impl CompactionStatus {
+    fn is_complete(&self) -> bool {
+        self.started && self.committed == self.bins
+    }
+
+    fn is_settled(&self) -> bool {
+        self.started
+            && self.failed.is_empty()
+            && self.pending == 0
+            && self.lost.iter().all(|a| a.last_attempt)
+    }
 }
 
 impl JobStatus {
     /// Every planned chunk is committed.
-    pub fn is_complete(&self) -> bool {
+    pub fn chunks_complete(&self) -> bool {
         self.committed == self.planned
     }
 
-    /// No chunk can make progress any more: complete, or only final failures left
-    /// (dead-lettered, lost on the last attempt, stranded).
+    /// Ready to finalize: every planned chunk is committed and, for a job with a
+    /// compaction stage, every bin.
+    pub fn is_complete(&self) -> bool {
+        self.chunks_complete()
+            && self
+                .compaction
+                .as_ref()
+                .is_none_or(CompactionStatus::is_complete)
+    }
+
+    /// Every chunk is committed and the compaction stage is to be started
+    /// ([`crate::compact::start`]).
+    pub fn compaction_due(&self) -> bool {
+        self.chunks_complete() && self.compaction.as_ref().is_some_and(|c| !c.started)
+    }
+
+    /// No task can make progress any more: complete, or only final failures left
+    /// (dead-lettered, lost on the last attempt, stranded), of the chunks or, once they
+    /// are all committed, of the compaction bins. A job whose compaction is due is not
+    /// settled: starting it is the progress left.
     pub fn is_settled(&self) -> bool {
-        self.failed.is_empty() && self.pending == 0 && self.lost.iter().all(|a| a.last_attempt)
+        let chunks_settled =
+            self.failed.is_empty() && self.pending == 0 && self.lost.iter().all(|a| a.last_attempt);
+        match &self.compaction {
+            Some(c) if self.chunks_complete() => c.is_settled(),
+            _ => chunks_settled,
+        }
+    }
+
+    /// The compaction bins that failed for good (dead-lettered, lost on the last
+    /// attempt), as failure lines.
+    pub fn failed_bins(&self) -> Vec<String> {
+        let Some(c) = &self.compaction else {
+            return Vec::new();
+        };
+        c.lost
+            .iter()
+            .filter(|a| a.last_attempt)
+            .map(|a| format!("compaction bin {}", describe_lost(a)))
+            .chain(c.dead_lettered.iter().chain(&c.failed).map(|f| {
+                format!(
+                    "compaction bin {} after {} attempt(s): {}",
+                    f.chunk_id, f.attempts, f.message
+                )
+            }))
+            .collect()
     }
 
     /// Lost chunks whose message is dead-lettered: failed for good.
@@ -220,6 +301,7 @@ pub async fn job_status_with(
     } else {
         Vec::new()
     };
+    let compaction = compaction_status(&store, work, job_id, now_ms).await?;
     Ok(JobStatus {
         job_id: job_id.clone(),
         planned: summary.chunks,
@@ -231,7 +313,65 @@ pub async fn job_status_with(
         dead_letter_messages: depths.dead_letter,
         stranded,
         outcome,
+        compaction,
     })
+}
+
+/// The compaction stage's status, for a job whose spec has one.
+async fn compaction_status(
+    store: &Arc<dyn ObjectStore>,
+    work: &Location,
+    job_id: &JobId,
+    now_ms: u64,
+) -> Result<Option<CompactionStatus>> {
+    let spec = crate::job::load_spec(store.as_ref(), work, job_id).await?;
+    if spec.output.target_file_bytes.is_none() {
+        return Ok(None);
+    }
+    let Some(summary) =
+        get_json_opt::<CompactionSummary>(store.as_ref(), &layout::compaction_summary(job_id))
+            .await?
+    else {
+        return Ok(Some(CompactionStatus::default()));
+    };
+    let prefix = layout::bins(job_id);
+    let committed: HashSet<ChunkId> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let id = o.key.strip_prefix(&prefix)?.strip_suffix(".json")?;
+            ChunkId::parse(id).ok()
+        })
+        .collect();
+    let failures: Vec<FailureRecord> =
+        read_uncommitted(store, &layout::bin_failures(job_id), &committed).await?;
+    let attempts: Vec<AttemptRecord> =
+        read_uncommitted(store, &layout::bin_attempts(job_id), &committed).await?;
+    let by_bin: BTreeMap<&str, &FailureRecord> =
+        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
+    let lost: Vec<AttemptRecord> = attempts
+        .into_iter()
+        .filter(|a| is_lost(a, by_bin.get(a.chunk_id.as_str()).copied(), now_ms))
+        .collect();
+    let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
+    let (dead, failed): (Vec<_>, Vec<_>) = failures
+        .iter()
+        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
+        .cloned()
+        .partition(|f| f.last_attempt);
+    let unfinished = (failed.len() + dead.len() + lost.len()) as u64;
+    Ok(Some(CompactionStatus {
+        started: true,
+        bins: summary.bins,
+        committed: committed.len() as u64,
+        pending: summary
+            .bins
+            .saturating_sub(committed.len() as u64 + unfinished),
+        failed,
+        dead_lettered: dead,
+        lost,
+    }))
 }
 
 /// What the queues hold (approximately), where status was given them.

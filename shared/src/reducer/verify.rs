@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::env::Env;
 use crate::error::ChangedFile;
 use crate::ids::{ChunkId, JobId};
-use crate::job::{ChunkRecord, READ_CONCURRENCY, head_retried};
+use crate::job::{ChunkRecord, ManifestFile, READ_CONCURRENCY, head_retried};
 use crate::location::Location;
 use crate::spec::JobSpec;
 use crate::store::DynStore;
@@ -50,27 +50,30 @@ impl Listed {
     }
 }
 
-/// Refuses ([`Error::FilesChanged`]) when an output file of `records` is missing at
-/// `files_at` (the output location, or the job's staging folder) or not the size
-/// recorded, or a rejects file is missing.
+/// Refuses ([`Error::FilesChanged`]) when a file of `files` is missing at `files_at`
+/// (the output location, or the job's staging folder) or not the size recorded, or a
+/// rejects file of `records` is missing.
 pub(super) async fn ensure_files_as_recorded(
     env: &Env,
     spec: &JobSpec,
     job_id: &JobId,
     records: &[ChunkRecord],
+    files: &[ManifestFile],
     files_at: &Location,
 ) -> Result<()> {
     let output = env.store(files_at)?;
     let rejects = env.store(&spec.rejects.location)?;
-    let mut listed = Vec::new();
-    for r in records {
-        listed.extend(r.outputs.iter().map(|f| Listed {
+    let mut listed: Vec<Listed> = files
+        .iter()
+        .map(|f| Listed {
             store: output.clone(),
             location: files_at.clone(),
-            key: f.key.clone(),
-            chunk_id: r.chunk_id.clone(),
-            recorded_bytes: Some(f.bytes),
-        }));
+            key: f.file.key.clone(),
+            chunk_id: f.chunk_id.clone(),
+            recorded_bytes: Some(f.file.bytes),
+        })
+        .collect();
+    for r in records {
         listed.extend(r.rejects.iter().map(|f| Listed {
             store: rejects.clone(),
             location: spec.rejects.location.clone(),

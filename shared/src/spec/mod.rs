@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_ROW_GROUP_BYTES: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1_000_000;
 /// Default maximum size of one output file.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `output.target_file_size`: the compaction stage packs each partition's chunk
+/// files into files of about this size (Athena's and Spark's guidance for S3 tables).
+pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 /// Default number of receives before a chunk message is dead-lettered (SQS `maxReceiveCount`).
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 3;
 /// Default visibility timeout of a received chunk message.

@@ -219,6 +219,10 @@ pub struct OutputSpec {
     pub row_group_rows: usize,
     /// Roll to a new file past this size.
     pub max_file_bytes: u64,
+    /// `output.target_file_size`: the size the compaction stage packs each partition's
+    /// chunk files to, once every chunk has committed; `None` when turned off (`off`),
+    /// and then the chunk files are the output.
+    pub target_file_bytes: Option<u64>,
     /// The table the job's output is registered as when it finalizes.
     pub catalog: Option<CatalogSpec>,
 }

@@ -161,6 +161,8 @@ pub struct RawOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_file_size: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_file_size: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<RawCatalog>,
 }
 

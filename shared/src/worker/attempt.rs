@@ -40,17 +40,15 @@ impl Lease {
 /// The live attempt record of one chunk attempt. Dropping it stops the heartbeat.
 pub(super) struct AttemptTrace {
     store: DynStore,
+    key: Arc<str>,
     record: Arc<Mutex<AttemptRecord>>,
     beat: Option<JoinHandle<()>>,
 }
 
-/// Writes `record` to its key.
-async fn put(store: &DynStore, record: &AttemptRecord) -> Result<()> {
+/// Writes `record` at `key`.
+async fn put(store: &DynStore, key: &str, record: &AttemptRecord) -> Result<()> {
     store
-        .put(
-            &layout::attempt(&record.job_id, &record.chunk_id),
-            to_json_bytes("attempt record", record)?,
-        )
+        .put(key, to_json_bytes("attempt record", record)?)
         .await?;
     Ok(())
 }
@@ -58,16 +56,29 @@ async fn put(store: &DynStore, record: &AttemptRecord) -> Result<()> {
 impl AttemptTrace {
     /// Writes the first record (a failure to write it fails the attempt: without it a
     /// killed worker would leave no trace) and starts the heartbeat of a renewing worker.
-    pub async fn start(store: DynStore, mut record: AttemptRecord, lease: Lease) -> Result<Self> {
+    pub async fn start(store: DynStore, record: AttemptRecord, lease: Lease) -> Result<Self> {
+        let key = layout::attempt(&record.job_id, &record.chunk_id);
+        Self::start_at(store, key, record, lease).await
+    }
+
+    /// [`start`](Self::start), the record at `key` (a compaction bin's attempts are
+    /// kept apart from the chunks').
+    pub async fn start_at(
+        store: DynStore,
+        key: String,
+        mut record: AttemptRecord,
+        lease: Lease,
+    ) -> Result<Self> {
+        let key: Arc<str> = key.into();
         record.visibility_timeout_s = lease.visibility.map(|v| v.as_secs().max(1));
         record.deadline_ms = lease.deadline_ms;
         if lease.renewed {
             record.alive_ms = Some(record.started_ms);
         }
-        put(&store, &record).await?;
+        put(&store, &key, &record).await?;
         let record = Arc::new(Mutex::new(record));
         let beat = lease.beat_every().map(|every| {
-            let (store, record) = (store.clone(), record.clone());
+            let (store, record, key) = (store.clone(), record.clone(), key.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -75,7 +86,7 @@ impl AttemptTrace {
                     // order (a beat must not put back an earlier stage).
                     let mut r = record.lock().await;
                     r.alive_ms = Some(now_ms());
-                    if let Err(e) = put(&store, &r).await {
+                    if let Err(e) = put(&store, &key, &r).await {
                         // The next beat tries again; only missing a whole visibility
                         // timeout of them makes the attempt look lost.
                         warn!(error = %e, chunk_id = %r.chunk_id, "attempt heartbeat failed");
@@ -85,6 +96,7 @@ impl AttemptTrace {
         });
         Ok(AttemptTrace {
             store,
+            key,
             record,
             beat,
         })
@@ -97,7 +109,7 @@ impl AttemptTrace {
         if r.alive_ms.is_some() {
             r.alive_ms = Some(now_ms());
         }
-        put(&self.store, &r).await
+        put(&self.store, &self.key, &r).await
     }
 }
 

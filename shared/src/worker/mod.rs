@@ -14,7 +14,10 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::clock::now_ms;
 use crate::env::Env;
 mod attempt;
+mod bin;
 mod output;
+
+pub use bin::BinOutcome;
 
 pub use crate::error::FaultPoint;
 use crate::ids::{ChunkId, JobId};
@@ -564,6 +567,9 @@ impl Worker {
     /// Handles one queue message: the shared logic of the local runner, the Lambda
     /// worker and the fleet worker. `max_receive_count` is the queue's redrive setting.
     pub async fn handle_message(&self, msg: &Message, max_receive_count: u32) -> Disposition {
+        if crate::job::compaction::BinTask::is_bin_body(&msg.body) {
+            return self.handle_bin_message(msg, max_receive_count).await;
+        }
         let task = match ChunkTask::from_body(&msg.body) {
             Ok(t) => t,
             Err(e) => {
@@ -578,12 +584,7 @@ impl Worker {
             Ok(ChunkOutcome::Committed(r)) => Disposition::Ack(Some(r)),
             Ok(ChunkOutcome::AlreadyCommitted) => Disposition::Ack(None),
             Err(e) => {
-                let job_name = self
-                    .jobs
-                    .lock()
-                    .await
-                    .get(&(task.work.clone(), task.job_id.clone()))
-                    .map_or_else(|| task.job_id.to_string(), |j| j.spec.name.clone());
+                let job_name = self.job_name(&task.work, &task.job_id).await;
                 self.env
                     .metrics
                     .record(&job_name, names::CHUNKS_FAILED, 1.0, Unit::Count);
@@ -603,6 +604,15 @@ impl Worker {
                 Disposition::Retry(e)
             }
         }
+    }
+
+    /// The job's name for its metrics, or its id when its spec could not be loaded.
+    async fn job_name(&self, work: &str, job_id: &JobId) -> String {
+        self.jobs
+            .lock()
+            .await
+            .get(&(work.to_string(), job_id.clone()))
+            .map_or_else(|| job_id.to_string(), |j| j.spec.name.clone())
     }
 
     /// Writes the failure record of a chunk attempt.

@@ -50,6 +50,7 @@ async fn spilled_and_in_memory(
         row_group_rows,
         catalog: None,
         max_file_bytes: u64::MAX,
+        target_file_bytes: None,
     };
     let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
         .expect("writer");
@@ -132,6 +133,7 @@ async fn many_partitions_open_at_once_keep_whole_row_groups() {
         row_group_rows: 1_000_000,
         catalog: None,
         max_file_bytes: u64::MAX,
+        target_file_bytes: None,
     };
     let mut w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
         .expect("writer");
@@ -295,6 +297,7 @@ fn two_level_writer(dir: &tempfile::TempDir) -> (PartitionedWriter, SchemaRef) {
         row_group_rows: 1000,
         catalog: None,
         max_file_bytes: u64::MAX,
+        target_file_bytes: None,
     };
     let w = PartitionedWriter::new(&output, &ChunkId::parse("c1").expect("id"), &schema)
         .expect("writer");

@@ -286,6 +286,11 @@ fn resolved_json(
     resolved.chunking.target_size = Some(serde_json::json!(target_bytes));
     resolved.output.max_file_size = Some(serde_json::json!(max_file_bytes));
     // Resolved only when given, so the ids of specs that do not set it stay as they were.
+    if let Some(v) = &raw.output.target_file_size
+        && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
+    {
+        resolved.output.target_file_size = Some(serde_json::json!(n));
+    }
     if let Some(v) = &raw.queue.max_message_size
         && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
     {

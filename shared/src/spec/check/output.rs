@@ -9,8 +9,8 @@ use crate::location::Location;
 use crate::spec::raw;
 use crate::spec::values::columns_hint;
 use crate::spec::{
-    CatalogSpec, DEFAULT_MAX_FILE_BYTES, DEFAULT_ROW_GROUP_ROWS, OutputCompression, OutputSpec,
-    RejectsSpec,
+    CatalogSpec, DEFAULT_MAX_FILE_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_TARGET_FILE_BYTES,
+    OutputCompression, OutputSpec, RejectsSpec,
 };
 
 impl Checker<'_> {
@@ -41,6 +41,8 @@ impl Checker<'_> {
                 .size("output.max_file_size", v, 1024)
                 .unwrap_or(DEFAULT_MAX_FILE_BYTES),
         };
+        let target_file_bytes =
+            self.target_file_size(raw.target_file_size.as_ref(), max_file_bytes);
         if let (Some(i), Some(o)) = (input, &location)
             && (o.is_within(i) || i.is_within(o))
         {
@@ -59,8 +61,45 @@ impl Checker<'_> {
             compression: compression?,
             row_group_rows,
             max_file_bytes,
+            target_file_bytes,
             catalog,
         })
+    }
+
+    /// `output.target_file_size`: a size (at least 1 KiB, at most `max_file_size`), or
+    /// `off` (also `none`, `false`, `0`) for no compaction stage.
+    fn target_file_size(
+        &mut self,
+        v: Option<&serde_json::Value>,
+        max_file_bytes: u64,
+    ) -> Option<u64> {
+        const FIELD: &str = "output.target_file_size";
+        let off = |v: &serde_json::Value| match v {
+            serde_json::Value::Bool(false) | serde_json::Value::Null => true,
+            serde_json::Value::Number(n) => n.as_u64() == Some(0),
+            serde_json::Value::String(s) => {
+                matches!(
+                    s.trim().to_ascii_lowercase().as_str(),
+                    "off" | "none" | "false" | "0"
+                )
+            }
+            _ => false,
+        };
+        let bytes = match v {
+            None => DEFAULT_TARGET_FILE_BYTES.min(max_file_bytes),
+            Some(v) if off(v) => return None,
+            Some(v) => self.size(FIELD, v, 1024)?,
+        };
+        if bytes > max_file_bytes {
+            self.problem(
+                FIELD,
+                format!(
+                    "{bytes} bytes is above output.max_file_size ({max_file_bytes} bytes): a compacted file would have to be split again"
+                ),
+            );
+            return None;
+        }
+        Some(bytes)
     }
 
     /// `output.catalog`: Glue names as Athena takes them, an S3 output location (Glue
