@@ -1,4 +1,5 @@
-//! The reducer Lambda: `status` (for a Step Functions poll loop) and `finalize`; both
+//! The reducer Lambda: `status` (for a Step Functions poll loop), `compact` (queue the
+//! compaction stage's bins once every chunk is committed) and `finalize`; all
 //! idempotent.
 
 use fanout::env::Env;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
-    /// `status` or `finalize`.
+    /// `status`, `compact` or `finalize`.
     pub action: Action,
     /// Job id, checked when the request is read.
     pub job_id: JobId,
@@ -26,6 +27,9 @@ pub struct Request {
 pub enum Action {
     /// Report progress.
     Status,
+    /// Start the compaction stage: plan its bins and queue them on the chunk queue
+    /// (`FANOUT_QUEUE_URL`); a stage started before is left as it is.
+    Compact,
     /// Merge and write the manifest.
     Finalize,
 }
@@ -62,10 +66,34 @@ pub struct StatusReply {
     /// Ids of lost, stranded, failed and dead-lettered chunks with their last errors (at most
     /// [`MAX_FAILED_CHUNKS`], then a count).
     pub failed_chunks: Vec<String>,
-    /// No chunk can make progress any more.
+    /// No chunk (and no compaction bin) can make progress any more.
     pub settled: bool,
-    /// Every chunk is committed.
+    /// Ready to finalize: every chunk is committed and, with a compaction stage, every bin.
     pub complete: bool,
+    /// Every chunk is committed and the compaction stage is to be started (`compact`).
+    #[serde(default)]
+    pub compaction_due: bool,
+    /// Compaction bins planned (0 before the stage starts or without one).
+    #[serde(default)]
+    pub bins: u64,
+    /// Compaction bins committed.
+    #[serde(default)]
+    pub bins_committed: u64,
+}
+
+/// The answer to `compact`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReply {
+    /// Job id.
+    pub job_id: JobId,
+    /// Bins planned.
+    pub bins: u64,
+    /// Chunk files they merge.
+    pub merged_files: u64,
+    /// Chunk files kept as they are.
+    pub kept_files: u64,
+    /// Bin tasks this call sent (0 when the stage was started before).
+    pub sent: u64,
 }
 
 /// The answer to `finalize`.
@@ -137,6 +165,7 @@ fn failed_chunks(s: &fanout::reducer::JobStatus) -> Vec<String> {
             let msg: String = f.message.chars().take(300).collect();
             format!("{}: {msg}", f.chunk_id)
         }))
+        .chain(s.failed_bins())
         .collect();
     let mut out: Vec<String> = all.iter().take(MAX_FAILED_CHUNKS).cloned().collect();
     if all.len() > MAX_FAILED_CHUNKS {
@@ -159,7 +188,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, ReduceError> {
     let req: Request = serde_json::from_value(event).map_err(|e| {
         ReduceError::Request(format!(
-            "{e}: expected {{\"action\": \"status\"|\"finalize\", \"job_id\": …}}"
+            "{e}: expected {{\"action\": \"status\"|\"compact\"|\"finalize\", \"job_id\": …}}"
         ))
     })?;
     let work = match (&req.work, default_work) {
@@ -195,6 +224,25 @@ pub async fn handle(
                 failed_chunks: failed_chunks(&s),
                 settled: s.is_settled(),
                 complete: s.is_complete(),
+                compaction_due: s.compaction_due(),
+                bins: s.compaction.as_ref().map_or(0, |c| c.bins),
+                bins_committed: s.compaction.as_ref().map_or(0, |c| c.committed),
+            })
+        }
+        Action::Compact => {
+            let Some(queue) = &queues.chunks else {
+                return Err(ReduceError::Request(
+                    "compact needs the chunk queue: FANOUT_QUEUE_URL is not set".into(),
+                ));
+            };
+            let started =
+                fanout::compact::start(env, &work, &req.job_id, queue.as_ref(), false).await?;
+            serde_json::to_value(CompactReply {
+                job_id: req.job_id.clone(),
+                bins: started.summary.bins,
+                merged_files: started.summary.merged_files,
+                kept_files: started.summary.kept_files,
+                sent: started.sent,
             })
         }
         Action::Finalize => {
@@ -268,6 +316,7 @@ mod tests {
             dead_letter_messages: None,
             stranded: vec![],
             outcome: None,
+            compaction: None,
         };
         assert!(status.is_settled() && !status.is_complete());
         let listed = failed_chunks(&status);

@@ -191,29 +191,40 @@ impl Tally {
     }
 }
 
-/// Files per partition and file sizes, one entry per stage of the output: the manifest's
-/// files once the job is finalized, the chunk records' files before. (A compaction stage
-/// would add its input beside its output, so the page shows both.)
+/// Files per partition and file sizes, one entry per stage of the output: the chunk
+/// files before compaction (when the job had the stage) and the manifest's files once the
+/// job is finalized, the chunk records' files before.
 fn file_sizes(manifest: Option<&Manifest>, records: &[ChunkRecord]) -> Result<Value> {
-    let (stage, sizes) = match manifest {
-        Some(m) => ("output files (manifest)", FileSizes::of_manifest(m)),
-        None => (
-            "chunk files so far (chunk records)",
-            FileSizes::of(records.iter().flat_map(|r| {
-                r.outputs
-                    .iter()
-                    .map(|f| (crate::job::partition_path(&f.key), f.bytes))
-            })),
-        ),
+    let chunk_files = || {
+        FileSizes::of(records.iter().flat_map(|r| {
+            r.outputs
+                .iter()
+                .map(|f| (crate::job::partition_path(&f.key), f.bytes))
+        }))
     };
-    let mut v = serde_json::to_value(&sizes).map_err(|source| Error::Serialize {
-        what: "file sizes",
-        source,
-    })?;
-    if let Value::Object(o) = &mut v {
-        o.insert("stage".into(), Value::from(stage));
+    let stages = match manifest {
+        Some(m) => {
+            let mut stages = Vec::new();
+            if let Some(c) = &m.compaction {
+                stages.push(("chunk files, before compaction", c.chunk_files.clone()));
+            }
+            stages.push(("output files (manifest)", FileSizes::of_manifest(m)));
+            stages
+        }
+        None => vec![("chunk files so far (chunk records)", chunk_files())],
+    };
+    let mut out = Vec::new();
+    for (stage, sizes) in stages {
+        let mut v = serde_json::to_value(&sizes).map_err(|source| Error::Serialize {
+            what: "file sizes",
+            source,
+        })?;
+        if let Value::Object(o) = &mut v {
+            o.insert("stage".into(), Value::from(stage));
+        }
+        out.push(v);
     }
-    Ok(Value::Array(vec![v]))
+    Ok(Value::Array(out))
 }
 
 /// Up to [`EXAMPLES_PER_RULE`] rejects per rule, from the first reject files; stops reading

@@ -153,6 +153,27 @@ pub fn print_status(s: &JobStatus) {
     if let Some(n) = s.dead_letter_messages {
         println!("  dead-letter queue {n:>5}   messages (every job's)");
     }
+    if let Some(c) = &s.compaction {
+        if c.started {
+            println!(
+                "  compaction     {:>8}   of {} bins committed, {} pending, {} failed, {} dead-lettered",
+                c.committed,
+                c.bins,
+                c.pending,
+                c.failed.len(),
+                c.dead_lettered.len()
+            );
+        } else if s.compaction_due() {
+            println!(
+                "  compaction            due   (every chunk committed; a run or the Compact step starts it)"
+            );
+        } else {
+            println!("  compaction        waiting   (starts once every chunk is committed)");
+        }
+    }
+    for line in s.failed_bins() {
+        println!("  {line}");
+    }
     if let Some(o) = &s.outcome {
         println!("  outcome        {o}");
     }
@@ -211,11 +232,34 @@ pub fn print_manifest_summary(m: &Manifest) {
         m.partitions.len(),
         m.output
     );
+    if let Some(c) = &m.compaction {
+        println!(
+            "  compacted      {:>12}   chunk files into {} files of about {} ({} kept as they were; {} row groups copied, {} encoded again)",
+            c.merged_files,
+            c.bins,
+            human_bytes(c.target_bytes),
+            c.kept_files,
+            c.copied_row_groups,
+            c.encoded_row_groups
+        );
+    }
     println!(
         "  input          {:>12}   {} objects, {} chunks",
         human_bytes(m.input_bytes),
         m.objects,
         m.chunks
+    );
+}
+
+/// The file-size figures of a finalized job: before compaction (its chunk files), when
+/// it had the stage, and its output as the manifest lists it.
+pub fn print_output_files(m: &Manifest) {
+    if let Some(c) = &m.compaction {
+        print_file_sizes("chunk files, before compaction", &c.chunk_files);
+    }
+    print_file_sizes(
+        "output files, from the manifest",
+        &FileSizes::of_manifest(m),
     );
 }
 

@@ -69,6 +69,17 @@ impl Progress for Bar {
         }
     }
 
+    fn compacting(&self, summary: &fanout::job::compaction::CompactionSummary, sent: u64) {
+        let line = format!(
+            "compacting: {} bins merge {} chunk files ({} queued now), {} kept as they are",
+            summary.bins, summary.merged_files, sent, summary.kept_files
+        );
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn committed(&self, r: &ChunkRecord) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let rows = self.rows.fetch_add(r.counts.read, Ordering::Relaxed) + r.counts.read;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::print::{print_aggregate, print_file_sizes, print_manifest_summary};
+use crate::print::{print_aggregate, print_manifest_summary, print_output_files};
 use crate::work::WorkArgs;
 
 /// A job's manifest: files, partitions, counts, schema, aggregates.
@@ -46,10 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.files, p.rows, p.bytes
         );
     }
-    print_file_sizes(
-        "output files, from the manifest",
-        &fanout::job::FileSizes::of_manifest(&m),
-    );
+    print_output_files(&m);
     print_aggregate(&env, &work, &m).await?;
     Ok(ExitCode::SUCCESS)
 }

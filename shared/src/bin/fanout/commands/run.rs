@@ -13,7 +13,7 @@ use fanout::runner::{RunOptions, RunReport, run_local};
 use fanout::spec::JobSpec;
 
 use crate::EXIT_JOB_FAILED;
-use crate::print::{print_aggregate, print_manifest_summary, print_status};
+use crate::print::{print_aggregate, print_manifest_summary, print_output_files, print_status};
 use crate::progress::Bar;
 use crate::work::{env_for, load_spec, spec_uses_s3, with_cost_settings};
 
@@ -130,6 +130,7 @@ async fn print_report(
         Ok(m) => {
             print_manifest_summary(m);
             print_throughput(report, metrics);
+            print_output_files(m);
             print_aggregate(env, &job.work, m).await?;
             println!(
                 "\nmanifest: {}",
