@@ -80,18 +80,23 @@ pub async fn start(
         });
     }
     let plan = plan_bins(job_id, &records, target, spec.output.max_file_bytes);
-    stream::iter(plan.bins.iter())
+    // Owned items and a closure that borrows nothing: the future stays `Send` for any
+    // caller (a borrowing stream makes it Send only for some lifetimes).
+    let plans: Vec<(String, bytes::Bytes)> = plan
+        .bins
+        .iter()
         .map(|bin| {
-            let store = store.clone();
-            async move {
-                store
-                    .put(
-                        &layout::bin_plan(job_id, &bin.bin_id),
-                        to_json_bytes("bin plan", bin)?,
-                    )
-                    .await?;
-                Ok::<(), Error>(())
-            }
+            Ok((
+                layout::bin_plan(job_id, &bin.bin_id),
+                to_json_bytes("bin plan", bin)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let writer = store.clone();
+    stream::iter(plans)
+        .map(move |(key, body)| {
+            let store = writer.clone();
+            async move { store.put(&key, body).await }
         })
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<()>()

@@ -177,12 +177,37 @@ fn bin_id(job_id: &JobId, inputs: &[BinInput]) -> ChunkId {
     ChunkId::from_trusted(id)
 }
 
+/// Bytes per row of the job's densest files: the least bytes per row among the files with
+/// at least half the rows of the job's largest file. A tiny chunk file is mostly per-file
+/// and per-page overhead (footer, page headers, a dictionary per column) that a merged
+/// file does not repeat, so its bytes overstate what it adds to a bin; its rows at this
+/// rate estimate it instead. `None` without rows.
+fn dense_bytes_per_row<'a>(files: impl Iterator<Item = &'a FileEntry> + Clone) -> Option<f64> {
+    let most = files.clone().map(|f| f.rows).max().filter(|r| *r > 0)?;
+    files
+        .filter(|f| f.rows > 0 && f.rows * 2 >= most)
+        .map(|f| f.bytes as f64 / f.rows as f64)
+        .min_by(f64::total_cmp)
+}
+
+/// What a file is estimated to add to a merged file: its bytes when its row groups are
+/// copied as they are, else its rows at the dense rate (never more than its bytes).
+fn merged_estimate(f: &FileEntry, rate: Option<f64>) -> u64 {
+    match rate {
+        Some(rate) if f.rows < crate::write::MIN_EARLY_ROW_GROUP_ROWS as u64 => {
+            ((f.rows as f64 * rate).ceil() as u64).min(f.bytes)
+        }
+        _ => f.bytes,
+    }
+}
+
 /// Plans the compaction of a job's chunk files: per partition, the files in chunk order
-/// (plan index, then key) are packed into bins, a bin closing once its files reach
-/// `target` bytes (so every bin but a partition's last is at least the target: a
-/// partition of `B` bytes ends in at most `⌊B / target⌋ + 1` files), before a file would
-/// take it past `max_file` bytes, or at [`MAX_BIN_INPUTS`] files. A file of `target`
-/// bytes or more, and a bin of one file, is kept as it is.
+/// (plan index, then key) are packed into bins, a bin closing once its files are
+/// estimated to merge into `target` bytes (so every bin but a partition's last merges
+/// into at least about the target: a partition of `B` bytes ends in about
+/// `⌊B / target⌋ + 1` files; see [`merged_estimate`]), before its files' bytes would pass
+/// `max_file`, or at [`MAX_BIN_INPUTS`] files. A file of `target` bytes or more, and a bin
+/// of one file, is kept as it is.
 pub fn plan_bins(
     job_id: &JobId,
     records: &[ChunkRecord],
@@ -191,6 +216,7 @@ pub fn plan_bins(
 ) -> CompactionPlan {
     let mut ordered: Vec<&ChunkRecord> = records.iter().collect();
     ordered.sort_by(|a, b| (a.index, &a.chunk_id).cmp(&(b.index, &b.chunk_id)));
+    let rate = dense_bytes_per_row(ordered.iter().flat_map(|r| r.outputs.iter()));
     let mut by_partition: BTreeMap<&str, Vec<BinInput>> = BTreeMap::new();
     for r in ordered {
         for f in &r.outputs {
@@ -206,23 +232,24 @@ pub fn plan_bins(
     let mut plan = CompactionPlan::default();
     for (path, files) in by_partition {
         let mut run: Vec<BinInput> = Vec::new();
-        let mut run_bytes = 0u64;
+        let (mut run_bytes, mut run_estimate) = (0u64, 0u64);
         for f in files {
             if f.file.bytes >= target {
                 close_run(job_id, path, &mut run, &mut plan);
-                run_bytes = 0;
+                (run_bytes, run_estimate) = (0, 0);
                 plan.kept.push(kept(f));
                 continue;
             }
             if !run.is_empty() && run_bytes.saturating_add(f.file.bytes) > max_file {
                 close_run(job_id, path, &mut run, &mut plan);
-                run_bytes = 0;
+                (run_bytes, run_estimate) = (0, 0);
             }
             run_bytes += f.file.bytes;
+            run_estimate += merged_estimate(&f.file, rate);
             run.push(f);
-            if run_bytes >= target || run.len() >= MAX_BIN_INPUTS {
+            if run_estimate >= target || run.len() >= MAX_BIN_INPUTS {
                 close_run(job_id, path, &mut run, &mut plan);
-                run_bytes = 0;
+                (run_bytes, run_estimate) = (0, 0);
             }
         }
         close_run(job_id, path, &mut run, &mut plan);

@@ -39,10 +39,16 @@ pub(super) async fn compacted_files(
         });
     }
     let plan = plan_bins(job_id, records, target, spec.output.max_file_bytes);
-    let bin_records: Vec<Option<BinRecord>> = stream::iter(plan.bins.iter())
-        .map(|b| {
-            let store = store.clone();
-            let key = layout::bin(job_id, &b.bin_id);
+    // Owned keys and a closure borrowing nothing, so finalize's future stays `Send`.
+    let keys: Vec<String> = plan
+        .bins
+        .iter()
+        .map(|b| layout::bin(job_id, &b.bin_id))
+        .collect();
+    let reader = store.clone();
+    let bin_records: Vec<Option<BinRecord>> = stream::iter(keys)
+        .map(move |key| {
+            let store = reader.clone();
             async move { get_json_opt::<BinRecord>(store.as_ref(), &key).await }
         })
         .buffered(READ_CONCURRENCY)
