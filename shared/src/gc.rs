@@ -52,6 +52,13 @@ fn chunk_of(key: &str) -> Option<&str> {
     rest.rsplit_once('-').map(|(chunk, _)| chunk)
 }
 
+/// The bin of a compacted file's key (`part-<bin_id>.parquet`: no `-n` after the id).
+fn bin_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let id = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    (!id.contains('-')).then_some(id)
+}
+
 /// Finds, and unless `dry_run` deletes, the files of job `job_id` outside its manifest.
 ///
 /// A job without a manifest is refused unless `abandoned` is set: then every file its
@@ -77,6 +84,14 @@ pub async fn collect_garbage(
         refuse_if_ingested(&store, &spec.name, job_id).await?;
     }
     let chunks: HashSet<ChunkId> = plan.into_iter().map(|c| c.id).collect();
+    // The compaction stage's bins, planned from the chunks: their files are the job's too.
+    let bin_prefix = layout::bin_plans(job_id);
+    let bins: HashSet<String> = store
+        .list(&bin_prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| Some(o.key.strip_prefix(&bin_prefix)?.strip_suffix(".json")?.to_string()))
+        .collect();
     let keep_outputs: HashSet<&str> = manifest
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.file.key.as_str()))
@@ -93,7 +108,9 @@ pub async fn collect_garbage(
         .into_iter()
         .map(|o| o.key)
         .filter(|k| {
-            chunk_of(k).is_some_and(|c| chunks.contains(c)) && !keep_outputs.contains(k.as_str())
+            let ours = chunk_of(k).is_some_and(|c| chunks.contains(c))
+                || bin_of(k).is_some_and(|b| bins.contains(b));
+            ours && !keep_outputs.contains(k.as_str())
         })
         .collect();
     let rejects_store = env.store(&spec.rejects.location)?;
@@ -159,15 +176,25 @@ async fn refuse_if_ingested(
     }
 }
 
-/// A job's commit records, and its failure and attempt records.
+/// A job's commit records (and its compaction stage's summary and bin records: a run of
+/// the spec again plans the stage anew), and its failure, attempt and bin plan records.
 async fn chunk_records(
     store: &dyn ObjectStore,
     job_id: &JobId,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let keys = |objects: Vec<crate::store::ObjectMeta>| objects.into_iter().map(|o| o.key);
-    let commits = keys(store.list(&layout::chunks(job_id)).await?).collect();
+    let mut commits: Vec<String> = keys(store.list(&layout::chunks(job_id)).await?).collect();
+    commits.extend(keys(store.list(&layout::compaction_summary(job_id)).await?));
+    commits.extend(keys(store.list(&layout::bins(job_id)).await?));
     let mut others: Vec<String> = keys(store.list(&layout::failures(job_id)).await?).collect();
     others.extend(keys(store.list(&layout::attempts(job_id)).await?));
+    for prefix in [
+        layout::bin_failures(job_id),
+        layout::bin_attempts(job_id),
+        layout::bin_plans(job_id),
+    ] {
+        others.extend(keys(store.list(&prefix).await?));
+    }
     Ok((commits, others))
 }
 
@@ -187,6 +214,8 @@ mod tests {
             Some("0a1b2c")
         );
         assert_eq!(super::chunk_of("part-0a1b2c-00000.parquet"), Some("0a1b2c"));
+        assert_eq!(super::bin_of("y=1/part-0a1b2c.parquet"), Some("0a1b2c"));
+        assert_eq!(super::bin_of("y=1/part-0a1b2c-00000.parquet"), None);
         assert_eq!(super::chunk_of("notes/readme.txt"), None);
     }
 }

@@ -6,7 +6,7 @@
 objects uploaded to the emulated S3 → S3 event notification delivered to an SQS queue →
 planner binary (with that event) → chunk queue → the worker binary driven through the
 Lambda Runtime API (cargo-lambda's emulator) by a small poller standing in for the event
-source mapping → reducer binary (status until complete, then finalize) → manifest checked
+source mapping → reducer binary (status until complete, compact when due as the Compact step does, then finalize) → manifest checked
 and the Parquet read back from the emulated S3 and compared, byte for byte, with the same
 job run by `fanout run` on the embedded default.
 """
@@ -165,6 +165,7 @@ def main():
 
     # The event source mapping: batches of up to 10, partial batch responses.
     invocations = 0
+    compactions = []
     give_up = time.time() + 240
     while True:
         if time.time() > give_up:
@@ -173,6 +174,13 @@ def main():
                                    AttributeNames=["All"]).get("Messages", [])
         if not msgs:
             status = invoke(port, "reducer", {"action": "status", "job_id": job_id, "work": work})
+            if status.get("compaction_due"):
+                # The state machine's Compact step: the bins go on the chunk queue.
+                started = invoke(port, "reducer", {"action": "compact", "job_id": job_id, "work": work})
+                if "errorType" in started or started["bins"] < 1 or started["sent"] != started["bins"]:
+                    fail(f"compact: {started}")
+                compactions.append(started)
+                continue
             if status["settled"]:
                 break
             continue
@@ -187,8 +195,8 @@ def main():
         for m in msgs:
             if m["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=chunks, ReceiptHandle=m["ReceiptHandle"])
-    if not status["complete"]:
-        fail(f"job not complete: {status}")
+    if not status["complete"] or len(compactions) != 1 or status["bins_committed"] != compactions[0]["bins"]:
+        fail(f"job not complete, or not compacted once: {status} {compactions}")
     final = invoke(port, "reducer", {"action": "finalize", "job_id": job_id, "work": work})
     if final["outcome"] != "succeeded":
         fail(f"finalize: {final}")

@@ -129,6 +129,11 @@ def run_job(port, chunks, planned):
         msgs = sqs.receive_message(QueueUrl=chunks, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]).get("Messages", [])
         if not msgs:
             status = invoke(port, "reducer", {"action": "status", "job_id": job_id, "work": work})
+            if status.get("compaction_due"):
+                started = invoke(port, "reducer", {"action": "compact", "job_id": job_id, "work": work})
+                if "errorType" in started:
+                    fail(f"compact: {started}")
+                continue
             if status["settled"]:
                 break
             continue
