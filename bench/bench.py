@@ -25,6 +25,12 @@ Sections, each optional but the inputs' (the CSV job alone by default):
               ordinary rows: fanout (1 worker) must reject it alone (rule max_record_size)
               within 256 MiB; DuckDB's and Polars' outcome and figures are recorded
   --scaling   fanout with 1 and 2 workers: speed-up (the CSV sections' runs when they ran)
+  --compaction  the CSV job in fanout at the largest --threads count, chunk target_size 64MiB
+              and 8MiB (4MiB and 512KiB at --tiny), each with output.target_file_size off
+              and at its default, --rounds times interleaved: CPU, wall, peak RSS, files and
+              the stage's work, its share of the job's CPU, files before -> after; on and
+              off must write the same rows and Q1; then the files DuckDB, Polars (and with
+              --spark Spark) write for the same job (the CSV section's runs when it ran)
   --cold-start  planner / worker / reducer release binaries against a local stub of the
               Lambda Runtime API: process spawn -> first `GET .../invocation/next`
   --synthetic `fanout bench-plan --objects 1000000`, `fanout bench-reduce --records 100000`
@@ -77,6 +83,8 @@ from figures import (  # noqa: E402
     targets,
 )
 from inputs import HUGE_ROWS_AROUND, Dataset, derived  # noqa: E402
+
+import compaction as compact  # noqa: E402  (the --compaction section's figures)
 
 CACHE = Path(os.environ.get("FANOUT_CACHE", Path.home() / ".cache" / "fanout"))
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "fanout-target"))
@@ -285,19 +293,37 @@ def _set_input_file(block: str, data: Dataset) -> str:
     return block
 
 
+def _set_output_option(block: str, key: str, value: str) -> str:
+    """The output block with `key: value` as its first option (an existing `key:` line
+    dropped), indented as the block's other options."""
+    lines = block.splitlines(keepends=True)
+    if not re.fullmatch(r"output:\s*(#.*)?\n?", lines[0]):
+        raise ValueError(f"the spec's output block is not a block mapping:\n{block}")
+    options = [x for x in lines[1:] if x.strip() and not x.lstrip().startswith("#")]
+    if not options:
+        raise ValueError(f"the spec's output block has no options:\n{block}")
+    indent = options[0][: len(options[0]) - len(options[0].lstrip())]
+    kept = [x for x in lines[1:] if not re.match(rf"\s+{key}:", x)]
+    return "".join([lines[0], f"{indent}{key}: {value}\n", *kept])
+
+
 def render_spec(
     *,
     data: Dataset,
     run_dir: Path,
     plain: bool = False,
     target_size: str | None = None,
+    target_file_size: str | None = None,
 ) -> Path:
     """bench/lineitem.yaml with absolute locations under `run_dir` (the template's exact
     `location:` values replaced, never a textual search of paths), written to run_dir/job.yaml.
     The input is the folder of `data`'s file, that file alone, in its format.
 
     `plain` keeps the name (suffixed), schema and output but drops the rules (and the
-    schema's `nullable: false`), the SQL, the partitioning and the aggregate."""
+    schema's `nullable: false`), the SQL, the partitioning and the aggregate.
+    `target_size` sets `chunking.target_size`, `target_file_size` sets
+    `output.target_file_size` (`off` turns the compaction stage off); None leaves the
+    template's (or fanout's default)."""
     out: list[str] = []
     seen: set[str] = set()
     template = SPEC_TEMPLATES.get(data.format, SPEC_TEMPLATES["csv"])
@@ -312,6 +338,8 @@ def render_spec(
                 block = block.replace(", nullable: false", "")
         elif key == "output":
             block = _set_location(block, run_dir / "out")
+            if target_file_size:
+                block = _set_output_option(block, "target_file_size", target_file_size)
             if plain:
                 block = "".join(
                     line
@@ -364,6 +392,8 @@ class EngineRun:
     rows_rejected: int | None = None
     reject_rules: dict[str, int] = field(default_factory=dict)
     chunks: int | None = None
+    # fanout's manifest's `compaction` object (None when the stage was off).
+    compaction: dict[str, Any] | None = None
     q1: list[dict[str, Any]] | None = None
     version: str = ""
     engine_threads: int | None = None
@@ -450,12 +480,19 @@ class Runner:
         name: str,
         plain: bool = False,
         target_size: str | None = None,
+        target_file_size: str | None = None,
     ) -> EngineRun:
         run = EngineRun(
             "fanout", threads, label=name, version=self.fanout_version, engine_threads=threads
         )
         d = self._fresh_dir(name)
-        spec = render_spec(data=data, run_dir=d, plain=plain, target_size=target_size)
+        spec = render_spec(
+            data=data,
+            run_dir=d,
+            plain=plain,
+            target_size=target_size,
+            target_file_size=target_file_size,
+        )
         cmd = [str(self.fanout_bin), "run", "-w", str(threads), str(spec)]
         if self._measure(run, cmd, dict(os.environ), d, data).exit_code != 0:
             return run
@@ -467,6 +504,7 @@ class Runner:
         counts = manifest["counts"]
         run.rows_written, run.rows_rejected = counts["written"], counts["rejected"]
         run.chunks = manifest.get("chunks")
+        run.compaction = manifest.get("compaction")
         run.reject_rules = manifest.get("reject_rules") or {}
         aggregates = manifests[0].parent / "aggregates.json"
         if not plain:
@@ -847,6 +885,127 @@ class Bench:
                 f"(efficiency {speedup / 2:.0%}); CPU {f2(runs[0].cpu_s)} -> {f2(runs[1].cpu_s)} s"
             )
             self.record["scaling"] = {"speedup": speedup, "runs": [as_record(r) for r in runs]}
+
+    def compaction(self, data: Dataset) -> None:
+        """The CSV job with the compaction stage off and on, per chunk size, at the largest
+        thread count, `--rounds` times interleaved; then each engine's files."""
+        threads = max(self.args.thread_list)
+        sizes = compact.TINY_CHUNK_SIZES if self.args.tiny else compact.CHUNK_SIZES
+        cfgs = compact.configs(sizes)
+        rounds = self.args.rounds
+        heading(
+            f"Compaction: bench/lineitem.yaml on {data.name} ({data.mb:,.1f} MB), SF "
+            f"{data.scale:g}, fanout -w {threads}, chunk target_size {' and '.join(sizes)}, "
+            f"output.target_file_size off and {compact.DEFAULT_TARGET}"
+        )
+        every: dict[str, list[EngineRun]] = {c.name: [] for c in cfgs}
+        for i in range(rounds):
+            for c in cfgs[i % len(cfgs) :] + cfgs[: i % len(cfgs)]:
+                name = c.name + (f"-r{i + 1}" if rounds > 1 else "")
+                every[c.name].append(
+                    self.runner.fanout(
+                        data,
+                        threads,
+                        name=name,
+                        target_size=c.chunk_size,
+                        target_file_size=c.target_file_size,
+                    )
+                )
+        before = len(self.problems)
+        flat = [r for c in cfgs for r in every[c.name]]
+        # Every run against the first (rows, rows per partition, Q1), and that one against
+        # the CSV section's fanout run: compaction and the chunk size change files, not rows.
+        self.check_runs(flat)
+        csv_ref = self.csv_refs.get(data.scale)
+        if csv_ref is not None and flat[0].ok:
+            for p in compare(csv_ref, flat[0]):
+                self.fail(p)
+        for size in sizes:
+            off = every[compact.Config(size, "off").name]
+            on = every[compact.Config(size, "on").name]
+            for a, b in zip(off, on):
+                if a.ok and b.ok:
+                    for p in compact.stage_problems(compact.Config(size, "on"), a, b):
+                        self.fail(p)
+        figures = {c.name: EngineFigures("fanout", every[c.name]) for c in cfgs}
+        if rounds > 1:
+            print(
+                f"{rounds} rounds, the configurations interleaved; each figure is the median "
+                "of the rounds, (min–max) after it.\n"
+            )
+        print(compact.section_table(figures, cfgs))
+        costs = compact.costs(figures, sizes)
+        if costs:
+            print(
+                "\nBefore → after, and the stage's share of the job's CPU = (CPU on − CPU "
+                "off) / CPU on, on the medians:\n"
+            )
+            print(compact.cost_table(costs))
+        good = [r for r in flat if r.ok]
+        if good and len(self.problems) == before:
+            also = " and the CSV section's fanout run" if csv_ref is not None else ""
+            print(
+                f"\nAll {len(good)} runs agree{also}: {good[0].rows_in_files:,} rows written "
+                f"in {len(good[0].partition_rows)} partitions, Q1 sums exact, averages within "
+                "1e-6; each on run's chunk files are its off run's files."
+            )
+        peers = self.compaction_peers(data, threads, good[0] if good else None)
+        heading(f"Compaction: each engine's files for the same job, {threads} threads")
+        fanout_rows = [
+            (f"fanout {c.chunk_size} chunks, compaction {c.mode}", every[c.name][-1], False)
+            for c in cfgs
+        ]
+        print(compact.engines_table(fanout_rows + peers))
+        self.record["compaction"] = {
+            "threads": threads,
+            "rounds": rounds,
+            "chunk_sizes": list(sizes),
+            "configs": [
+                {
+                    "chunk_size": c.chunk_size,
+                    "compaction": c.mode,
+                    "target_file_size": c.target_file_size or "default",
+                    "ok": figures[c.name].ok,
+                    **(
+                        {
+                            a: figures[c.name].spread(a).record()
+                            for a in ("cpu_s", "wall_s", "peak_rss_bytes")
+                        }
+                        if figures[c.name].ok
+                        else {}
+                    ),
+                    "runs": [as_record(r) for r in every[c.name]],
+                }
+                for c in cfgs
+            ],
+            "costs": [c.record() for c in costs],
+            "engines": [
+                {"engine": label, "reused": reused, **as_record(r)} for label, r, reused in peers
+            ],
+        }
+
+    def compaction_peers(
+        self, data: Dataset, threads: int, ref: EngineRun | None
+    ) -> list[tuple[str, EngineRun, bool]]:
+        """DuckDB's, Polars' and (with --spark) Spark's run of the CSV job at `threads`: the
+        CSV section's last round when it ran them, else one run each, checked against
+        `ref`. (label, run, reused)."""
+        ran = {f.engine: f for f in self.csv_sections.get((data.scale, threads), [])}
+        out = []
+        for e in ("duckdb", "polars", "spark"):
+            if e not in self.args.engine_list:
+                continue
+            if e in ran and ran[e].ok:
+                out.append((e, ran[e].runs[-1], True))
+                continue
+            r = self.runner.peer(e, data, threads, name=f"{e}-compaction-t{threads}")
+            if not r.ok:
+                self.fail(f"FAILED {r.label}: {r.error}")
+            elif ref is not None:
+                for p in compare(ref, r):
+                    self.fail(p)
+            out.append((e, r, False))
+        return out
 
     def memory(self, data: Dataset) -> None:
         heading(
@@ -1348,6 +1507,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also the planner (1M objects) and reducer (100k records) figures",
     )
     p.add_argument("--scaling", action="store_true", help="also fanout with 1 vs 2 workers")
+    p.add_argument(
+        "--compaction",
+        action="store_true",
+        help="also the compaction stage's cost: fanout with output.target_file_size off and "
+        "at its default, chunks of 64MiB and 8MiB, at the largest --threads count; and each "
+        "engine's files",
+    )
     p.add_argument("--all", action="store_true", help="every section, Spark included")
     p.add_argument(
         "--data-dir",
@@ -1378,7 +1544,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.all:
         args.spark = args.plain = args.formats = args.memory = args.cold_start = True
-        args.synthetic = args.scaling = True
+        args.synthetic = args.scaling = args.compaction = True
     if args.tiny:
         args.scale = TINY_SCALE
         args.memory_scale = args.memory_scale or TINY_SCALE
@@ -1438,6 +1604,8 @@ def main(argv: list[str]) -> int:
         bench.inputs(data, args.shape_list, args.engine_list)
         if args.scaling:
             bench.scaling(data)
+        if args.compaction:
+            bench.compaction(data)
         if args.plain:
             bench.plain(data, args.engine_list)
         if memory_data:

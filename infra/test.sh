@@ -92,8 +92,8 @@ step "the report template on its sample data, in Chromium"
 python3 tests/py/render_report.py shared/src/report/template.html tests/py/report_sample.json "$RUN/sample.html"
 "$VENV/bin/python" tests/py/report_check.py "$RUN/sample.html" --expect tests/py/report_sample.expect.json --screenshot "$RUN/sample.png"
 
-step "the benchmark on a tiny input (fanout, DuckDB, Polars, pyarrow agree on CSV, JSON lines, .csv.gz, .csv.zst, Parquet at 1 and 2 threads; fanout rejects a huge record within 256 MiB)"
-bench/run --tiny --formats --memory --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
+step "the benchmark on a tiny input (fanout, DuckDB, Polars, pyarrow agree on CSV, JSON lines, .csv.gz, .csv.zst, Parquet at 1 and 2 threads; fanout rejects a huge record within 256 MiB; compaction off and on write the same rows)"
+bench/run --tiny --formats --memory --compaction --fanout-bin "$CARGO_TARGET_DIR/debug/fanout"
 # The section options on one small section: rounds (medians, ranges), one thread count,
 # chosen shape and engines, outputs kept in a given work folder.
 bench/run --tiny --shapes parquet --threads 1 --rounds 2 --engines fanout,duckdb-noreject \
