@@ -18,7 +18,7 @@ from figures import EngineFigures, f2, file_mb, mib, table
 # The chunk sizes (bench/lineitem.yaml's 64 MiB, and 8 MiB: eight times the chunk
 # files). At --tiny (SF 0.01, 7.3 MB of CSV) the same ratio, 2 and 14 chunks: the input is
 # still cut into several chunks, so the stage has files to merge, and the four debug-binary
-# runs in CI take a few seconds (the sizes scaled by the SF, 640KiB and 80KiB, took 23 s).
+# runs in CI take about 10 s (the sizes scaled by the SF, 640KiB and 80KiB, took 23 s).
 CHUNK_SIZES = ("64MiB", "8MiB")
 TINY_CHUNK_SIZES = ("4MiB", "512KiB")
 # `output.target_file_size` of each run: off, and fanout's default (the spec leaves it out).
