@@ -75,7 +75,6 @@ def section_table(figures: dict[str, EngineFigures], cfgs: list[Config]) -> str:
         "merged files",
         "copied row groups",
         "encoded row groups",
-        "bins ms",
     ]
     rows = []
     for c in cfgs:
@@ -99,7 +98,6 @@ def section_table(figures: dict[str, EngineFigures], cfgs: list[Config]) -> str:
                 _stage(last, "merged_files"),
                 _stage(last, "copied_row_groups"),
                 _stage(last, "encoded_row_groups"),
-                _stage(last, "bins_ms"),
             ]
         )
     return table(headers, rows)

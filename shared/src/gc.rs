@@ -90,7 +90,14 @@ pub async fn collect_garbage(
         .list(&bin_prefix)
         .await?
         .into_iter()
-        .filter_map(|o| Some(o.key.strip_prefix(&bin_prefix)?.strip_suffix(".json")?.to_string()))
+        .filter_map(|o| {
+            Some(
+                o.key
+                    .strip_prefix(&bin_prefix)?
+                    .strip_suffix(".json")?
+                    .to_string(),
+            )
+        })
         .collect();
     let keep_outputs: HashSet<&str> = manifest
         .iter()

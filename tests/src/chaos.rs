@@ -239,6 +239,24 @@ impl ObjectStore for FaultyStore {
     async fn delete(&self, key: &str) -> fanout::store::Result<()> {
         self.inner.delete(key).await
     }
+    async fn copy_from(
+        &self,
+        source: &fanout::location::Location,
+        key: &str,
+    ) -> fanout::store::Result<()> {
+        if self.inj.roll(self.inj.rates.store_error, "store.copy") {
+            return Err(injected("copy", key));
+        }
+        // Forwarded: the default refuses, and finalize publishes staged files this way.
+        self.inner.copy_from(source, key).await?;
+        if self
+            .inj
+            .roll(self.inj.rates.store_lost_ack, "store.copy_lost_ack")
+        {
+            return Err(injected("copy", key));
+        }
+        Ok(())
+    }
 }
 
 /// A queue wrapper: duplicate deliveries and partial batch-send failures.

@@ -101,8 +101,21 @@ impl Site {
         self.drain_with(DrainLimits::default(), None).await
     }
 
-    /// Runs the queued chunks (as the workers do) and finalizes the job.
+    /// Runs the queued chunks (as the workers do), then the compaction stage's bins (as
+    /// the state machine's Compact step queues them), and finalizes the job.
     async fn run(&self, job_id: &JobId) -> fanout::job::Manifest {
+        self.work_off().await;
+        fanout::compact::start(&self.env, &self.spec.work, job_id, &self.chunks, false)
+            .await
+            .unwrap();
+        self.work_off().await;
+        fanout::reducer::finalize_job(&self.env, &self.spec.work, job_id)
+            .await
+            .unwrap()
+    }
+
+    /// Handles every queued message as a worker does.
+    async fn work_off(&self) {
         let worker = Worker::new(self.env.clone(), "test");
         loop {
             let msgs = self.chunks.receive(10, Duration::ZERO).await.unwrap();
@@ -116,9 +129,6 @@ impl Site {
                 }
             }
         }
-        fanout::reducer::finalize_job(&self.env, &self.spec.work, job_id)
-            .await
-            .unwrap()
     }
 
     /// Every id in the files of every succeeded manifest, with how often it occurs.
@@ -494,12 +504,19 @@ async fn a_crash_between_planning_and_deleting_the_messages_ingests_each_object_
     )
     .unwrap();
     let worker = Worker::new(s.env.clone(), "test");
-    while let Some(m) = chunks.receive(1, Duration::ZERO).await.unwrap().pop() {
-        assert!(matches!(
-            worker.handle_message(&m, 3).await,
-            Disposition::Ack(_)
-        ));
-        chunks.delete(&m.receipt).await.unwrap();
+    for stage in ["chunks", "compaction bins"] {
+        if stage != "chunks" {
+            fanout::compact::start(&s.env, &s.spec.work, &job_id, &chunks, false)
+                .await
+                .unwrap();
+        }
+        while let Some(m) = chunks.receive(1, Duration::ZERO).await.unwrap().pop() {
+            assert!(
+                matches!(worker.handle_message(&m, 3).await, Disposition::Ack(_)),
+                "{stage}"
+            );
+            chunks.delete(&m.receipt).await.unwrap();
+        }
     }
     fanout::reducer::finalize_job(&s.env, &s.spec.work, &job_id)
         .await

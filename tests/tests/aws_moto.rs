@@ -471,7 +471,14 @@ async fn a_job_over_s3_and_sqs_writes_the_same_parquet_as_the_embedded_run() {
             .await
             .unwrap()
     );
-    assert!(remote_manifest.files.len() >= 6);
+    // Compacted: one file per region, from more chunk files than that.
+    let compaction = remote_manifest.compaction.as_ref().unwrap();
+    assert_eq!(
+        remote_manifest.files.len(),
+        remote_manifest.partitions.len()
+    );
+    assert!(compaction.chunk_files.files > remote_manifest.files.len() as u64);
+    assert_eq!(local_manifest.files.len(), remote_manifest.files.len());
 
     let local_bytes = parquet_bytes(&local_manifest, |k| {
         std::fs::read(root.join("out").join(k)).unwrap()
@@ -517,6 +524,8 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
     // The output bucket does not exist yet: every chunk fails until it is created. (Not a
     // missing lookup: lookups are pinned at planning, which refuses a missing one.)
     let out_bucket = format!("{b}-out");
+    // Without the compaction stage the chunks write to the output themselves, and each
+    // chunk is poisoned (with it, the chunks stage their files and the bins would be).
     let spec = fanout::spec::JobSpec::parse(
         "s3.yaml",
         &spec_text(
@@ -525,6 +534,10 @@ async fn a_poison_chunk_is_dead_lettered_shown_redriven_and_completed() {
             &format!("s3://{out_bucket}/out/"),
             &s3("rej/"),
             &s3("ref/regions.csv"),
+        )
+        .replace(
+            "partition_by: [region] }",
+            "partition_by: [region], target_file_size: off }",
         ),
     )
     .unwrap();

@@ -191,8 +191,14 @@ fn check_file_sizes(inspect: &str, out: &std::path::Path) {
             (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
         }
     };
-    // The sample job writes one file per chunk and month: several chunks, 24 months.
-    assert!(sizes.len() > per_partition.len() && per_partition.len() == 24);
+    // The sample job's chunks write one file per chunk and month, and the compaction
+    // stage (default 128 MiB) merges each month's into one: 24 months, 24 files, and
+    // before compaction more.
+    assert!(sizes.len() == per_partition.len() && per_partition.len() == 24);
+    assert!(
+        inspect.contains("files (chunk files, before compaction)"),
+        "{inspect}"
+    );
     // As the CLI prints bytes: decimal units, rounded to the byte first.
     let kb = |b: f64| {
         let b = b.round();

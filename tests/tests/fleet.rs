@@ -80,7 +80,7 @@ input:
   schema:
     - {{ name: id, type: int64, nullable: false }}
 chunking: {{ target_size: 64MiB, max_objects_per_chunk: 1 }}
-output: {{ location: {r}/out/ }}
+output: {{ location: {r}/out/, target_file_size: off }}
 rejects: {{ location: {r}/rejects/ }}
 "#
     );

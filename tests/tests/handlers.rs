@@ -182,19 +182,84 @@ async fn plan_then_worker_batch_then_status_and_finalize() {
     let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(sqs.clone(), ctx)).await;
     assert_eq!(resp.batch_item_failures.len(), sqs.records.len());
 
-    // Reducer: status, then finalize (twice: idempotent).
+    // Reducer: status (every chunk committed, compaction due), compact (the Compact step:
+    // bins queued on the chunk queue, run by the worker handler), status again (complete),
+    // then finalize (twice: idempotent).
     let work = Location::parse(&planned.work).unwrap();
     let mut status = event("sfn-status.json");
     status["job_id"] = serde_json::json!(planned.job_id);
     status["work"] = serde_json::json!(planned.work);
-    let s: fanout_reducer::StatusReply = serde_json::from_value(
-        fanout_reducer::handle(&env, None, &Default::default(), status)
+    let reply = |v: serde_json::Value| -> fanout_reducer::StatusReply {
+        serde_json::from_value(v).unwrap()
+    };
+    let s = reply(
+        fanout_reducer::handle(&env, None, &Default::default(), status.clone())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        s.compaction_due && !s.complete && !s.settled && s.committed == planned.chunks,
+        "{s:?}"
+    );
+    let mut compact = event("sfn-compact.json");
+    compact["job_id"] = serde_json::json!(planned.job_id);
+    compact["work"] = serde_json::json!(planned.work);
+    // Without the chunk queue the action is refused, saying why.
+    let refused = fanout_reducer::handle(&env, None, &Default::default(), compact.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("FANOUT_QUEUE_URL"), "{refused}");
+    let shared: Arc<dyn fanout::queue::Queue> = Arc::new(queue);
+    let with_queue = fanout::reducer::StatusQueues {
+        chunks: Some(shared.clone()),
+        dead_letter: None,
+    };
+    let started: fanout_reducer::CompactReply = serde_json::from_value(
+        fanout_reducer::handle(&env, None, &with_queue, compact.clone())
             .await
             .unwrap(),
     )
     .unwrap();
     assert!(
-        s.complete && s.settled && s.committed == planned.chunks,
+        started.bins >= 1 && started.sent == started.bins,
+        "{started:?}"
+    );
+    // Again: the stage was started, nothing is sent twice.
+    let again: fanout_reducer::CompactReply = serde_json::from_value(
+        fanout_reducer::handle(&env, None, &with_queue, compact)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(0, again.sent);
+    let bins = shared
+        .receive(10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(bins.len() as u64, started.bins);
+    let mut batch = sqs.clone();
+    batch.records = bins
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut r = template.clone();
+            r.message_id = Some(format!("b{i}"));
+            r.body = Some(m.body.clone());
+            r
+        })
+        .collect();
+    let mut ctx = Context::default();
+    ctx.deadline = fanout::clock::now_ms() + 900_000;
+    let resp = fanout_worker::handle(&worker, &settings, LambdaEvent::new(batch, ctx)).await;
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    let s = reply(
+        fanout_reducer::handle(&env, None, &Default::default(), status)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        s.complete && s.settled && s.committed == planned.chunks && s.bins_committed == s.bins,
         "{s:?}"
     );
     let mut fin = event("sfn-finalize.json");

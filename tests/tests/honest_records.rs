@@ -44,7 +44,7 @@ input:
 chunking: {{ target_size: 1MiB, max_objects_per_chunk: 1 }}
 transform:
   sql: SELECT *, id % 3 AS bucket FROM input
-output: {{ location: {r}/out/, partition_by: [bucket] }}
+output: {{ location: {r}/out/, partition_by: [bucket], target_file_size: off }}
 rejects: {{ location: {r}/rejects/ }}
 "#
         ),

@@ -40,7 +40,7 @@ input:
   schema:
     - {{ name: id, type: int64, nullable: false }}
     - {{ name: name, type: utf8 }}
-output: {{ location: {r}/out/ }}
+output: {{ location: {r}/out/, target_file_size: off }}
 rejects: {{ location: {r}/rejects/ }}
 queue: {{ max_receive_count: 3 }}
 "#

@@ -125,7 +125,7 @@ input:
 chunking: {{ target_size: {target} }}
 validate:
   - {{ column: score, finite: true }}
-output: {{ location: {r}/out/ }}
+output: {{ location: {r}/out/, target_file_size: off }}
 rejects: {{ location: {r}/rejects/, max_ratio: 0.5 }}
 aggregate:
   group_by: []

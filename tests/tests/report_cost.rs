@@ -10,6 +10,9 @@ use std::process::Command;
 use common::{fanout_bin, python, repo, run_ok};
 use serde_json::{Value, json};
 
+/// The orders job without the compaction stage: `plan --estimate` prices the chunks
+/// only, and the report's chunk timeline is what these tests check (the stage's figures
+/// are checked in tests/tests/compaction.rs).
 fn generate(root: &Path) {
     run_ok(
         Command::new(python())
@@ -17,6 +20,17 @@ fn generate(root: &Path) {
             .arg("generate")
             .arg(root),
     );
+    let job = root.join("job.yaml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    assert!(text.contains("  row_group_rows: 2000\n"), "{text}");
+    std::fs::write(
+        &job,
+        text.replace(
+            "  row_group_rows: 2000\n",
+            "  row_group_rows: 2000\n  target_file_size: off\n",
+        ),
+    )
+    .unwrap();
 }
 
 /// Generates the orders data under `root`, runs its job on two workers, returns the job id.

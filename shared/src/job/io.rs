@@ -107,7 +107,14 @@ pub async fn load_spec(
     job_id: &JobId,
 ) -> Result<JobSpec> {
     let key = layout::spec(job_id);
-    let resolved: serde_json::Value = get_json(work_store, &key).await?;
+    let mut resolved: serde_json::Value = get_json(work_store, &key).await?;
+    // Stored before the compaction stage existed (every spec stored since names its
+    // `target_file_size`): the job keeps the layout it was planned with, no stage.
+    if let Some(output) = resolved.get_mut("output").and_then(|o| o.as_object_mut()) {
+        output
+            .entry("target_file_size")
+            .or_insert_with(|| serde_json::json!("off"));
+    }
     Ok(JobSpec::parse(
         &format!("{work}{key}"),
         &resolved.to_string(),

@@ -422,6 +422,17 @@ pub struct Manifest {
     pub cost: Option<crate::cost::JobCost>,
 }
 
+impl Manifest {
+    /// The file-size figures of the files the manifest lists (its output, as readers see it).
+    pub fn file_sizes(&self) -> super::FileSizes {
+        super::FileSizes::of(
+            self.files
+                .iter()
+                .map(|f| (super::partition_path(&f.file.key), f.file.bytes)),
+        )
+    }
+}
+
 /// What a job's compaction stage did (`output.target_file_size`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompactionResult {
@@ -437,8 +448,6 @@ pub struct CompactionResult {
     pub copied_row_groups: u64,
     /// Row groups encoded again (from small ones).
     pub encoded_row_groups: u64,
-    /// Time the bins took, summed over the bins (ms).
-    pub bins_ms: u64,
     /// The chunk files, before compaction (the manifest's `files` are after).
     pub chunk_files: super::FileSizes,
 }

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::Manifest;
-
 /// Files under this size count as small in [`FileSizes::small_files`] (1 MiB: far under
 /// the 128 MiB–1 GiB that Athena's and Spark's tuning guides ask for, so a file below it
 /// is mostly per-file overhead to its reader).
@@ -115,15 +113,6 @@ impl FileSizes {
             files_per_partition: Spread::of(per_partition.into_values().collect()),
             file_bytes: Spread::of(sizes),
         }
-    }
-
-    /// The figures of the files a job's manifest lists (its output, as readers see it).
-    pub fn of_manifest(m: &Manifest) -> FileSizes {
-        FileSizes::of(
-            m.files
-                .iter()
-                .map(|f| (partition_path(&f.file.key), f.file.bytes)),
-        )
     }
 }
 

@@ -17,6 +17,17 @@ use crate::spec::JobSpec;
 use crate::store::DynStore;
 use crate::{Error, Result};
 
+/// A job's output after its compaction stage.
+pub(super) struct Compacted {
+    /// The files the manifest lists: the bins' and the kept ones, sorted by key.
+    pub files: Vec<ManifestFile>,
+    /// What the stage did.
+    pub result: CompactionResult,
+    /// What each bin's attempt used, for the measured cost (timings stay out of the
+    /// manifest's `compaction`, which a finalize run again rewrites byte for byte).
+    pub usage: Vec<crate::cost::ChunkUsage>,
+}
+
 /// The job's final files after compaction, with what the stage did; refuses a job whose
 /// stage was not started or whose bins are not all committed. A bin whose record does not
 /// match its plan (rows, key) is a problem of the job.
@@ -26,7 +37,7 @@ pub(super) async fn compacted_files(
     job_id: &JobId,
     records: &[ChunkRecord],
     problems: &mut Vec<String>,
-) -> Result<Option<(Vec<ManifestFile>, CompactionResult)>> {
+) -> Result<Option<Compacted>> {
     let Some(target) = spec.output.target_file_bytes else {
         return Ok(None);
     };
@@ -78,6 +89,7 @@ pub(super) async fn compacted_files(
         });
     }
     let mut files = plan.kept.clone();
+    let mut usage = Vec::with_capacity(plan.bins.len());
     let mut result = CompactionResult {
         target_bytes: target,
         bins: plan.bins.len() as u64,
@@ -85,7 +97,6 @@ pub(super) async fn compacted_files(
         kept_files: plan.kept.len() as u64,
         copied_row_groups: 0,
         encoded_row_groups: 0,
-        bins_ms: 0,
         chunk_files: FileSizes::of(
             records
                 .iter()
@@ -105,14 +116,21 @@ pub(super) async fn compacted_files(
         }
         result.copied_row_groups += record.copied_row_groups;
         result.encoded_row_groups += record.encoded_row_groups;
-        result.bins_ms += record.elapsed_ms;
+        usage.push(crate::cost::ChunkUsage {
+            elapsed_ms: record.elapsed_ms,
+            requests: record.requests,
+        });
         files.push(ManifestFile {
             file: record.output,
             chunk_id: record.bin_id,
         });
     }
     files.sort_by(|a, b| a.file.key.cmp(&b.file.key));
-    Ok(Some((files, result)))
+    Ok(Some(Compacted {
+        files,
+        result,
+        usage,
+    }))
 }
 
 /// The partitions' totals of `files`.

@@ -94,19 +94,8 @@ pub async fn finalize_job_at(
     ensure_all_committed(env, work, job_id, &plan, &records, now_ms).await?;
     let mut merged = merge_records(&plan, &records);
     let reject_ratio = check_reject_ratio(&spec, job_id, &merged.counts, &mut merged.problems);
-    // With a compaction stage the output is the bins' files and the files kept; the
-    // chunk files (still staged) are what a failed job's checks look at.
-    let chunk_files = merged.files.clone();
-    let compacted =
-        compaction::compacted_files(&store, &spec, job_id, &records, &mut merged.problems).await?;
-    let compaction = match compacted {
-        Some((files, result)) => {
-            merged.partitions = compaction::partitions_of(&files);
-            merged.files = files;
-            Some(result)
-        }
-        None => None,
-    };
+    let (chunk_files, compaction, bin_usage) =
+        apply_compaction(&store, &spec, job_id, &records, &mut merged).await?;
     let schema = match merged.schema.take() {
         Some(s) => s,
         None => schema_without_rows(env, &spec).await?,
@@ -137,7 +126,7 @@ pub async fn finalize_job_at(
         ),
         None => None,
     };
-    let cost = measured_cost(env, &records, &summary);
+    let cost = measured_cost(env, &records, &bin_usage, &summary);
     let problems = merged.problems.clone();
     // Before the manifest: a job whose table could not be registered is not finalized,
     // and finalize run again registers it (every step of it is idempotent).
@@ -197,13 +186,49 @@ pub async fn finalize_job_at(
     Ok(manifest)
 }
 
+/// What the compaction stage changes in a finalize: the chunk files (what a failed job's
+/// checks look at, still staged), what the stage did, and what its bins used.
+type Compaction = (
+    Vec<ManifestFile>,
+    Option<crate::job::CompactionResult>,
+    Vec<crate::cost::ChunkUsage>,
+);
+
+/// With a compaction stage, the output is the bins' files and the files kept: `merged`
+/// takes them (and their partitions).
+async fn apply_compaction(
+    store: &crate::store::DynStore,
+    spec: &JobSpec,
+    job_id: &JobId,
+    records: &[ChunkRecord],
+    merged: &mut Merged,
+) -> Result<Compaction> {
+    let chunk_files = merged.files.clone();
+    let compacted =
+        compaction::compacted_files(store, spec, job_id, records, &mut merged.problems).await?;
+    Ok(match compacted {
+        Some(c) => {
+            merged.partitions = compaction::partitions_of(&c.files);
+            merged.files = c.files;
+            (chunk_files, Some(c.result), c.usage)
+        }
+        None => (chunk_files, None, Vec::new()),
+    })
+}
+
 /// What the job cost: measured from its chunks' records, beside the planning estimate.
 fn measured_cost(
     env: &Env,
     records: &[ChunkRecord],
+    bins: &[crate::cost::ChunkUsage],
     summary: &PlanSummary,
 ) -> crate::cost::JobCost {
-    let usage: Vec<_> = records.iter().map(ChunkRecord::usage).collect();
+    // The compaction bins run on the same workers: their time and requests are billed alike.
+    let usage: Vec<_> = records
+        .iter()
+        .map(ChunkRecord::usage)
+        .chain(bins.iter().cloned())
+        .collect();
     crate::cost::JobCost::measure(
         &usage,
         env.worker_memory_mb,

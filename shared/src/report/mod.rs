@@ -208,7 +208,7 @@ fn file_sizes(manifest: Option<&Manifest>, records: &[ChunkRecord]) -> Result<Va
             if let Some(c) = &m.compaction {
                 stages.push(("chunk files, before compaction", c.chunk_files.clone()));
             }
-            stages.push(("output files (manifest)", FileSizes::of_manifest(m)));
+            stages.push(("output files (manifest)", m.file_sizes()));
             stages
         }
         None => vec![("chunk files so far (chunk records)", chunk_files())],

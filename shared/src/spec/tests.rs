@@ -355,3 +355,44 @@ fn every_documented_output_codec_is_accepted_and_built() {
         assert!(crate::codec::is_built(want.codec().unwrap()), "{text}");
     }
 }
+
+#[test]
+fn the_target_file_size_defaults_to_128_mib_turns_off_and_stays_within_max_file_size() {
+    let spec = JobSpec::parse("job.yaml", GOOD).expect("spec");
+    assert_eq!(spec.output.target_file_bytes, Some(128 << 20));
+    // Resolved even when not given: the stored spec says whether the job compacts.
+    assert_eq!(spec.resolved["output"]["target_file_size"], 128 << 20);
+    for off in ["off", "none", "false", "0"] {
+        let text = mutate(
+            "max_file_size: 256MiB",
+            &format!("max_file_size: 256MiB\n  target_file_size: {off}"),
+        );
+        let spec = JobSpec::parse("job.yaml", &text).expect("spec");
+        assert_eq!(spec.output.target_file_bytes, None, "{off}");
+        assert_eq!(spec.resolved["output"]["target_file_size"], "off");
+    }
+    let text = mutate(
+        "max_file_size: 256MiB",
+        "max_file_size: 256MiB\n  target_file_size: 64KiB",
+    );
+    let spec = JobSpec::parse("job.yaml", &text).expect("spec");
+    assert_eq!(spec.output.target_file_bytes, Some(64 * 1024));
+    assert_eq!(spec.resolved["output"]["target_file_size"], 65_536);
+    // Above max_file_size, or not a size: refused, naming the field.
+    for (value, says) in [
+        ("1GiB", "above output.max_file_size"),
+        ("lots", "not a size"),
+    ] {
+        let text = mutate(
+            "max_file_size: 256MiB",
+            &format!("max_file_size: 256MiB\n  target_file_size: {value}"),
+        );
+        let e = JobSpec::parse("job.yaml", &text)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("output.target_file_size") && e.contains(says),
+            "{e}"
+        );
+    }
+}

@@ -68,6 +68,55 @@ async fn fetch(
     Ok(())
 }
 
+/// Fetches the bin's files from `staged` into `dir` and merges them into `merged_path`;
+/// what the merge wrote and the merged file's size. Refuses a merge whose rows differ
+/// from the files' recorded rows.
+async fn merge_bin(
+    job_id: &crate::ids::JobId,
+    staged: &dyn ObjectStore,
+    plan: &BinPlan,
+    spec: &crate::spec::JobSpec,
+    dir: &std::path::Path,
+    merged_path: &std::path::Path,
+) -> Result<(crate::compact::Merged, u64)> {
+    let mut paths = Vec::with_capacity(plan.inputs.len());
+    for (n, input) in plan.inputs.iter().enumerate() {
+        let path = dir.join(format!("{n:05}.parquet"));
+        fetch(job_id, staged, &input.file.key, input.file.bytes, &path).await?;
+        paths.push(path);
+    }
+    let props =
+        crate::write::writer_properties(spec.output.compression, spec.output.row_group_rows)?;
+    let rows_rg = spec.output.row_group_rows;
+    let out = merged_path.to_path_buf();
+    let merged = tokio::task::spawn_blocking(move || {
+        crate::compact::merge_files(&paths, &out, props, rows_rg)
+    })
+    .await
+    .map_err(|source| Error::Task {
+        what: "the compaction merge",
+        source,
+    })??;
+    if merged.rows != plan.rows() {
+        return Err(Error::Job {
+            job_id: job_id.clone(),
+            message: format!(
+                "bin {}: {} rows merged from files that list {}",
+                plan.bin_id,
+                merged.rows,
+                plan.rows()
+            ),
+        });
+    }
+    let bytes = std::fs::metadata(merged_path)
+        .map_err(|e| Error::Staging {
+            context: format!("reading {}", merged_path.display()),
+            source: e,
+        })?
+        .len();
+    Ok((merged, bytes))
+}
+
 impl Worker {
     /// Merges one bin; `attempt` is the message's receive count and `max_receive_count`
     /// the queue's redrive setting.
@@ -125,53 +174,18 @@ impl Worker {
                     source: e,
                 })?;
             let staged = requests.wrap(job.output.clone());
-            let mut paths = Vec::with_capacity(plan.inputs.len());
-            for (n, input) in plan.inputs.iter().enumerate() {
-                let path = dir.path().join(format!("{n:05}.parquet"));
-                fetch(
-                    &task.job_id,
-                    staged.as_ref(),
-                    &input.file.key,
-                    input.file.bytes,
-                    &path,
-                )
-                .await?;
-                paths.push(path);
-            }
-            trace.stage("store").await?;
             let merged_path = dir.path().join("merged.parquet");
+            let (merged, bytes) = merge_bin(
+                &task.job_id,
+                staged.as_ref(),
+                &plan,
+                &job.spec,
+                dir.path(),
+                &merged_path,
+            )
+            .await?;
+            trace.stage("store").await?;
             let spec = &job.spec;
-            let props = crate::write::writer_properties(
-                spec.output.compression,
-                spec.output.row_group_rows,
-            )?;
-            let rows_rg = spec.output.row_group_rows;
-            let (inputs, out) = (paths.clone(), merged_path.clone());
-            let merged = tokio::task::spawn_blocking(move || {
-                crate::compact::merge_files(&inputs, &out, props, rows_rg)
-            })
-            .await
-            .map_err(|source| Error::Task {
-                what: "the compaction merge",
-                source,
-            })??;
-            if merged.rows != plan.rows() {
-                return Err(Error::Job {
-                    job_id: task.job_id.clone(),
-                    message: format!(
-                        "bin {}: {} rows merged from files that list {}",
-                        task.bin,
-                        merged.rows,
-                        plan.rows()
-                    ),
-                });
-            }
-            let bytes = std::fs::metadata(&merged_path)
-                .map_err(|e| Error::Staging {
-                    context: format!("reading {}", merged_path.display()),
-                    source: e,
-                })?
-                .len();
             self.crash_at(FaultPoint::BeforeFirstOutput, &task.bin)?;
             let dest = crate::job::compacted_output_location(spec, &task.job_id);
             let dest = requests.wrap(self.env.store_with(&dest, &spec.sse)?);

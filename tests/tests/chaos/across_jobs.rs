@@ -115,6 +115,13 @@ impl ObjectStore for FinalizeFaults {
     async fn put_file(&self, key: &str, path: &std::path::Path) -> fanout::store::Result<()> {
         self.inner.put_file(key, path).await
     }
+    async fn copy_from(
+        &self,
+        source: &fanout::location::Location,
+        key: &str,
+    ) -> fanout::store::Result<()> {
+        self.inner.copy_from(source, key).await
+    }
     async fn put_if_absent(&self, key: &str, data: Bytes) -> fanout::store::Result<PutOutcome> {
         let ledger_entry = key.contains("ledger/") && key.contains("/log/");
         if ledger_entry && self.roll(key) {

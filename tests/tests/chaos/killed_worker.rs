@@ -246,6 +246,14 @@ async fn a_worker_killed_mid_chunk_with_a_retry_left_is_redone_by_another_exactl
         if s.is_complete() {
             break k.killed_at.elapsed();
         }
+        if s.compaction_due() {
+            // What the state machine's Compact step does: the bins go on the chunk queue,
+            // and the second worker merges them.
+            let chunks = fanout::queue::SqsQueue::new(k.clients.sqs.clone(), &k.queue_url);
+            fanout::compact::start(&k.env, &k.spec.work, &k.job_id, &chunks, false)
+                .await
+                .unwrap();
+        }
         assert!(s.dead_lettered.is_empty() && s.failed.is_empty(), "{s:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

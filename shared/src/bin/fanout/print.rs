@@ -257,10 +257,7 @@ pub fn print_output_files(m: &Manifest) {
     if let Some(c) = &m.compaction {
         print_file_sizes("chunk files, before compaction", &c.chunk_files);
     }
-    print_file_sizes(
-        "output files, from the manifest",
-        &FileSizes::of_manifest(m),
-    );
+    print_file_sizes("output files, from the manifest", &m.file_sizes());
 }
 
 /// Files per partition and the spread of file sizes of one stage of a job's output.

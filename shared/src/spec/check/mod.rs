@@ -97,7 +97,12 @@ impl Checker<'_> {
                 format!("output.catalog stages chunk files under work, which must be on S3 as the output is (it is `{w}`)"),
             );
         }
-        let resolved = resolved_json(&raw, chunking.target_bytes, output.max_file_bytes)?;
+        let resolved = resolved_json(
+            &raw,
+            chunking.target_bytes,
+            output.max_file_bytes,
+            output.target_file_bytes,
+        )?;
         Some(JobSpec {
             name: raw.name,
             // Refused above with a problem when malformed.
@@ -281,16 +286,19 @@ fn resolved_json(
     raw: &RawSpec,
     target_bytes: u64,
     max_file_bytes: u64,
+    target_file_bytes: Option<u64>,
 ) -> Option<serde_json::Value> {
     let mut resolved = raw.clone();
     resolved.chunking.target_size = Some(serde_json::json!(target_bytes));
     resolved.output.max_file_size = Some(serde_json::json!(max_file_bytes));
-    // Resolved only when given, so the ids of specs that do not set it stay as they were.
-    if let Some(v) = &raw.output.target_file_size
-        && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
-    {
-        resolved.output.target_file_size = Some(serde_json::json!(n));
-    }
+    // Always resolved, the default too: the stored spec says whether the job has a
+    // compaction stage, and a spec stored before the stage existed has no such field
+    // (`job::load_spec` reads it as `off`: the job keeps the layout it was planned with).
+    // The compacted output is another output, so it has another job id.
+    resolved.output.target_file_size = Some(match target_file_bytes {
+        Some(n) => serde_json::json!(n),
+        None => serde_json::json!("off"),
+    });
     if let Some(v) = &raw.queue.max_message_size
         && let Some(n) = v.as_str().and_then(|s| parse_size(s).ok())
     {
