@@ -100,7 +100,16 @@ def status(planned, committed, failed=0, dead=0, failed_chunks=(), job_id="order
         # Settled: nothing can move any more (no chunk queued, running or retryable).
         "settled": pending == 0 and failed == 0,
         "complete": committed == planned,
+        "compaction_due": False,
     }
+
+
+def compaction_due(planned):
+    """Every chunk committed, the compaction stage not started: not complete, not settled."""
+    return {**status(planned, planned), "complete": False, "settled": False, "compaction_due": True}
+
+
+COMPACTED = {"job_id": "orders-1", "bins": 2, "merged_files": 6, "kept_files": 1, "sent": 2}
 
 
 PLAN = {"job_id": "orders-1", "work": WORK, "chunks": 3}
@@ -173,7 +182,7 @@ class StaticDefinitionTest(unittest.TestCase):
 
     def test_every_task_retries_lambda_errors_and_catches_into_the_fail_state(self):
         tasks = {n: s for n, s in self.states.items() if s["Type"] == "Task"}
-        self.assertEqual({"Plan", "Status", "Finalize"}, set(tasks))
+        self.assertEqual({"Plan", "Status", "Compact", "Finalize"}, set(tasks))
         fails = [n for n, s in self.states.items() if s["Type"] == "Fail"]
         self.assertEqual(["JobFailed"], fails)
         for name, task in tasks.items():
@@ -268,6 +277,28 @@ class ExecutionTest(unittest.TestCase):
                 (REDUCER, {"action": "finalize", **probe}),
             ],
             run.calls(),
+        )
+
+    def test_a_job_with_a_compaction_stage_compacts_then_polls_then_finalizes(self):
+        run = self.run_job([PLAN, compaction_due(3), COMPACTED, {**status(3, 3), "bins": 2, "bins_committed": 2}, FINALIZED], {"spec": {}})
+        self.assertEqual("SUCCEEDED", run.status, (run.error, run.cause))
+        self.assertEqual(FINALIZED, run.output)
+        self.assertEqual(
+            [
+                "Start", "Plan", "Planned", "PollJob", "Wait", "Status", "Settled", "Compact", "CountPoll",
+                "Wait", "Status", "Settled", "Finalize", "Outcome", "Succeeded",
+            ],
+            run.states(),
+        )
+        probe = {"job_id": "orders-1", "work": WORK}
+        self.assertEqual(
+            [
+                (REDUCER, {"action": "status", **probe}),
+                (REDUCER, {"action": "compact", **probe}),
+                (REDUCER, {"action": "status", **probe}),
+                (REDUCER, {"action": "finalize", **probe}),
+            ],
+            run.calls()[1:],
         )
 
     def test_drain_that_finds_nothing_ends_without_a_job(self):
@@ -386,7 +417,9 @@ class ExecutionTest(unittest.TestCase):
             "Next to a missing state": lambda d: d["States"]["Wait"].__setitem__("Next", "Nowhere"),
             "unknown state type": lambda d: d["States"]["CountPoll"].__setitem__("Type", "Paas"),
             "Choice default to a missing state": lambda d: d["States"]["Settled"].__setitem__("Default", "Nowhere"),
-            "Finalize skipped": lambda d: d["States"]["Settled"]["Choices"][0].__setitem__("Next", "Succeeded"),
+            "Finalize skipped": lambda d: next(
+                c for c in d["States"]["Settled"]["Choices"] if c.get("Variable") == "$.status.report.complete"
+            ).__setitem__("Next", "Succeeded"),
         }
         for what, mutate in mutations.items():
             with self.subTest(what):

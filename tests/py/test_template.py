@@ -28,6 +28,7 @@ METRICS = [
     "RowsRead", "RowsRejected", "RowsWritten", "BytesRead", "BytesWritten",
     "ChunksCommitted", "ChunksFailed", "ChunksDuplicate", "ChunkDuration", "FilesWritten",
     "JobCost", "JobLambdaGbSeconds", "JobDuration",
+    "BinsCommitted", "BinsFailed", "BinDuration",
 ]
 
 
@@ -212,6 +213,8 @@ class IamTest(unittest.TestCase):
                 # Status reports the dead-letter queue's depth, and stranded chunks when the
                 # chunk queue is empty beside it.
                 ("sqs:GetQueueAttributes", "ChunkQueue"), ("sqs:GetQueueAttributes", "ChunkDeadLetterQueue"),
+                # The Compact step queues the compaction stage's bins on the chunk queue.
+                ("sqs:SendMessage", "ChunkQueue"),
                 # Finalize HEADs every file the manifest lists (ListBucket: 404, not 403, for
                 # a missing one) and publishes staged files (CopyObject into the output).
                 ("s3:ListBucket", "OutputBucket"), ("s3:ListBucket", "RejectsBucket"),

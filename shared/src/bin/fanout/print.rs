@@ -234,10 +234,15 @@ pub fn print_manifest_summary(m: &Manifest) {
     );
     if let Some(c) = &m.compaction {
         println!(
-            "  compacted      {:>12}   chunk files into {} files of about {} ({} kept as they were; {} row groups copied, {} encoded again)",
+            "  compacted      {:>12}   chunk files into {} files of up to about {} ({} kept as they were; {} row groups copied, {} encoded again)",
             c.merged_files,
             c.bins,
-            human_bytes(c.target_bytes),
+            // As the spec says it: `128MiB` is 128 MiB, not 134.2 MB.
+            if c.target_bytes % (1 << 20) == 0 {
+                format!("{} MiB", c.target_bytes >> 20)
+            } else {
+                human_bytes(c.target_bytes)
+            },
             c.kept_files,
             c.copied_row_groups,
             c.encoded_row_groups
