@@ -85,20 +85,8 @@ pub async fn collect_garbage(
     }
     let chunks: HashSet<ChunkId> = plan.into_iter().map(|c| c.id).collect();
     // The compaction stage's bins, planned from the chunks: their files are the job's too.
-    let bin_prefix = layout::bin_plans(job_id);
-    let bins: HashSet<String> = store
-        .list(&bin_prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            Some(
-                o.key
-                    .strip_prefix(&bin_prefix)?
-                    .strip_suffix(".json")?
-                    .to_string(),
-            )
-        })
-        .collect();
+    let bins: HashSet<ChunkId> =
+        crate::job::ids_under(store.as_ref(), &layout::bin_plans(job_id)).await?;
     let keep_outputs: HashSet<&str> = manifest
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.file.key.as_str()))

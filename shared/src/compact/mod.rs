@@ -22,7 +22,9 @@ use tracing::info;
 use crate::env::Env;
 use crate::ids::{ChunkId, JobId};
 use crate::job::compaction::{BinTask, CompactionSummary, plan_bins};
-use crate::job::{READ_CONCURRENCY, chunk_records, get_json_opt, layout, load_job, to_json_bytes};
+use crate::job::{
+    READ_CONCURRENCY, chunk_records, get_json_opt, ids_under, layout, load_job, to_json_bytes,
+};
 use crate::location::Location;
 use crate::queue::Queue;
 use crate::store::ObjectStore;
@@ -144,16 +146,6 @@ fn task_bodies<'a>(
     .collect()
 }
 
-/// The ids of the objects `<prefix><id>.json` below `prefix`.
-async fn ids_under(store: &dyn ObjectStore, prefix: &str) -> Result<BTreeSet<ChunkId>> {
-    Ok(store
-        .list(prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| ChunkId::parse(o.key.strip_prefix(prefix)?.strip_suffix(".json")?).ok())
-        .collect())
-}
-
 /// Sends again the task of every planned bin without a commit record; how many.
 async fn resend_pending(
     store: &dyn ObjectStore,
@@ -161,9 +153,16 @@ async fn resend_pending(
     job_id: &JobId,
     queue: &dyn Queue,
 ) -> Result<u64> {
-    let planned = ids_under(store, &layout::bin_plans(job_id)).await?;
+    let planned: BTreeSet<ChunkId> = ids_under(store, &layout::bin_plans(job_id))
+        .await?
+        .into_iter()
+        .collect();
     let committed = ids_under(store, &layout::bins(job_id)).await?;
-    let bodies = task_bodies(work, job_id, planned.difference(&committed))?;
+    let bodies = task_bodies(
+        work,
+        job_id,
+        planned.iter().filter(|id| !committed.contains(*id)),
+    )?;
     queue.send(&bodies).await?;
     Ok(bodies.len() as u64)
 }

@@ -155,14 +155,19 @@ pub async fn load_plan(work: &dyn ObjectStore, summary: &PlanSummary) -> Result<
 
 /// Ids of the chunks already committed.
 pub async fn committed_ids(work: &dyn ObjectStore, job_id: &JobId) -> Result<HashSet<ChunkId>> {
-    let prefix = layout::chunks(job_id);
+    ids_under(work, &layout::chunks(job_id)).await
+}
+
+/// The ids of the records `<prefix><id>.json` (commit records of chunks or of compaction
+/// bins, bin plans).
+pub async fn ids_under(work: &dyn ObjectStore, prefix: &str) -> Result<HashSet<ChunkId>> {
     Ok(work
-        .list(&prefix)
+        .list(prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
-            let id = o.key.strip_prefix(&prefix)?.strip_suffix(".json")?;
-            // A key that is no chunk id is no commit record of this protocol.
+            let id = o.key.strip_prefix(prefix)?.strip_suffix(".json")?;
+            // A key that is no id is no record of this protocol.
             ChunkId::parse(id).ok()
         })
         .collect())

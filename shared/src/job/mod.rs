@@ -22,8 +22,8 @@ pub mod sizes;
 pub use crate::plan::SHARD_CHUNKS;
 pub use io::{
     READ_CONCURRENCY, chunk_record_keys, chunk_records, committed_ids, get_json, get_json_opt,
-    head_retried, load_job, load_plan, load_spec, read_aggregate_rows, read_manifest_opt,
-    to_compact_json_bytes, to_json_bytes,
+    head_retried, ids_under, load_job, load_plan, load_spec, read_aggregate_rows,
+    read_manifest_opt, to_compact_json_bytes, to_json_bytes,
 };
 /// Whether the job's chunk files are staged under `work` and published to the output
 /// location only when the job finalizes (or replaced there by the compaction stage's

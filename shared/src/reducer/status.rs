@@ -12,7 +12,7 @@ use crate::ids::{ChunkId, JobId};
 use crate::job::compaction::CompactionSummary;
 use crate::job::{
     AttemptRecord, FailureRecord, Manifest, PlanSummary, READ_CONCURRENCY, committed_ids, get_json,
-    get_json_opt, layout, load_job,
+    get_json_opt, ids_under, layout, load_job,
 };
 use crate::location::Location;
 use crate::queue::Queue;
@@ -180,6 +180,35 @@ fn is_lost(attempt: &AttemptRecord, failure: Option<&FailureRecord>, now_ms: u64
     !failed_after && gone
 }
 
+/// The tasks (chunks or bins) not committed, as their records tell.
+struct Judged {
+    /// Last attempt failed, may be retried.
+    failed: Vec<FailureRecord>,
+    /// Failed for good.
+    dead: Vec<FailureRecord>,
+    /// Killed without a record.
+    lost: Vec<AttemptRecord>,
+}
+
+/// Sorts the uncommitted tasks' failure and attempt records: an attempt past its end with
+/// no later failure record is lost; a lost attempt is later than its task's failure
+/// record, which then no longer says where the task stands.
+fn judge(failures: &[FailureRecord], attempts: Vec<AttemptRecord>, now_ms: u64) -> Judged {
+    let by_task: BTreeMap<&str, &FailureRecord> =
+        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
+    let lost: Vec<AttemptRecord> = attempts
+        .into_iter()
+        .filter(|a| is_lost(a, by_task.get(a.chunk_id.as_str()).copied(), now_ms))
+        .collect();
+    let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
+    let (dead, failed): (Vec<_>, Vec<_>) = failures
+        .iter()
+        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
+        .cloned()
+        .partition(|f| f.last_attempt);
+    Judged { failed, dead, lost }
+}
+
 /// Reads the records under `prefix` of chunks not in `committed`.
 async fn read_uncommitted<T: serde::de::DeserializeOwned>(
     store: &std::sync::Arc<dyn ObjectStore>,
@@ -265,20 +294,8 @@ pub async fn job_status_with(
         .map(|a| a.alive_ms.unwrap_or(a.started_ms))
         .chain(failures.iter().map(|f| f.at_ms))
         .fold(summary.planned_ms, u64::max);
-    let by_chunk: BTreeMap<&str, &FailureRecord> =
-        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
-    let lost: Vec<AttemptRecord> = attempts
-        .into_iter()
-        .filter(|a| is_lost(a, by_chunk.get(a.chunk_id.as_str()).copied(), now_ms))
-        .collect();
+    let Judged { failed, dead, lost } = judge(&failures, attempts, now_ms);
     let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
-    // A lost attempt is later than its chunk's failure record, which no longer says where
-    // the chunk stands.
-    let (dead, failed): (Vec<_>, Vec<_>) = failures
-        .iter()
-        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
-        .cloned()
-        .partition(|f| f.last_attempt);
     let outcome = get_json_opt::<Manifest>(store.as_ref(), &layout::manifest(job_id))
         .await?
         .map(|m| m.outcome);
@@ -334,32 +351,12 @@ async fn compaction_status(
     else {
         return Ok(Some(CompactionStatus::default()));
     };
-    let prefix = layout::bins(job_id);
-    let committed: HashSet<ChunkId> = store
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let id = o.key.strip_prefix(&prefix)?.strip_suffix(".json")?;
-            ChunkId::parse(id).ok()
-        })
-        .collect();
+    let committed = ids_under(store.as_ref(), &layout::bins(job_id)).await?;
     let failures: Vec<FailureRecord> =
         read_uncommitted(store, &layout::bin_failures(job_id), &committed).await?;
     let attempts: Vec<AttemptRecord> =
         read_uncommitted(store, &layout::bin_attempts(job_id), &committed).await?;
-    let by_bin: BTreeMap<&str, &FailureRecord> =
-        failures.iter().map(|f| (f.chunk_id.as_str(), f)).collect();
-    let lost: Vec<AttemptRecord> = attempts
-        .into_iter()
-        .filter(|a| is_lost(a, by_bin.get(a.chunk_id.as_str()).copied(), now_ms))
-        .collect();
-    let lost_ids: HashSet<&str> = lost.iter().map(|a| a.chunk_id.as_str()).collect();
-    let (dead, failed): (Vec<_>, Vec<_>) = failures
-        .iter()
-        .filter(|f| !lost_ids.contains(f.chunk_id.as_str()))
-        .cloned()
-        .partition(|f| f.last_attempt);
+    let Judged { failed, dead, lost } = judge(&failures, attempts, now_ms);
     let unfinished = (failed.len() + dead.len() + lost.len()) as u64;
     Ok(Some(CompactionStatus {
         started: true,
