@@ -270,42 +270,79 @@ impl PartitionedWriter {
         if batch.num_rows() == 0 {
             return Ok(set_aside);
         }
+        let mut kept = Vec::new();
         for (path, values, rows, problem) in self.groups(batch)? {
-            if let Some((column, message)) = problem {
-                let all = || (0..batch.num_rows() as u32).collect();
-                for r in rows.unwrap_or_else(all) {
-                    self.rejected.push(PartitionReject {
-                        column: column.clone(),
-                        message: message.clone(),
-                        raw: capped_raw(crate::read::row_json(batch, r as usize)),
-                    });
-                    set_aside.push(r);
+            match problem {
+                Some((column, message)) => {
+                    let all = || (0..batch.num_rows() as u32).collect();
+                    for r in rows.unwrap_or_else(all) {
+                        self.rejected.push(PartitionReject {
+                            column: column.clone(),
+                            message: message.clone(),
+                            raw: capped_raw(crate::read::row_json(batch, r as usize)),
+                        });
+                        set_aside.push(r);
+                    }
                 }
-                continue;
+                None => kept.push((path, values, rows)),
             }
-            let sub = match rows {
-                None => RecordBatch::try_new(
-                    self.file_schema.clone(),
-                    self.data_idx
-                        .iter()
-                        .map(|i| batch.column(*i).clone())
-                        .collect(),
-                )?,
-                Some(rows) => {
-                    let idx = UInt32Array::from(rows);
-                    let cols: Vec<ArrayRef> = self
-                        .data_idx
-                        .iter()
-                        .map(|i| take(batch.column(*i).as_ref(), &idx, None))
-                        .collect::<std::result::Result<_, _>>()?;
-                    RecordBatch::try_new(self.file_schema.clone(), cols)?
-                }
-            };
+        }
+        for (path, values, sub) in self.split(batch, kept)? {
             self.rows += sub.num_rows() as u64;
             self.append(path, values, &sub)?;
         }
         self.keep_within_budget()?;
         Ok(set_aside)
+    }
+
+    /// The data columns of `batch` cut into one batch per partition of `parts`. The rows
+    /// of several partitions are gathered in one `take` per column, ordered partition by
+    /// partition, and each partition's batch is a slice of it: one copy of the batch
+    /// instead of one small one per partition and column.
+    fn split(
+        &self,
+        batch: &RecordBatch,
+        parts: Vec<KeptPart<Option<Vec<u32>>>>,
+    ) -> Result<Vec<KeptPart<RecordBatch>>> {
+        let data = |cols: Vec<ArrayRef>| RecordBatch::try_new(self.file_schema.clone(), cols);
+        let mut order: Vec<u32> = Vec::new();
+        let mut lens = Vec::with_capacity(parts.len());
+        for (_, _, rows) in &parts {
+            match rows {
+                Some(rows) => {
+                    order.extend_from_slice(rows);
+                    lens.push(rows.len());
+                }
+                // One partition has the whole batch: no copy at all.
+                None => lens.push(batch.num_rows()),
+            }
+        }
+        let all = if order.is_empty() {
+            data(
+                self.data_idx
+                    .iter()
+                    .map(|i| batch.column(*i).clone())
+                    .collect(),
+            )?
+        } else {
+            let idx = UInt32Array::from(order);
+            data(
+                self.data_idx
+                    .iter()
+                    .map(|i| take(batch.column(*i).as_ref(), &idx, None))
+                    .collect::<std::result::Result<_, _>>()?,
+            )?
+        };
+        let mut offset = 0;
+        Ok(parts
+            .into_iter()
+            .zip(lens)
+            .map(|((path, values, _), len)| {
+                let sub = all.slice(offset, len);
+                offset += len;
+                (path, values, sub)
+            })
+            .collect())
     }
 
     /// The batch's rows grouped by partition path, in order of first appearance; `None`
@@ -527,6 +564,10 @@ type BatchPart = (
     Option<Vec<u32>>,
     Option<(String, String)>,
 );
+
+/// Rows of one batch bound for a partition that can hold them: (path, column values,
+/// the rows: their indexes, all of the batch, or the batch of them).
+type KeptPart<R> = (String, Vec<(String, Option<String>)>, R);
 
 /// The first `n` bytes of `s` at most, cut at a character boundary.
 fn first_bytes(s: &str, n: usize) -> &str {

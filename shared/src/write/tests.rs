@@ -364,3 +364,75 @@ async fn a_row_whose_partition_path_cannot_be_a_key_is_set_aside_and_the_rest_wr
         ]
     );
 }
+
+/// The ids in the Parquet file at `path`, in file order.
+fn ids_in(path: &std::path::Path) -> Vec<i64> {
+    let f = std::fs::File::open(path).expect("open");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
+        .expect("reader")
+        .flat_map(|b| {
+            let b = b.expect("batch");
+            let ids = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("ids");
+            ids.values().to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn interleaved_partitions_keep_their_rows_in_order_and_a_set_aside_one_takes_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, schema) = two_level_writer(&dir);
+    let q_over = "q".repeat(LOCAL_MAX_NAME_BYTES);
+    // Three partitions taking turns row by row, a fourth whose path is too long among
+    // them, then a batch of one partition (written without a copy).
+    let mut expected: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (ids, ps, qs) in [
+        (
+            vec![0i64, 1, 2, 3, 4, 5, 6, 7],
+            vec!["a", "b", "a", "c", "b", "a", "a", "c"],
+            vec!["x", "x", "x", "y", "x", q_over.as_str(), "x", "y"],
+        ),
+        (vec![8, 9], vec!["b", "b"], vec!["x", "x"]),
+    ] {
+        for ((id, p), q) in ids.iter().zip(&ps).zip(&qs) {
+            if q.len() < LOCAL_MAX_NAME_BYTES {
+                let key = match (*p, *q) {
+                    ("a", _) => "p=a/q=x/part-c1-00000.parquet",
+                    ("b", _) => "p=b/q=x/part-c1-00000.parquet",
+                    _ => "p=c/q=y/part-c1-00000.parquet",
+                };
+                expected.entry(key).or_default().push(*id);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(ps)),
+                Arc::new(StringArray::from(qs)),
+            ],
+        )
+        .expect("batch");
+        w.write(&batch).expect("write");
+    }
+    assert_eq!(w.rows(), 9);
+    assert_eq!(w.take_rejects().len(), 1);
+    let files = w
+        .finish(&crate::store::FsStore::new(dir.path()), &|_| Ok(()))
+        .await
+        .expect("finish");
+    let written: BTreeMap<&str, Vec<i64>> = files
+        .iter()
+        .map(|f| (f.key.as_str(), ids_in(&dir.path().join(&f.key))))
+        .collect();
+    assert_eq!(written, expected);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.rows as usize == expected[f.key.as_str()].len())
+    );
+}
