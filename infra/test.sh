@@ -53,7 +53,8 @@ venv "$LS_VENV" "$PY313" tests/py/localstack-requirements.txt
 
 step "local AWS peers on 127.0.0.1"
 MOTO_PORT=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN/moto.log" 2>&1 &
+# moto with S3's conditional writes atomic, as S3's are (tests/py/moto_server_atomic.py).
+"$VENV/bin/python" tests/py/moto_server_atomic.py -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN/moto.log" 2>&1 &
 pids+=($!)
 LS_PORT=$(free_port)
 mkdir -p "$RUN/localstack"
