@@ -111,20 +111,7 @@ impl BinTask {
 
     /// Parses and checks a message body.
     pub fn from_body(body: &str) -> crate::Result<BinTask> {
-        let t: BinTask = serde_json::from_str(body).map_err(|e| crate::Error::Message {
-            message: format!(
-                "{e} (body starts `{}`)",
-                body.chars().take(80).collect::<String>()
-            ),
-            source: Some(Box::new(e)),
-        })?;
-        if let Err(m) = crate::location::Location::parse(&t.work) {
-            return Err(crate::Error::Message {
-                message: format!("work location `{}`: {m}", t.work),
-                source: None,
-            });
-        }
-        Ok(t)
+        super::records::parse_task(body, |t: &BinTask| &t.work)
     }
 }
 

@@ -64,21 +64,7 @@ pub struct ChunkTask {
 impl ChunkTask {
     /// Parses and checks a message body.
     pub fn from_body(body: &str) -> crate::Result<ChunkTask> {
-        let t: ChunkTask = serde_json::from_str(body).map_err(|e| crate::Error::Message {
-            message: format!(
-                "{e} (body starts `{}`)",
-                body.chars().take(80).collect::<String>()
-            ),
-            source: Some(Box::new(e)),
-        })?;
-        // Checked here so a bad location is refused (and the message deleted) like any
-        // other malformed body, not retried until the dead-letter queue.
-        if let Err(m) = crate::location::Location::parse(&t.work) {
-            return Err(crate::Error::Message {
-                message: format!("work location `{}`: {m}", t.work),
-                source: None,
-            });
-        }
+        let t: ChunkTask = parse_task(body, |t: &ChunkTask| &t.work)?;
         if crate::plan::chunk_id(&t.job_id, &t.chunk.pieces) != t.chunk.id {
             return Err(crate::Error::Message {
                 message: format!("chunk id {} does not match its pieces", t.chunk.id),
@@ -87,6 +73,29 @@ impl ChunkTask {
         }
         Ok(t)
     }
+}
+
+/// Parses a queue message body (a chunk or a compaction bin task) and checks its work
+/// location: a bad one is refused (and the message deleted) like any other malformed
+/// body, not retried until the dead-letter queue.
+pub(crate) fn parse_task<T: serde::de::DeserializeOwned>(
+    body: &str,
+    work: impl Fn(&T) -> &String,
+) -> crate::Result<T> {
+    let t: T = serde_json::from_str(body).map_err(|e| crate::Error::Message {
+        message: format!(
+            "{e} (body starts `{}`)",
+            body.chars().take(80).collect::<String>()
+        ),
+        source: Some(Box::new(e)),
+    })?;
+    if let Err(m) = crate::location::Location::parse(work(&t)) {
+        return Err(crate::Error::Message {
+            message: format!("work location `{}`: {m}", work(&t)),
+            source: None,
+        });
+    }
+    Ok(t)
 }
 
 /// Row counts; `read = valid + rejected` always, `written` is what the transform kept.
